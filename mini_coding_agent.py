@@ -1,0 +1,1704 @@
+"""mini-coding-agent: a coding agent in one file, driving a local model through Ollama.
+
+You type a request; the agent builds a prompt, asks the model for exactly one
+tool call or one final answer, runs the tool, records the result, and asks
+again until the model answers.  Everything a production coding agent (Claude
+Code, Codex CLI) has is here in miniature, as six components:
+
+  1. Live repo context           WorkspaceContext (build, text)
+  2. Prompt shape, cache reuse   PromptShape: build_prefix, memory_text, prompt
+  3. Tools, validation, approval ToolUse: build_tools, parse, validate_tool,
+                                 approve, run_tool, path, tool_<name>
+  4. Context reduction           clip, ContextReduction.history_text
+  5. Transcript, memory, resume  SessionStore, SessionMemory: record,
+                                 note_tool, ask, reset
+  6. Bounded delegation          Delegation.tool_delegate
+
+MiniAgent combines the component classes; FakeModelClient and
+OllamaModelClient are the two model backends; build_welcome,
+build_arg_parser and main are the command line.
+
+Concessions, to stay small: the standard library only; one model call per
+step and no parallel tools; the model speaks a text protocol (<tool>, <final>)
+rather than a server-side tool API, so any completion model can drive it.
+"""
+
+import argparse
+import difflib
+import hashlib
+import http.client
+import itertools
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+MAX_TOOL_OUTPUT = 4000   # chars of one tool result kept: about 100 lines of code
+MAX_HISTORY = 12000      # chars of recent transcript a compaction keeps verbatim
+ITEM_CHARS = 900         # a transcript item shows at most this much, fixed when recorded
+ARGS_CHARS = 300         # ... and of its arguments (a write's content is on disk, not needed twice)
+REQUEST_CHARS = MAX_TOOL_OUTPUT   # the current request, repeated at the end of the prompt
+SUMMARY_LINE_CHARS = 160 # a compacted item becomes one line this long at most
+DEFAULT_NUM_CTX = 16384  # tokens of context: fits today's small models and a long session
+CHARS_PER_TOKEN = 2.5    # conservative: code and numbered lines measured 2.96-3.7 chars per token
+TEMPLATE_TOKENS = 64     # room for the chat template Ollama wraps around our prompt
+MIN_TRANSCRIPT_CHARS = 8 * ITEM_CHARS   # a smaller --num-ctx could not show a few recent steps
+DOC_CHARS = 1200         # chars of each project doc (README.md, ...) in the prompt
+STATUS_CHARS = 1500      # chars of `git status --short` in the prompt
+MAX_NOTES = 5            # working-memory notes kept, newest last
+MAX_FILES = 8            # recently touched files kept in memory
+NOTE_CHARS = 220         # chars of one note
+MAX_LISTED = 200         # lines of list_files / search output
+MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
+MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
+MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
+BINARY_SNIFF = 8192      # bytes looked at to tell a binary file: a NUL byte among them
+SHELL_CAPTURE = 2 * MAX_TOOL_OUTPUT   # bytes kept from the start and from the end of a command's output
+GIT_TIMEOUT = 5          # seconds; git answers in milliseconds unless something is wrong
+STARTUP_TIMEOUT = 5      # seconds for the startup checks: a local server answers at once
+DEFAULT_MODEL = "qwen3.5:4b"
+DEFAULT_HOST = "http://127.0.0.1:11434"
+PROJECT_DOCS = ("AGENTS.md", "README.md", "pyproject.toml", "package.json")
+IGNORED_DIRS = {".git", ".mini-coding-agent", "__pycache__", ".pytest_cache",
+                ".ruff_cache", ".venv", "venv"}
+PROTECTED_DIRS = {".git", ".mini-coding-agent"}   # the agent never writes inside these
+
+
+def now():
+    """The current UTC time as an ISO string, for timestamps in sessions."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+# ---------------------------------------------------------------------------
+# 1. Live repo context: what the model should know before it reads any file
+# ---------------------------------------------------------------------------
+
+def git(args, cwd, default):
+    """Run one git command; any failure (no git, not a repo, too slow) gives `default`."""
+    try:
+        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                encoding="utf-8", errors="replace",
+                                stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT)
+    except (OSError, subprocess.SubprocessError):
+        return default
+    output = result.stdout.strip()
+    return output if result.returncode == 0 and output else default
+
+
+def read_head(path, limit):
+    """The first `limit` chars of a text file (a doc's start says most), or None if unreadable."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            text = file.read(limit + 1)
+    except OSError:
+        return None
+    return text if len(text) <= limit else text[:limit] + "\n...[more in the file]"
+
+
+@dataclass
+class WorkspaceContext:
+    """A snapshot of the repository, taken once at start."""
+    cwd: str
+    repo_root: str
+    branch: str = "-"
+    default_branch: str = "main"
+    status: str = "clean"
+    recent_commits: list = field(default_factory=list)
+    project_docs: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, cwd):
+        """Collect the context from git and the project's docs."""
+        cwd = Path(cwd).resolve()
+        root = Path(git(["rev-parse", "--show-toplevel"], cwd, str(cwd))).resolve()
+        origin_head = git(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd, "origin/main")
+        docs = {}
+        for folder in (root, cwd):
+            for name in PROJECT_DOCS:
+                key = (folder / name).relative_to(root).as_posix()
+                text = read_head(folder / name, DOC_CHARS)
+                if text is not None and key not in docs:
+                    docs[key] = text
+        return cls(
+            cwd=str(cwd),
+            repo_root=str(root),
+            branch=git(["branch", "--show-current"], cwd, "-"),
+            default_branch=origin_head.split("/", 1)[-1],
+            status=clip(git(["status", "--short"], cwd, "clean"), STATUS_CHARS),
+            recent_commits=git(["log", "--oneline", "-5"], cwd, "").splitlines(),
+            project_docs=docs,
+        )
+
+    def text(self):
+        """The `Workspace:` block of the prompt."""
+        commits = "\n".join(f"  - {line}" for line in self.recent_commits) or "  - none"
+        docs = "\n".join(f"--- {name} ---\n{text}" for name, text in self.project_docs.items())
+        return "\n".join([
+            "Workspace:",
+            f"- cwd: {self.cwd}",
+            f"- repo_root: {self.repo_root}",
+            f"- branch: {self.branch}",
+            f"- default_branch: {self.default_branch}",
+            f"- status:\n{self.status}",
+            f"- recent_commits:\n{commits}",
+            f"- project_docs:\n{docs or '(none)'}",
+        ])
+
+
+# ---------------------------------------------------------------------------
+# 2. Prompt shape: a stable prefix the server can cache, then what changes
+# ---------------------------------------------------------------------------
+
+RULES = """Rules:
+- Answer with exactly one tool call or one final answer, nothing else.
+- A tool call is <tool>{"name": "TOOL", "args": {...}}</tool>, or the XML form below for multi-line text.
+- A final answer is <final>your answer</final>.
+- Use tools to look at files and run commands instead of guessing.
+- Never invent tool results; wait for them to appear in the transcript.
+- Do not repeat an identical tool call that did not help; try something else.
+- Required arguments must not be empty.
+- Read the code before writing tests for it."""
+
+
+def common_prefix_length(a, b):
+    """How many leading chars two strings share (a binary search; the slices compare in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+class PromptShape:
+    """Component 2: a prompt that only grows at its end, so the server's cache can reuse it.
+
+    Layout: the prefix (never changes), the transcript (each item rendered once,
+    appended), then the small parts that change every step: memory and request.
+    """
+
+    def build_prefix(self):
+        """The part of every prompt that never changes: rules, tools, examples, workspace."""
+        tool_lines = [
+            f"- {name}({tool['signature']}) [{'approval required' if tool['risky'] else 'safe'}] "
+            f"{tool['description']}"
+            for name, tool in self.tools.items()
+        ]
+        examples = [tool["example"] for tool in self.tools.values()]
+        examples.append("<final>Done: README.md now documents the --verbose flag.</final>")
+        return "\n\n".join([
+            "You are mini-coding-agent, a careful coding assistant working in a local repository.",
+            RULES,
+            "Tools:\n" + "\n".join(tool_lines),
+            "Valid response examples:\n" + "\n".join(examples),
+            self.workspace.text(),
+        ])
+
+    def memory_text(self):
+        """The `Memory:` block: the task, recent files and short notes."""
+        memory = self.session["memory"]
+        notes = "\n".join(f"  - {note}" for note in memory["notes"]) or "  - none"
+        return "\n".join([
+            "Memory:",
+            f"- task: {memory['task'] or '-'}",
+            f"- files: {', '.join(memory['files']) or '-'}",
+            f"- notes:\n{notes}",
+        ])
+
+    def prompt(self, user_message):
+        """The prompt for the next model call, compacting the transcript first if it would not fit."""
+        tail = f"{self.memory_text()}\n\nCurrent user request:\n{clip(user_message, REQUEST_CHARS)}"
+        room = self.prompt_budget - len(self.prefix) - len(tail) - len("\n\nTranscript:\n\n\n")
+        history = self.history_text()
+        if len(history) > room:
+            self.compact(room)
+            history = self.history_text()
+        if len(history) > room:
+            raise RuntimeError(f"The prompt does not fit in --num-ctx {self.num_ctx} tokens; "
+                               "start with a larger --num-ctx.")
+        return f"{self.prefix}\n\nTranscript:\n{history}\n\n{tail}"
+
+    def record_stats(self, prompt):
+        """Keep one model call's figures: size, how much the server could reuse, Ollama's counters."""
+        reused = common_prefix_length(prompt, self.last_prompt)
+        figures = {"prompt_chars": len(prompt), "reused_chars": reused}
+        figures.update(getattr(self.model_client, "last_stats", {}))
+        self.last_prompt = prompt
+        self.session["stats"].append(figures)
+        return figures
+
+
+# ---------------------------------------------------------------------------
+# 3. Tools: a registry, a parser for the model's reply, checks before running
+# ---------------------------------------------------------------------------
+
+REQUIRED = object()   # marks a tool argument without a default
+TOOL_ARGS = {         # tool name -> {argument: default}
+    "list_files": {"path": "."},
+    "read_file": {"path": REQUIRED, "start": 1, "end": 200},
+    "search": {"pattern": REQUIRED, "path": "."},
+    "run_shell": {"command": REQUIRED, "timeout": 20},
+    "write_file": {"path": REQUIRED, "content": REQUIRED},
+    "patch_file": {"path": REQUIRED, "old_text": REQUIRED, "new_text": REQUIRED},
+    "delegate": {"task": REQUIRED, "max_steps": 3},
+}
+INT_ARGS = {"start", "end", "timeout", "max_steps"}
+MAY_BE_EMPTY = {"content", "new_text"}   # writing an empty file or deleting text is fine
+XML_FIELDS = ("content", "old_text", "new_text", "command", "task", "pattern", "path")
+TOOL_INFO = {         # tool name -> (needs approval, description, one valid call)
+    "list_files": (False, "List the files and folders in a folder of the repo.",
+                   '<tool>{"name": "list_files", "args": {"path": "src"}}</tool>'),
+    "read_file": (False, "Read lines start..end of a text file, numbered.",
+                  '<tool>{"name": "read_file", "args": {"path": "README.md", "start": 1, "end": 80}}</tool>'),
+    "search": (False, "Find lines containing a text, case-insensitive, in the repo.",
+               '<tool>{"name": "search", "args": {"pattern": "def main", "path": "."}}</tool>'),
+    "run_shell": (True, "Run a shell command in the repo root; timeout in seconds (1-120).",
+                  '<tool>{"name": "run_shell", "args": {"command": "pytest -q", "timeout": 60}}</tool>'),
+    "write_file": (True, "Create or overwrite a file with the given content.",
+                   '<tool name="write_file" path="hello.py"><content>print("hello")</content></tool>'),
+    "patch_file": (True, "Replace old_text, which must occur exactly once, with new_text.",
+                   '<tool name="patch_file" path="hello.py"><old_text>hello</old_text>'
+                   '<new_text>world</new_text></tool>'),
+    "delegate": (False, "Give a read-only helper agent a small investigation; returns its answer.",
+                 '<tool>{"name": "delegate", "args": {"task": "Find where the CLI flags are defined", '
+                 '"max_steps": 3}}</tool>'),
+}
+RETRY_ADVICE = "Reply with a valid <tool> call or a non-empty <final> answer."
+APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this session: "
+
+
+def retry_notice(problem):
+    """The message a malformed reply gets back, recorded so the model can fix it."""
+    return f"Runtime notice: {problem}. {RETRY_ADVICE}"
+
+
+def signature(name):
+    """A tool's arguments as the prompt shows them, e.g. `path: str, start: int=1`."""
+    parts = []
+    for arg, default in TOOL_ARGS[name].items():
+        kind = "int" if arg in INT_ARGS else "str"
+        parts.append(f"{arg}: {kind}" if default is REQUIRED else f"{arg}: {kind}={default!r}")
+    return ", ".join(parts)
+
+
+def parse_json_tool(body):
+    """Read a `<tool>{json}</tool>` body into a call, or a retry notice."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):   # RecursionError: absurdly deep nesting
+        return "retry", retry_notice("the tool call was not valid JSON")
+    if not isinstance(payload, dict):
+        return "retry", retry_notice("the tool payload must be a JSON object")
+    name, args = payload.get("name"), payload.get("args", {})
+    if not isinstance(name, str) or not name.strip():
+        return "retry", retry_notice("the tool call has no name")
+    if not isinstance(args, dict):
+        return "retry", retry_notice("the tool args must be a JSON object")
+    return "tool", {"name": name.strip(), "args": args}
+
+
+def parse_xml_tool(attributes, body):
+    """Read `<tool name=".." attr=".."><field>text</field></tool>` into a call."""
+    pairs = re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|\'([^\']*)\')', attributes)
+    args = {key: double or single for key, double, single in pairs}
+    name = args.pop("name", "").strip()
+    if not name:
+        return "retry", retry_notice("the tool call has no name")
+    for tag in XML_FIELDS:
+        start = body.find(f"<{tag}>")
+        end = body.find(f"</{tag}>", start)
+        if start != -1 and end != -1:
+            args[tag] = body[start + len(tag) + 2:end]
+    if name == "write_file" and "content" not in args:
+        args["content"] = body
+    if name == "delegate" and "task" not in args:
+        args["task"] = body
+    return "tool", {"name": name, "args": args}
+
+
+def find_tool_tag(raw):
+    """Where the first `<tool>` or `<tool ...>` tag starts, or -1 (`<tools>` does not count)."""
+    start = raw.find("<tool")
+    while start != -1 and not (raw[start + 5:start + 6] == ">" or raw[start + 5:start + 6].isspace()):
+        start = raw.find("<tool", start + 1)
+    return start
+
+
+def parse_tool(text):
+    """Read a reply that starts with a `<tool` tag, JSON or XML style."""
+    tag_end = text.find(">")
+    if tag_end == -1 or tag_end > MAX_TAG_CHARS:
+        return "retry", retry_notice("the <tool> tag is not closed with '>'")
+    attributes = text[len("<tool"):tag_end]
+    closing = text.rfind("</tool>")
+    body = text[tag_end + 1:closing if closing > tag_end else len(text)]
+    if re.search(r"\bname\s*=", attributes):
+        return parse_xml_tool(attributes, body)
+    return parse_json_tool(body.strip())
+
+
+def is_inside(path, root):
+    """True if a resolved path is the root or below it (case-insensitive file systems too)."""
+    if path == root or root in path.parents:
+        return True
+    return any(parent.exists() and os.path.samefile(parent, root) for parent in path.parents)
+
+
+def text_lines(file):
+    """The lines of a file opened in binary mode, decoded; reads only as far as the caller goes."""
+    for chunk in iter(lambda: file.readline(4 * MAX_LINE_CHARS), b""):
+        line = chunk
+        while not chunk.endswith(b"\n"):   # skip the rest of an over-long line
+            chunk = file.readline(4 * MAX_LINE_CHARS)
+            if not chunk:
+                break
+        yield line.decode("utf-8", errors="replace").rstrip("\r\n")[:MAX_LINE_CHARS]
+
+
+def is_binary(file):
+    """True if a file opened in binary mode looks binary (a NUL byte near its start)."""
+    binary = b"\0" in file.read(BINARY_SNIFF)
+    file.seek(0)
+    return binary
+
+
+def write_atomic(path, *chunks):
+    """Replace a file's bytes in one step: after a crash it holds the old bytes or the new, never half."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as file:
+            file.writelines(chunks)
+            file.flush()
+            os.fsync(file.fileno())
+        if path.exists():
+            shutil.copymode(path, temp)   # an executable script stays executable
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+if os.name == "posix":
+    NEW_PROCESS_GROUP = {"start_new_session": True}   # the shell and its children get their own group
+else:
+    NEW_PROCESS_GROUP = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+
+
+def kill_tree(process):
+    """Stop a shell and every process it started."""
+    if os.name == "posix":
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    else:
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
+    process.wait()
+
+
+def read_capped(file):
+    """A command's output from its temporary file: all of it, or its first and last part."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    if size <= 2 * SHELL_CAPTURE:
+        data = file.read()
+    else:
+        head = file.read(SHELL_CAPTURE)
+        file.seek(size - SHELL_CAPTURE)
+        data = head + f"\n...[{size - 2 * SHELL_CAPTURE} bytes cut]...\n".encode() + file.read()
+    return data.decode("utf-8", errors="replace")
+
+
+def run_command(command, cwd, timeout):
+    """Run a shell command that cannot hang the agent: (exit code or None on timeout, stdout, stderr).
+
+    Output goes to temporary files, not pipes, so a background child that keeps
+    them open cannot make us wait; on timeout or Ctrl-C the whole group is killed.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, shell=True, cwd=cwd, stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=err, **NEW_PROCESS_GROUP)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(process)
+            code = None
+        except BaseException:
+            kill_tree(process)
+            raise
+        return code, read_capped(out), read_capped(err)
+
+
+class ToolUse:
+    """Component 3: which tools exist, how replies become calls, and the checks on each call."""
+
+    def build_tools(self):
+        """The tool registry: name -> signature, risk, description and an example call."""
+        tools = {}
+        for name, (risky, description, example) in TOOL_INFO.items():
+            if name == "delegate" and self.depth >= self.max_depth:
+                continue
+            tools[name] = {"signature": signature(name), "risky": risky,
+                           "description": description, "example": example}
+        return tools
+
+    @staticmethod
+    def parse(raw):
+        """Read a model reply as ("tool", call), ("final", text) or ("retry", notice); never raises."""
+        if not raw.strip():
+            return "retry", retry_notice("the response was empty")
+        tool_at, final_at = find_tool_tag(raw), raw.find("<final>")
+        if tool_at != -1 and (final_at == -1 or tool_at < final_at):
+            return parse_tool(raw[tool_at:])
+        if final_at != -1:
+            answer = raw[final_at + len("<final>"):].split("</final>", 1)[0].strip()
+            return ("final", answer) if answer else ("retry", retry_notice("the <final> answer was empty"))
+        return "final", raw.strip()
+
+    def validate_tool(self, name, args):
+        """Check a call's arguments; return them with defaults filled in, or raise ValueError."""
+        checked = {}
+        for arg, default in TOOL_ARGS[name].items():
+            value = args.get(arg, default)
+            if value is REQUIRED:
+                raise ValueError(repr(arg))
+            if arg in INT_ARGS:
+                if isinstance(value, str) and value.strip().isdigit() and len(value) < 10:
+                    value = int(value)
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"{arg} must be an integer")
+            elif not isinstance(value, str):
+                raise ValueError(f"{arg} must be a string")
+            elif not value.strip() and arg not in MAY_BE_EMPTY:
+                raise ValueError(f"{arg} must not be empty")
+            checked[arg] = value
+        if name == "read_file" and not 1 <= checked["start"] <= checked["end"]:
+            raise ValueError("need 1 <= start <= end")
+        if name == "run_shell" and not 1 <= checked["timeout"] <= 120:
+            raise ValueError("timeout must be between 1 and 120 seconds")
+        if name == "delegate":
+            if checked["max_steps"] < 1:
+                raise ValueError("max_steps must be at least 1")
+            checked["max_steps"] = min(checked["max_steps"], self.max_steps)   # no more than our own
+        return checked
+
+    def repeats_last_two(self, name, args):
+        """True if the two previous tool calls were this very call."""
+        calls = [item for item in self.session["history"] if item["role"] == "tool"][-2:]
+        return len(calls) == 2 and all(c["name"] == name and c["args"] == args for c in calls)
+
+    def approve(self, name, args):
+        """Ask whether a risky tool may run, following the approval policy."""
+        if self.read_only or self.approval_policy == "never":
+            return False
+        if self.approval_policy == "auto" or name in self.always_approved:
+            return True
+        self.display.approval(name, self.preview(name, args))
+        try:
+            answer = input("").strip().lower()
+        except EOFError:
+            return False
+        if answer in ("a", "always"):
+            self.always_approved.add(name)
+        return answer in ("y", "yes", "a", "always")
+
+    def preview(self, name, args):
+        """What a risky call would do, for a person to judge: the command, or a diff of the edit."""
+        if name == "run_shell":
+            return f"run_shell in {self.root} (timeout {args['timeout']} s):\n  $ {args['command']}"
+        try:
+            path = self.path(args["path"])
+            old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        except (OSError, ValueError) as exc:
+            return f"{name} {args['path']}: {exc}"
+        if name == "patch_file" and old.count(args["old_text"]) != 1:
+            count = old.count(args["old_text"])
+            return f"patch_file {args['path']}: old_text occurs {count} times, so the patch will fail"
+        new = args["content"] if name == "write_file" else old.replace(args["old_text"], args["new_text"])
+        diff = difflib.unified_diff(old.splitlines(), new.splitlines(), f"a/{args['path']}",
+                                    f"b/{args['path']}", lineterm="")
+        return clip("\n".join(diff), MAX_TOOL_OUTPUT) or f"{name} {args['path']}: no change"
+
+    def run_tool(self, name, args):
+        """Run one tool call through every check; always returns text, never raises."""
+        if not isinstance(name, str) or name not in self.tools:
+            return f"error: unknown tool '{name}'"
+        try:
+            checked = self.validate_tool(name, args)
+        except ValueError as exc:
+            return f"error: invalid arguments for {name}: {exc}\nexample: {self.tools[name]['example']}"
+        if self.repeats_last_two(name, args):
+            return (f"error: repeated identical tool call for {name}; "
+                    "choose a different tool or return a final answer")
+        if self.tools[name]["risky"] and not self.approve(name, checked):
+            return f"error: approval denied for {name}"
+        try:
+            result = getattr(self, f"tool_{name}")(checked)
+        except Exception as exc:   # a tool's failure is a result the model can react to
+            return f"error: tool {name} failed: {exc}"
+        return clip(result, MAX_TOOL_OUTPUT)
+
+    def path(self, raw_path):
+        """Resolve a path argument inside the workspace, or raise ValueError: the check every tool uses."""
+        if len(raw_path) > MAX_PATH_CHARS or any(len(part) > 255 for part in re.split(r"[\\/]", raw_path)):
+            raise ValueError(f"path is too long: {raw_path[:60]}...")
+        if any(ord(char) < 32 for char in raw_path):
+            raise ValueError(f"path contains a control character or NUL byte: {raw_path!r}")
+        if raw_path.startswith("~"):
+            raise ValueError(f"path escapes workspace: {raw_path}")
+        try:
+            resolved = (self.root / raw_path).resolve()   # follows every symlink, even below missing parts
+        except (OSError, RuntimeError) as exc:            # RuntimeError: a symlink loop
+            raise ValueError(f"cannot resolve path {raw_path}: {exc}") from None
+        if not is_inside(resolved, self.root):
+            raise ValueError(f"path escapes workspace: {raw_path}")
+        return resolved
+
+    def relative(self, path):
+        """A path as the model sees it: relative to the repo root."""
+        return path.relative_to(self.root).as_posix() or "."
+
+    def regular_file(self, raw_path):
+        """A path that must name an existing regular file (not a folder, FIFO or device)."""
+        path = self.path(raw_path)
+        if not path.exists():
+            raise ValueError(f"no such file: {raw_path}")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"not a regular file: {raw_path}")
+        return path
+
+    def writable(self, raw_path):
+        """A path the agent may write: inside the workspace, not a folder, not in .git or our own state."""
+        path = self.path(raw_path)
+        if set(path.relative_to(self.root).parts) & PROTECTED_DIRS:
+            raise ValueError(f"the agent does not write inside {' or '.join(sorted(PROTECTED_DIRS))}")
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"not a regular file: {raw_path}")
+        return path
+
+    def walk_files(self, folder):
+        """Regular files below a folder, skipping ignored folders and symlinks that leave the workspace."""
+        if folder.is_file():
+            yield folder
+            return
+        for parent, folders, files in os.walk(folder):   # does not descend into symlinked folders
+            folders[:] = sorted(name for name in folders if name not in IGNORED_DIRS)
+            for name in sorted(files):
+                file = Path(parent) / name
+                if file.is_file() and is_inside(file.resolve(), self.root):
+                    yield file
+
+    def tool_list_files(self, args):
+        folder = self.path(args["path"])
+        if not folder.is_dir():
+            raise ValueError(f"not a folder: {args['path']}")
+        entries = [entry for entry in folder.iterdir()
+                   if entry.name not in IGNORED_DIRS and is_inside(entry.resolve(), self.root)]
+        entries.sort(key=lambda entry: (not entry.is_dir(), entry.name))
+        lines = [f"[{'D' if entry.is_dir() else 'F'}] {self.relative(entry)}" for entry in entries]
+        return "\n".join(lines[:MAX_LISTED]) or "(empty)"
+
+    def tool_read_file(self, args):
+        path = self.regular_file(args["path"])
+        lines = [f"# {self.relative(path)}"]
+        with open(path, "rb") as file:
+            if is_binary(file):
+                return f"# {self.relative(path)}\n(binary file, {path.stat().st_size} bytes; not shown)"
+            shown_chars = 0
+            for number, line in enumerate(text_lines(file), 1):
+                if number > args["end"] or shown_chars > MAX_TOOL_OUTPUT:
+                    lines.append(f"(more lines follow; read on with start={number})")
+                    break
+                if number >= args["start"]:
+                    lines.append(f"{number:>4}: {line}")
+                    shown_chars += len(line) + 6
+        if len(lines) == 1:
+            lines.append("(empty file)" if args["start"] == 1 else "(the file ends before line start)")
+        return "\n".join(lines)
+
+    def tool_search(self, args):
+        folder = self.path(args["path"])
+        if shutil.which("rg"):
+            matches = self.search_with_ripgrep(args["pattern"], folder)
+        else:
+            matches = self.search_in_files(args["pattern"], folder)
+        return "\n".join(matches[:MAX_LISTED]) or "(no matches)"
+
+    def search_with_ripgrep(self, pattern, folder):
+        """Search with ripgrep: fast, and it skips what .gitignore lists."""
+        command = ["rg", "--line-number", "--no-heading", "--color=never", "--fixed-strings", "--ignore-case",
+                   "--max-columns=300", *[f"--glob=!{name}" for name in IGNORED_DIRS],
+                   "-e", pattern, "--"]   # after -e and --, a pattern like --pre=sh is only text
+        if folder != self.root:
+            command.append(self.relative(folder))
+        with subprocess.Popen(command, cwd=self.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, encoding="utf-8", errors="replace") as process:
+            matches = [line.rstrip("\n") for line in itertools.islice(process.stdout, MAX_LISTED)]
+            process.kill()
+        return matches
+
+    def search_in_files(self, pattern, folder):
+        """Search without ripgrep: a case-insensitive substring scan, line by line."""
+        needle, matches = pattern.lower(), []
+        for file in self.walk_files(folder):
+            with open(file, "rb") as handle:
+                if is_binary(handle):
+                    continue
+                for number, line in enumerate(text_lines(handle), 1):
+                    if needle in line.lower():
+                        matches.append(f"{self.relative(file)}:{number}:{line}")
+                        if len(matches) == MAX_LISTED:
+                            return matches
+        return matches
+
+    def tool_run_shell(self, args):
+        code, stdout, stderr = run_command(args["command"], self.root, args["timeout"])
+        status = code if code is not None else f"timeout (killed after {args['timeout']} s)"
+        return f"exit_code: {status}\nstdout:\n{stdout or '(empty)'}\nstderr:\n{stderr or '(empty)'}"
+
+    def tool_write_file(self, args):
+        path = self.writable(args["path"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.write_undoably(path, args["content"].encode("utf-8"), "write_file")
+        return f"wrote {self.relative(path)} ({len(args['content'])} chars)"
+
+    def tool_patch_file(self, args):
+        path = self.writable(args["path"])
+        try:
+            text = self.regular_file(args["path"]).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{args['path']} is not UTF-8 text") from None
+        count = text.count(args["old_text"])
+        if count != 1:
+            raise ValueError(f"old_text must occur exactly once in {args['path']}, found {count} times")
+        new_text = text.replace(args["old_text"], args["new_text"])
+        self.write_undoably(path, new_text.encode("utf-8"), "patch_file")
+        return f"patched {self.relative(path)}"
+
+
+# ---------------------------------------------------------------------------
+# 4. Context reduction: keep what the model sees small and useful
+# ---------------------------------------------------------------------------
+
+def clip(text, limit):
+    """Keep the start and the end of a long text, saying how much was cut from the middle.
+
+    The end matters: it holds a test run's summary and a compiler's last error.
+    """
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return f"{text[:head]}\n...[truncated {len(text) - limit} chars]...\n{text[len(text) - (limit - head):]}"
+
+
+def one_line(text, limit=NOTE_CHARS):
+    """The first line of a text, clipped, for memory notes and summaries."""
+    return clip(text.strip().split("\n", 1)[0], limit).replace("\n", " ")
+
+
+def summary_line(item):
+    """The one line that stands for a compacted history item."""
+    if item["role"] != "tool":
+        return f"- {item['role']}: {one_line(item['content'], SUMMARY_LINE_CHARS)}"
+    args = one_line(json.dumps(item["args"], sort_keys=True, ensure_ascii=False), 60)
+    return f"- {item['name']} {args}: {one_line(item['content'], SUMMARY_LINE_CHARS - 60)}"
+
+
+class ContextReduction:
+    """Component 4: each transcript item is rendered once, small; rare compactions make room."""
+
+    def render(self, item):
+        """How one history item reads in the prompt, fixed when it is recorded."""
+        if item["role"] != "tool":
+            return f"[{item['role']}] {clip(item['content'], ITEM_CHARS)}"
+        args = json.dumps(item["args"], sort_keys=True, ensure_ascii=False)
+        path = item["args"].get("path")
+        content = clip(item["content"], ITEM_CHARS)
+        if item["name"] in ("write_file", "patch_file"):
+            self.shown_reads = {key: read for key, read in self.shown_reads.items() if read[0] != path}
+        elif item["name"] == "read_file":
+            if self.shown_reads.get(args) == (path, item["content"]):
+                content = "(unchanged since the same read above)"
+            self.shown_reads[args] = (path, item["content"])
+        return f"[tool:{item['name']}] {clip(args, ARGS_CHARS)}\n{content}"
+
+    def history_text(self):
+        """The transcript as the prompt shows it: summary of compacted items, then the rest verbatim."""
+        summary = self.summary()
+        if not self.transcript and not summary:
+            return "- empty"
+        return "\n".join(([summary] if summary else []) + self.transcript)
+
+    def summary(self):
+        """The text that stands for compacted items, or ''."""
+        compactions = self.session["compactions"]
+        return compactions[-1]["summary"] if compactions else ""
+
+    def window_start(self):
+        """The index of the first history item shown verbatim."""
+        compactions = self.session["compactions"]
+        return compactions[-1]["start"] if compactions else 0
+
+    def rebuild_transcript(self):
+        """Render the verbatim part of the history (at start, on resume and after a compaction)."""
+        self.shown_reads = {}   # args JSON -> (path, content) of reads shown in the transcript
+        self.transcript = [self.render(item) for item in self.session["history"][self.window_start():]]
+
+    def compact(self, room):
+        """Make room in one big step: older items shrink to a line each, the newest stay verbatim."""
+        keep_chars, kept = min(MAX_HISTORY, room // 2), 0
+        for text in reversed(self.transcript):
+            if keep_chars < len(text) + 1:
+                break
+            keep_chars -= len(text) + 1
+            kept += 1
+        history, start = self.session["history"], self.window_start()
+        end = len(history) - kept
+        old_lines = self.summary().split("\n")[1:]
+        lines = old_lines + [summary_line(item) for item in history[start:end]]
+        while lines and sum(len(line) + 1 for line in lines) > room // 4:
+            lines.pop(0)   # the oldest summary lines go first
+        summary = "\n".join([f"[summary] {end} earlier items, one line each (oldest dropped first):", *lines])
+        self.session["compactions"].append({"start": end, "summary": summary, "created_at": now()})
+        self.rebuild_transcript()
+        self.session_path = self.session_store.save(self.session)
+
+
+# ---------------------------------------------------------------------------
+# 5. Transcript, memory and resumption: every step is saved and can go on later
+# ---------------------------------------------------------------------------
+
+def session_problem(session):
+    """Why a loaded session cannot be used, or None if it can."""
+    if not isinstance(session, dict) or not isinstance(session.get("id"), str):
+        return "it is not a session object"
+    history, memory = session.get("history"), session.get("memory")
+    if not isinstance(history, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("content"), str)
+            and (item.get("role") in ("user", "assistant")
+                 or item.get("role") == "tool" and isinstance(item.get("name"), str)
+                 and isinstance(item.get("args"), dict))
+            for item in history):
+        return "its history is not a list of transcript items"
+    if not (isinstance(memory, dict) and isinstance(memory.get("task"), str)
+            and isinstance(memory.get("files"), list) and isinstance(memory.get("notes"), list)):
+        return "its memory is not {task, files, notes}"
+    if not all(isinstance(session.get(key, []), list) for key in ("undo", "compactions", "stats")):
+        return "its undo, compactions or stats entry is not a list"
+    for compaction in session.get("compactions", []):
+        if not (isinstance(compaction, dict) and isinstance(compaction.get("summary"), str)
+                and isinstance(compaction.get("start"), int) and 0 <= compaction["start"] <= len(history)):
+            return "a compaction record is malformed"
+    return None
+
+
+class SessionStore:
+    """Sessions as one JSON file each under `.mini-coding-agent/sessions/`, saved atomically."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.encoded = {}   # session id -> (items encoded, last item, their JSON): encode each once
+
+    def path(self, session_id):
+        """The file that holds a session."""
+        return self.root / f"{session_id}.json"
+
+    def save(self, session):
+        """Write a session to its file and return the path; a crash leaves the old file whole."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(session["id"])
+        rest = json.dumps({key: value for key, value in session.items() if key != "history"})
+        # json.dumps writes ASCII, so any string survives; rest[1:] is `"id": ..., }`
+        write_atomic(path, b'{"history": [', self.history_json(session), b"], ", rest[1:].encode())
+        return path
+
+    def history_json(self, session):
+        """The history's items as JSON; only items added since the last save are encoded (saves stay fast)."""
+        history = session["history"]
+        count, last, encoded = self.encoded.get(session["id"], (0, None, bytearray()))
+        if count > len(history) or count and history[count - 1] is not last:
+            count, encoded = 0, bytearray()   # the history was replaced (a reset): encode it afresh
+        for item in history[count:]:
+            encoded += (b"," if encoded else b"") + json.dumps(item).encode()
+        self.encoded[session["id"]] = (len(history), history[-1] if history else None, encoded)
+        return encoded
+
+    def load(self, session_id):
+        """Read a session back; raise ValueError with one clear reason if it cannot be."""
+        if not re.fullmatch(r"[\w.-]+", session_id) or session_id.startswith("."):
+            raise ValueError(f"{session_id!r} is not a session id (see the files in {self.root})")
+        path = self.path(session_id)
+        try:
+            session = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"there is no session {session_id!r} in {self.root}") from None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"the session file {path} cannot be read ({exc})") from None
+        problem = session_problem(session)
+        if problem:
+            raise ValueError(f"the session file {path} is damaged: {problem}")
+        return session
+
+    def newest_first(self):
+        """The ids of all saved sessions, the most recently saved first."""
+        files = sorted(self.root.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        return [file.stem for file in files]
+
+    def latest(self):
+        """The id of the most recently saved session, or None."""
+        return next(iter(self.newest_first()), None)
+
+    def children(self):
+        """The store for delegated child agents: apart, so `--resume latest` never picks one."""
+        return SessionStore(self.root / "children")
+
+    def keep_copy(self, session_id, data):
+        """Save the bytes a file held before the agent changed it; returns the copy's name."""
+        folder = self.root / f"{session_id}.undo"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{secrets.token_hex(8)}.bak"
+        write_atomic(folder / name, data)
+        return name
+
+    def copy(self, session_id, name):
+        """The bytes of a copy kept by keep_copy."""
+        return (self.root / f"{session_id}.undo" / name).read_bytes()
+
+
+def new_session(workspace_root):
+    """An empty session dict."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return {
+        "id": f"{stamp}-{secrets.token_hex(3)}",
+        "created_at": now(),
+        "workspace_root": str(workspace_root),
+        "history": [],
+        "memory": {"task": "", "files": [], "notes": []},
+        "undo": [],          # file changes /undo can revert, newest last
+        "compactions": [],   # each time the transcript was compacted; the last one is in force
+        "stats": [],         # figures of every model call, for /stats
+    }
+
+
+def sha256(data):
+    """A fingerprint of some bytes, to notice a file changed behind the agent's back."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class Display:
+    """How the agent shows its work as it goes: this quiet one shows only approval questions.
+
+    The command line uses TerminalDisplay (at the end of the file) instead.
+    """
+
+    def model_started(self, depth):
+        """A model call begins (depth > 0: a delegated helper's call)."""
+
+    def model_text(self, text):
+        """A piece of a reply being streamed."""
+
+    def model_finished(self):
+        """The model call ended, well or not."""
+
+    def tool_started(self, name, args):
+        """A tool call is about to run."""
+
+    def tool_finished(self, name, result):
+        """A tool call ran (or was refused)."""
+
+    def notice(self, text):
+        """Something the user should know about the step, e.g. a malformed reply."""
+
+    def step_figures(self, figures):
+        """The figures of a model call (see PromptShape.record_stats)."""
+
+    def approval(self, name, preview):
+        """Show what a risky call would do and ask; the answer is read with input()."""
+        sys.stderr.write(f"{preview}\n{APPROVAL_QUESTION.format(name=name)}")
+        sys.stderr.flush()
+
+
+class SessionMemory:
+    """Component 5: the agent loop, and the transcript, working memory and undo list it keeps."""
+
+    def record(self, item):
+        """Add one item to the transcript and save the session."""
+        item = {**item, "created_at": now()}
+        self.session["history"].append(item)
+        self.transcript.append(self.render(item))
+        self.session_path = self.session_store.save(self.session)
+        return item
+
+    def note_tool(self, name, args, result):
+        """Update working memory after a tool ran: files touched and a one-line note."""
+        memory = self.session["memory"]
+        path = args.get("path")
+        if name in ("read_file", "write_file", "patch_file") and isinstance(path, str):
+            memory["files"] = [f for f in memory["files"] if f != path][-(MAX_FILES - 1):] + [path]
+        self.add_note(f"{name}: {one_line(result)}")
+
+    def add_note(self, note):
+        """Keep the newest MAX_NOTES notes."""
+        memory = self.session["memory"]
+        memory["notes"] = (memory["notes"] + [note])[-MAX_NOTES:]
+
+    def ask(self, user_message):
+        """Work on one user request until the model gives a final answer or a limit is hit."""
+        memory = self.session["memory"]
+        memory["task"] = memory["task"] or user_message.strip()[:300]
+        self.record({"role": "user", "content": user_message})
+        try:
+            return self.work_on(user_message)
+        except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
+            self.record({"role": "assistant", "content": "interrupted by the user"})
+            raise
+
+    def work_on(self, user_message):
+        """The loop: ask the model, run the tool it picks, record, until a final answer."""
+        steps = attempts = 0
+        max_attempts = max(3 * self.max_steps, self.max_steps + 4)
+        while steps < self.max_steps and attempts < max_attempts:
+            attempts += 1
+            prompt = self.prompt(user_message)
+            self.display.model_started(self.depth)
+            try:
+                raw = self.model_client.complete(prompt, self.max_new_tokens)
+            finally:
+                self.display.model_finished()
+            self.display.step_figures(self.record_stats(prompt))
+            kind, payload = self.parse(raw)
+            if kind == "tool":
+                steps += 1
+                self.display.tool_started(payload["name"], payload["args"])
+                result = self.run_tool(payload["name"], payload["args"])
+                self.display.tool_finished(payload["name"], result)
+                self.note_tool(payload["name"], payload["args"], result)
+                self.record({"role": "tool", **payload, "content": result})
+            elif kind == "retry":
+                self.display.notice("The model's reply did not follow the format; asking again.")
+                self.record({"role": "assistant", "content": payload})
+            else:
+                self.add_note(f"answer: {one_line(payload)}")
+                self.record({"role": "assistant", "content": payload})
+                return payload
+        if steps >= self.max_steps:
+            answer = f"Stopped after {steps} tool steps: the step limit (--max-steps) was reached."
+        else:
+            answer = f"Stopped after {attempts} attempts: too many malformed model responses."
+        self.record({"role": "assistant", "content": answer})
+        return answer
+
+    def reset(self):
+        """Forget the transcript and memory of this session (the undo list stays)."""
+        self.session["history"] = []
+        self.session["memory"] = {"task": "", "files": [], "notes": []}
+        self.session["compactions"] = []
+        self.rebuild_transcript()
+        self.session_path = self.session_store.save(self.session)
+
+    def write_undoably(self, path, data, tool):
+        """Write a file, first keeping what it held so that /undo can put it back."""
+        old = path.read_bytes() if path.exists() else None
+        copy = None if old is None else self.session_store.keep_copy(self.session["id"], old)
+        write_atomic(path, data)
+        self.session["undo"].append({"path": self.relative(path), "tool": tool, "copy": copy,
+                                     "sha256": sha256(data), "created_at": now()})
+
+    def undo(self):
+        """Undo the agent's last file change, if the file is still as the agent left it."""
+        if not self.session["undo"]:
+            return "Nothing to undo."
+        change = self.session["undo"][-1]
+        path = self.path(change["path"])
+        what = f"the {change['tool']} of {change['path']}"
+        if not path.is_file() or sha256(path.read_bytes()) != change["sha256"]:
+            return f"Cannot undo {what}: the file changed on disk after the agent wrote it."
+        if change["copy"] is None:
+            path.unlink()
+            message = f"Undid {what}: removed the file, which did not exist before."
+        else:
+            try:
+                write_atomic(path, self.session_store.copy(self.session["id"], change["copy"]))
+            except OSError as exc:
+                return f"Cannot undo {what}: the saved copy is unreadable ({exc})."
+            message = f"Undid {what}: restored its earlier content."
+        self.session["undo"].pop()
+        self.record({"role": "user", "content": f"/undo: {message}"})
+        return message
+
+
+# ---------------------------------------------------------------------------
+# 6. Delegation: a bounded, read-only helper agent for side investigations
+# ---------------------------------------------------------------------------
+
+class Delegation:
+    """Component 6: hand a sub-task to a child agent that can look but not touch."""
+
+    def tool_delegate(self, args):
+        if self.depth >= self.max_depth:
+            raise ValueError("delegation depth limit reached")
+        child = type(self)(
+            self.model_client, self.workspace, self.session_store.children(),
+            approval_policy="never", read_only=True, max_steps=args["max_steps"],
+            max_new_tokens=self.max_new_tokens, depth=self.depth + 1, max_depth=self.max_depth,
+            num_ctx=self.num_ctx, display=self.display,
+        )
+        child.session["memory"]["task"] = args["task"]
+        child.session["memory"]["notes"] = [clip(self.history_text(), 300)]
+        return "delegate_result:\n" + child.ask(args["task"])
+
+
+# ---------------------------------------------------------------------------
+# The model: prompt in, text out
+# ---------------------------------------------------------------------------
+
+COUNTERS = ("prompt_eval_count", "prompt_eval_cached_count", "prompt_eval_duration",
+            "eval_count", "eval_duration")   # what Ollama reports about a reply; any may be missing
+
+
+class FakeModelClient:
+    """Scripted replies, for tests and demos; keeps every prompt it was sent."""
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+        self.prompts = []
+
+    def complete(self, prompt, max_new_tokens):
+        """Return the next scripted reply."""
+        self.prompts.append(prompt)
+        if not self.outputs:
+            raise RuntimeError("FakeModelClient has no scripted replies left")
+        return self.outputs.pop(0)
+
+
+class OllamaUnreachable(RuntimeError):
+    """Nothing answers at the Ollama host."""
+
+
+def checked_reply(reply):
+    """A decoded Ollama reply, or the RuntimeError it stands for."""
+    if not isinstance(reply, dict):
+        raise RuntimeError("Ollama sent JSON that is not an object.")
+    if "error" in reply:
+        raise RuntimeError(f"Ollama error: {reply['error']}")
+    return reply
+
+
+def read_json(response):
+    """Read a whole JSON reply."""
+    body = response.read()
+    try:
+        return checked_reply(json.loads(body))
+    except ValueError:
+        sample = clip(body.decode("utf-8", errors="replace"), 200)
+        raise RuntimeError(f"Ollama sent a reply that is not JSON: {sample}") from None
+
+
+def model_key(name):
+    """A model name as Ollama matches it: case-insensitive, a bare name meaning `:latest`."""
+    name = name.lower()
+    return name if ":" in name else f"{name}:latest"
+
+
+class OllamaModelClient:
+    """A model served by Ollama, asked through its HTTP API."""
+
+    def __init__(self, model, host, temperature, top_p, timeout, num_ctx=DEFAULT_NUM_CTX):
+        self.model, self.host = model, host.rstrip("/")
+        self.temperature, self.top_p, self.timeout = temperature, top_p, timeout
+        self.num_ctx = num_ctx   # sent with every request: a change would reload the model
+        self.on_text = None      # set to a function to stream replies to it as they arrive
+        self.last_stats = {}     # Ollama's counters for the last reply
+
+    def complete(self, prompt, max_new_tokens):
+        """Send one prompt and return the model's whole reply."""
+        payload = {
+            "model": self.model, "prompt": prompt, "stream": self.on_text is not None,
+            "raw": False, "think": False,
+            "options": {"num_predict": max_new_tokens, "temperature": self.temperature,
+                        "top_p": self.top_p, "num_ctx": self.num_ctx},
+        }
+        reply = self.call("/api/generate", payload, self.read_stream if self.on_text else read_json)
+        if not isinstance(reply.get("response"), str):
+            raise RuntimeError("Ollama's reply holds no text (no 'response' field).")
+        self.last_stats = {key: reply[key] for key in COUNTERS if isinstance(reply.get(key), (int, float))}
+        return reply["response"]
+
+    def read_stream(self, response):
+        """Read a streamed reply, one JSON object per line, passing each piece of text on."""
+        pieces = []
+        for line in response:
+            if not line.strip():
+                continue
+            try:
+                chunk = checked_reply(json.loads(line))
+            except ValueError:
+                raise RuntimeError("Ollama sent a streamed line that is not JSON.") from None
+            text = chunk.get("response")
+            if isinstance(text, str) and text:
+                pieces.append(text)
+                self.on_text(text)
+            if chunk.get("done"):
+                return {**chunk, "response": "".join(pieces)}
+        raise RuntimeError(f"The connection to Ollama at {self.host} closed before the reply was complete.")
+
+    def call(self, path, payload=None, read=read_json, timeout=None):
+        """One HTTP request (GET without payload, else POST); every failure becomes one RuntimeError."""
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(f"{self.host}{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                return read(response)
+        except urllib.error.HTTPError as exc:   # a subclass of URLError: catch it first
+            raise RuntimeError(self.http_error(exc)) from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise RuntimeError(self.timeout_error(timeout)) from None
+            raise OllamaUnreachable(
+                f"Cannot reach Ollama at {self.host} ({exc.reason}). Start it with `ollama serve` "
+                f"and pull the model with `ollama pull {self.model}`.") from None
+        except TimeoutError:   # a read that outlasts the timeout is not a URLError
+            raise RuntimeError(self.timeout_error(timeout)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise RuntimeError(f"The connection to Ollama at {self.host} broke off "
+                               f"({exc or type(exc).__name__}); try again.") from None
+
+    def timeout_error(self, timeout):
+        return (f"Ollama did not answer within {timeout or self.timeout:g} s; "
+                "try a smaller model or a larger --ollama-timeout.")
+
+    def http_error(self, exc):
+        """One clear sentence for an HTTP error, from Ollama's JSON body when there is one."""
+        try:
+            body = exc.read().decode("utf-8", errors="replace")
+        except OSError:
+            body = str(exc.reason)
+        try:
+            text = json.loads(body).get("error", body)
+        except (ValueError, AttributeError):
+            text = body
+        if exc.code == 404 and "not found" in str(text):
+            return f"Ollama has no model {self.model!r}; pull it with `ollama pull {self.model}`."
+        return f"Ollama request failed with HTTP {exc.code}: {clip(str(text), 300)}"
+
+    def installed_models(self):
+        """The models the server has pulled; None if it answers, but not with Ollama's list."""
+        try:
+            reply = self.call("/api/tags", timeout=STARTUP_TIMEOUT)
+        except OllamaUnreachable:
+            raise
+        except RuntimeError:
+            return None
+        models = reply.get("models")
+        if not isinstance(models, list):
+            return None
+        return [model["name"] for model in models
+                if isinstance(model, dict) and isinstance(model.get("name"), str)]
+
+    def context_length(self):
+        """The model's own context length, from /api/show, or None if the server does not say."""
+        try:
+            info = self.call("/api/show", {"model": self.model}, timeout=STARTUP_TIMEOUT).get("model_info")
+        except RuntimeError:
+            return None
+        lengths = [value for key, value in (info if isinstance(info, dict) else {}).items()
+                   if key.endswith(".context_length") and isinstance(value, int)]
+        return lengths[0] if lengths else None
+
+
+# ---------------------------------------------------------------------------
+# The agent: the six components working together
+# ---------------------------------------------------------------------------
+
+class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegation):
+    """A coding agent: prompt the model, run the tool it picks, record, repeat."""
+
+    def __init__(self, model_client, workspace, session_store, session=None, approval_policy="ask",
+                 max_steps=6, max_new_tokens=512, depth=0, max_depth=1, read_only=False,
+                 num_ctx=DEFAULT_NUM_CTX, display=None):
+        self.model_client = model_client
+        self.workspace = workspace
+        self.root = Path(workspace.repo_root).resolve()
+        self.session_store = session_store
+        self.session = session or new_session(self.root)
+        for key in ("undo", "compactions", "stats"):   # sessions saved by older versions lack these
+            self.session.setdefault(key, [])
+        self.session_path = session_store.path(self.session["id"])
+        self.approval_policy = approval_policy
+        self.max_steps = max_steps
+        self.max_new_tokens = max_new_tokens
+        self.depth, self.max_depth = depth, max_depth
+        self.read_only = read_only
+        self.always_approved = set()   # tools the user said [a]lways to, this session
+        self.display = display or Display()
+        self.num_ctx = num_ctx
+        self.prompt_budget = int((num_ctx - max_new_tokens - TEMPLATE_TOKENS) * CHARS_PER_TOKEN)
+        self.tools = self.build_tools()
+        self.prefix = self.build_prefix()
+        self.last_prompt = ""   # the previous request's prompt, to measure cache reuse
+        self.rebuild_transcript()
+
+    @classmethod
+    def from_session(cls, model_client, workspace, session_store, session_id, **kwargs):
+        """An agent that goes on with a saved session."""
+        return cls(model_client, workspace, session_store,
+                   session=session_store.load(session_id), **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+HELP = """Commands:
+  /help      list these commands
+  /memory    show the agent's working memory
+  /session   show the path of the session file
+  /stats     show each model call's prompt size, cache reuse and timings
+  /undo      undo the agent's last file change (one per call)
+  /reset     forget this session's transcript and memory
+  /exit      leave (also /quit, Ctrl-D, or Ctrl-C at an empty prompt)
+End a line with \\ to go on typing on the next line."""
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n: no text drives the terminal
+STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+PREVIEW_LINES = 4        # lines of a tool's result shown on screen
+
+
+def say(message):
+    """Tell the user something that is not an answer: on stderr, so stdout holds only answers."""
+    print(message, file=sys.stderr)
+
+
+def paint(text, style, stream):
+    """Text made safe for a terminal, and coloured if the stream is a terminal and NO_COLOR is unset."""
+    text = CONTROL_CHARS.sub("", text)
+    if not stream.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    return f"\x1b[{STYLES[style]}m{text}\x1b[0m"
+
+
+def describe_call(name, args):
+    """A tool call as one line a person can scan, e.g. `read_file README.md 1-80`."""
+    get = args.get
+    if name == "read_file":
+        text = f"read_file {get('path')} {get('start', 1)}-{get('end', 200)}"
+    elif name in ("run_shell", "delegate"):
+        text = f"{name}: {get('command') or get('task')}"
+    elif name == "search":
+        text = f"search {get('pattern')!r} in {get('path', '.')}"
+    else:
+        text = f"{name} {get('path', '.')}"
+    return one_line(text, 160)
+
+
+def figures_line(figures):
+    """One model call's figures in a line, for --verbose."""
+    line = (f"prompt {figures['prompt_chars']:,} chars, "
+            f"{figures['reused_chars'] / max(figures['prompt_chars'], 1):.0%} reused from the last")
+    if "prompt_eval_count" in figures:
+        line += (f"; {figures['prompt_eval_count']:,} prompt tokens in "
+                 f"{figures.get('prompt_eval_duration', 0) / 1e9:.2f} s")
+    if "eval_count" in figures:
+        line += f", {figures['eval_count']:,} new in {figures.get('eval_duration', 0) / 1e9:.2f} s"
+    return line
+
+
+def stats_cell(row, key, width, scale=1):
+    """A right-aligned figure of a stats row ('-' if the server did not send it); ns shown as s."""
+    if key not in row:
+        return "-".rjust(width)
+    return f"{row[key] / scale:>{width},.2f}" if scale != 1 else f"{row[key]:>{width},}"
+
+
+def stats_row(label, row):
+    """One line of the /stats table."""
+    reused = row["reused_chars"] / max(row["prompt_chars"], 1)
+    return " ".join([
+        f"{label:>5}", stats_cell(row, "prompt_chars", 12), f"{reused:>6.0%}",
+        stats_cell(row, "prompt_eval_count", 13), stats_cell(row, "prompt_eval_cached_count", 10),
+        stats_cell(row, "prompt_eval_duration", 6, 1e9), stats_cell(row, "eval_count", 10),
+        stats_cell(row, "eval_duration", 5, 1e9)])
+
+
+def stats_table(stats):
+    """The /stats report: one row per model call of the session, then the totals."""
+    if not stats:
+        return "No model calls yet in this session."
+    keys = {key for row in stats for key in row}
+    totals = {key: sum(row.get(key, 0) for row in stats) for key in keys}
+    header = " call prompt chars reused prompt tokens cached tok eval s new tokens gen s"
+    return "\n".join([header, *[stats_row(str(n), row) for n, row in enumerate(stats, 1)],
+                      stats_row("total", totals)])
+
+
+class TerminalDisplay(Display):
+    """What a person sees: a waiting timer, the reply as it streams, a line per tool, the answer.
+
+    Everything goes to stderr except answers, which go to stdout, so that
+    `answer=$(mini-coding-agent "...")` captures just the answer.
+    """
+
+    def __init__(self, verbose=False):
+        self.verbose = verbose
+        self.live = sys.stderr.isatty()   # a person is watching: show the timer and stream
+        self.ticker, self.stop_ticking = None, threading.Event()
+        self.depth = 0
+        self.reply = ""           # the reply streamed so far
+        self.shown = 0            # how much of it is on screen
+        self.answer_from = None   # where the <final> text starts, when streamed to stdout as the answer
+        self.answer_shown = False
+
+    def model_started(self, depth):
+        self.depth, self.reply, self.shown, self.answer_from = depth, "", 0, None
+        self.answer_shown = False
+        if self.live:
+            self.stop_ticking = threading.Event()
+            self.ticker = threading.Thread(target=self.tick, args=(self.stop_ticking,), daemon=True)
+            self.ticker.start()
+
+    def tick(self, stop):
+        """Show the seconds spent waiting for the model, on one line, until told to stop."""
+        started = time.monotonic()
+        while not stop.wait(0.25):
+            sys.stderr.write(f"\r  waiting for the model... {time.monotonic() - started:.0f} s ")
+            sys.stderr.flush()
+
+    def stop_ticker(self):
+        if self.ticker:
+            self.stop_ticking.set()
+            self.ticker.join()
+            self.ticker = None
+            sys.stderr.write("\r" + " " * 40 + "\r")
+
+    def model_text(self, text):
+        self.stop_ticker()
+        self.reply += text
+        start = self.reply.lstrip()
+        if "<final>".startswith(start):   # too early to tell an answer from a tool call
+            return
+        if self.shown == 0 and start.startswith("<final>") and self.depth == 0 and sys.stdout.isatty():
+            self.answer_from = self.shown = len(self.reply) - len(start) + len("<final>")
+        if self.answer_from is None:
+            sys.stderr.write(paint(self.reply[self.shown:], "dim", sys.stderr))
+            self.shown = len(self.reply)
+        else:
+            self.show_answer_part(done=False)
+        sys.stderr.flush()
+
+    def show_answer_part(self, done):
+        """Print the streamed answer so far, up to `</final>`."""
+        rest = self.reply[self.shown:]
+        end = rest.find("</final>")
+        if end == -1:
+            partial = rest.rfind("<")   # hold back what may be the start of </final>
+            holding = not done and partial != -1 and "</final>".startswith(rest[partial:])
+            end = partial if holding else len(rest)
+        sys.stdout.write(paint(rest[:end], "bold", sys.stdout))
+        sys.stdout.flush()
+        self.shown = len(self.reply) if "</final>" in rest else self.shown + end
+
+    def model_finished(self):
+        self.stop_ticker()
+        if self.answer_from is not None:
+            self.show_answer_part(done=True)
+            print()
+            self.answer_shown = True
+        elif self.shown:
+            sys.stderr.write("\n")
+
+    def tool_started(self, name, args):
+        say(paint(f"-> {describe_call(name, args)}", "cyan", sys.stderr))
+
+    def tool_finished(self, name, result):
+        lines = result.splitlines() or ["(no output)"]
+        style = "red" if result.startswith("error:") else "dim"
+        shown = [f"   {line}" for line in lines[:PREVIEW_LINES]]
+        if len(lines) > PREVIEW_LINES:
+            shown.append(f"   ... {len(lines) - PREVIEW_LINES} more lines")
+        say(paint("\n".join(shown), style, sys.stderr))
+
+    def notice(self, text):
+        say(paint(text, "yellow", sys.stderr))
+
+    def step_figures(self, figures):
+        if self.verbose:
+            say(paint(f"   [{figures_line(figures)}]", "dim", sys.stderr))
+
+    def approval(self, name, preview):
+        self.stop_ticker()
+        styles = {"+": "green", "-": "red", "@": "cyan"}
+        for line in preview.splitlines():
+            say(paint(line, styles.get(line[:1], "bold") if line[:3] not in ("+++", "---") else "bold",
+                      sys.stderr))
+        sys.stderr.write(paint(APPROVAL_QUESTION.format(name=name), "yellow", sys.stderr))
+        sys.stderr.flush()
+
+    def answer(self, text):
+        """Print a final answer on stdout, unless it was streamed there already."""
+        if not self.answer_shown:
+            print(paint(text, "bold", sys.stdout))
+
+
+def shorten(text, width):
+    """Shorten text in the middle with '...' so it fits in width."""
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
+def build_welcome(agent, model, host):
+    """A box that says what the agent will work on and with which model."""
+    width = min(max(shutil.get_terminal_size((80, 24)).columns, 68), 84)
+    inner = width - 4
+    rows = [
+        ("workspace", str(agent.root)),
+        ("model", f"{model} at {host}"),
+        ("branch", agent.workspace.branch),
+        ("approval", agent.approval_policy),
+        ("session", agent.session["id"]),
+    ]
+    lines = ["MINI CODING AGENT".center(inner), ""]
+    lines += [f"{label:<10} {shorten(value, inner - 11)}" for label, value in rows]
+    lines += ["", "Type a request, or /help for commands.".ljust(inner)]
+    border = "+" + "-" * (width - 2) + "+"
+    return "\n".join([border, *[f"| {line:<{inner}} |" for line in lines], border])
+
+
+def positive_int(text):
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text):
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def build_arg_parser():
+    """The command-line flags: the reference's, with its defaults, and a few of our own."""
+    parser = argparse.ArgumentParser(
+        prog="mini-coding-agent",
+        description="A small coding agent for local models served by Ollama.")
+    parser.add_argument("prompt", nargs="*",
+                        help="answer this request once and exit; without it, start an interactive session")
+    parser.add_argument("--cwd", default=".", help="the repository to work in (default: .)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Ollama model (default: {DEFAULT_MODEL})")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"Ollama server (default: {DEFAULT_HOST})")
+    parser.add_argument("--ollama-timeout", type=positive_float, default=300,
+                        help="seconds to wait for one model reply (default: 300)")
+    parser.add_argument("--resume", metavar="ID|latest", help="go on with a saved session")
+    parser.add_argument("--approval", choices=("ask", "auto", "never"), default="ask",
+                        help="risky tools (shell, writes): ask, allow all, or deny all (default: ask)")
+    parser.add_argument("--max-steps", type=positive_int, default=6,
+                        help="tool calls allowed per request (default: 6)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=512,
+                        help="longest model reply, in tokens (default: 512)")
+    parser.add_argument("--temperature", type=float, default=0.2, help="sampling temperature (default: 0.2)")
+    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold (default: 0.9)")
+    parser.add_argument("--num-ctx", type=positive_int, default=DEFAULT_NUM_CTX,
+                        help=f"context window in tokens, fixed for the session (default: {DEFAULT_NUM_CTX})")
+    parser.add_argument("--no-stream", action="store_true", help="show replies only once they are complete")
+    parser.add_argument("--verbose", action="store_true", help="print each model call's figures")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def resume_hint(agent):
+    """How to go on with this session later."""
+    return f"The session is saved; go on with: mini-coding-agent --resume {agent.session['id']}"
+
+
+def resumed_session(store, wanted):
+    """The saved session to go on with: the one named, or for `latest` the newest that loads."""
+    if wanted != "latest":
+        return store.load(wanted)
+    for session_id in store.newest_first():
+        try:
+            return store.load(session_id)
+        except ValueError as exc:
+            say(f"warning: skipping a session: {exc}")
+    say("No saved session to resume; starting a new one.")
+    return None
+
+
+def server_problem(client):
+    """Before the first request, check that Ollama answers and has the model; returns what is wrong."""
+    try:
+        models = client.installed_models()
+    except OllamaUnreachable as exc:
+        return str(exc)
+    if models is None:
+        say(f"warning: {client.host} answers, but not with Ollama's model list; going on anyway.")
+    elif model_key(client.model) not in {model_key(name) for name in models}:
+        return (f"The model {client.model} is not pulled (installed: {', '.join(models) or 'none'}). "
+                f"Pull it with: ollama pull {client.model}")
+    context_length = client.context_length()
+    if context_length and client.num_ctx > context_length:
+        say(f"warning: --num-ctx {client.num_ctx} is more than {client.model} was trained for "
+            f"({context_length}); use --num-ctx {context_length} or less.")
+    return None
+
+
+def run_request(agent, display, request):
+    """Answer one request; returns False if it failed. Ctrl-C goes up to the caller."""
+    try:
+        display.answer(agent.ask(request))
+        return True
+    except RuntimeError as exc:
+        say(f"error: {exc}")
+    except Exception as exc:   # a bug of ours: one line, not a traceback; the session is saved
+        say(f"error: unexpected {type(exc).__name__}: {exc}")
+    return False
+
+
+def read_request():
+    """One request from the REPL; a line ending in a backslash goes on on the next line."""
+    lines = [input("mini-coding-agent> ")]
+    while lines[-1].endswith("\\"):
+        lines[-1] = lines[-1][:-1]
+        lines.append(input("... "))
+    return "\n".join(lines).strip()
+
+
+def enable_line_editing(history_file):
+    """Arrow keys and a saved history for input(), where the platform has readline."""
+    try:
+        import readline  # not on every platform, and it changes input(): only for the REPL
+    except ImportError:
+        return None
+    readline.parse_and_bind("set enable-bracketed-paste off")   # no escape codes around pastes
+    try:
+        readline.read_history_file(history_file)
+    except OSError:
+        pass
+    readline.set_history_length(1000)
+    return readline
+
+
+def run_repl(agent, display):
+    """Read requests and slash commands until /exit, end of input or Ctrl-C at the prompt."""
+    history_file = agent.root / ".mini-coding-agent" / "repl-history"
+    readline = enable_line_editing(history_file) if sys.stdin.isatty() else None
+    try:
+        while True:
+            try:
+                line = read_request()
+            except (EOFError, KeyboardInterrupt):
+                say(f"\n{resume_hint(agent)}")
+                return 0
+            if line in ("/exit", "/quit"):
+                say(resume_hint(agent))
+                return 0
+            run_line(agent, display, line)
+    finally:
+        if readline:
+            history_file.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(history_file)
+
+
+def run_line(agent, display, line):
+    """Carry out one REPL line: a slash command or a request."""
+    if line == "/help":
+        print(HELP)
+    elif line == "/memory":
+        print(agent.memory_text())
+    elif line == "/session":
+        print(agent.session_path)
+    elif line == "/stats":
+        print(stats_table(agent.session["stats"]))
+    elif line == "/undo":
+        print(agent.undo())
+    elif line == "/reset":
+        agent.reset()
+        print("Session history and memory cleared.")
+    elif line.startswith("/"):
+        say(f"Unknown command {line.split()[0]}; /help lists the commands.")
+    elif line:
+        try:
+            run_request(agent, display, line)
+        except KeyboardInterrupt:
+            display.model_finished()
+            say("\nInterrupted: the request was stopped; the session is saved.")
+
+
+def main(argv=None):
+    """Run the agent from the command line; returns the exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")   # any text prints on any terminal
+    args = build_arg_parser().parse_args(argv)
+    cwd = Path(args.cwd).expanduser()
+    if not cwd.is_dir():
+        say(f"error: --cwd {args.cwd} is not a folder; give the repository to work in.")
+        return 2
+    workspace = WorkspaceContext.build(cwd)
+    store = SessionStore(Path(workspace.repo_root) / ".mini-coding-agent" / "sessions")
+    try:
+        session = resumed_session(store, args.resume) if args.resume else None
+    except ValueError as exc:
+        say(f"error: {exc}; start without --resume, or use --resume latest.")
+        return 2
+    display = TerminalDisplay(verbose=args.verbose)
+    client = OllamaModelClient(args.model, args.host, args.temperature, args.top_p, args.ollama_timeout,
+                               num_ctx=args.num_ctx)
+    if display.live and not args.no_stream:
+        client.on_text = display.model_text
+    no_one_to_ask = args.approval == "ask" and not sys.stdin.isatty()
+    agent = MiniAgent(client, workspace, store, session=session,
+                      approval_policy="never" if no_one_to_ask else args.approval,
+                      max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
+                      num_ctx=args.num_ctx, display=display)
+    room = agent.prompt_budget - len(agent.prefix)
+    if room < MIN_TRANSCRIPT_CHARS:
+        needed = args.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
+        say(f"error: --num-ctx {args.num_ctx} leaves no room for the transcript; use {needed} or more.")
+        return 2
+    problem = server_problem(client)
+    if problem:
+        say(f"error: {problem}")
+        return 1
+    say(build_welcome(agent, args.model, args.host))
+    if no_one_to_ask:
+        say("Input is not a terminal, so risky tools will be denied; --approval auto allows them.")
+    try:
+        if not args.prompt:
+            return run_repl(agent, display)
+        return 0 if run_request(agent, display, " ".join(args.prompt)) else 1
+    except KeyboardInterrupt:
+        display.model_finished()
+        say(f"\nInterrupted. {resume_hint(agent)}")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Benchmark: how much of each prompt the server's prefix cache can reuse.
+
+Runs a scripted three-turn session (about 24 model requests, with 200-line file
+reads, shell output and a search) through the real CLI against the local test
+server, then prints the figures of issue "prompt cache":
+
+    python tests/bench_prompt_cache.py
+    python tests/bench_prompt_cache.py --replay-on http://127.0.0.1:11434 --replay-model smollm2:135m
+
+--replay-on re-sends the captured prompts, in order, to a real Ollama-compatible
+server (num_predict 1) and prints its prompt tokens, cached tokens and
+prompt-evaluation time. Not collected by pytest (the name does not start with test_).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from conftest import OllamaFixture, run_cli  # noqa: E402
+
+import mini_coding_agent as mca  # noqa: E402
+
+
+def module_text(name, functions):
+    """A plausible Python module of about 4 lines per function."""
+    lines = [f'"""The {name} module of the demo app."""', "", "import json", "import os", ""]
+    for i in range(functions):
+        lines += [f"def {name}_step_{i}(data, retries={i % 4}):",
+                  f'    """Apply step {i} of the {name} pipeline to the data."""',
+                  f"    result = [value * {i + 1} for value in data if value % {i % 7 + 2}]",
+                  "    return json.dumps(result) if os.environ.get('DEBUG') else result", ""]
+    return "\n".join(lines) + "\n"
+
+
+def make_repo(root):
+    """A small but realistic project: docs, a package of ~250-line modules, tests."""
+    (root / "src" / "app").mkdir(parents=True)
+    (root / "tests").mkdir()
+    readme = ["# demo-app", "", "A small data pipeline used to try mini-coding-agent.", ""]
+    readme += [f"- step {i}: multiplies the input and filters it; see src/app/core.py" for i in range(40)]
+    (root / "README.md").write_text("\n".join(readme) + "\n")
+    (root / "AGENTS.md").write_text("Run the tests with `python -m pytest -q`. Keep functions short.\n" * 8)
+    (root / "pyproject.toml").write_text('[project]\nname = "demo-app"\nversion = "0.3.0"\n')
+    (root / "src" / "app" / "__init__.py").write_text("")
+    (root / "src" / "app" / "core.py").write_text(module_text("core", 55))
+    (root / "src" / "app" / "cli.py").write_text(module_text("cli", 50))
+    (root / "tests" / "test_core.py").write_text(module_text("test_core", 30))
+
+
+def tool(name, **args):
+    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
+
+
+SHELL = "python -c \"import sys; [print(f'tests/test_core.py::test_{i} PASSED') for i in range(60)]\""
+TURNS = [
+    ("Find where the pipeline steps are defined and summarise core.py", [
+        tool("list_files", path="."),
+        tool("read_file", path="README.md", start=1, end=200),
+        tool("search", pattern="def core_step_1", path="src"),
+        tool("read_file", path="src/app/core.py", start=1, end=200),
+        tool("read_file", path="src/app/core.py", start=200, end=280),
+        tool("run_shell", command=SHELL, timeout=30),
+        tool("list_files", path="src/app"),
+        "<final>core.py defines 55 pipeline steps, core_step_0 to core_step_54.</final>",
+    ]),
+    ("Add a docstring line to core_step_3 and run the tests", [
+        tool("read_file", path="src/app/core.py", start=1, end=40),
+        '<tool name="patch_file" path="src/app/core.py"><old_text>    """Apply step 3 of the core '
+        'pipeline to the data."""</old_text><new_text>    """Apply step 3 of the core pipeline to the '
+        'data (tripled)."""</new_text></tool>',
+        tool("read_file", path="src/app/core.py", start=1, end=40),
+        tool("run_shell", command=SHELL, timeout=30),
+        tool("read_file", path="tests/test_core.py", start=1, end=200),
+        '<tool name="write_file" path="tests/test_step3.py"><content>from app.core import core_step_3\n\n\n'
+        'def test_step3():\n    assert core_step_3([1, 2, 3]) is not None\n</content></tool>',
+        tool("run_shell", command="python -m pytest -q tests/test_step3.py || true", timeout=60),
+        "<final>Patched core_step_3's docstring and added tests/test_step3.py.</final>",
+    ]),
+    ("Now check cli.py for the same pattern", [
+        tool("search", pattern="retries", path="src/app"),
+        tool("read_file", path="src/app/cli.py", start=1, end=200),
+        tool("read_file", path="src/app/cli.py", start=1, end=200),
+        tool("read_file", path="src/app/core.py", start=1, end=40),
+        tool("run_shell", command="git status --short || true", timeout=10),
+        tool("list_files", path="tests"),
+        tool("read_file", path="tests/test_step3.py", start=1, end=20),
+        "<final>cli.py follows the same pattern; no change needed.</final>",
+    ]),
+]
+
+
+def prefix_figures(prompts):
+    """Per request after the first: the share of its prompt that repeats the previous prompt's start."""
+    reuse, fresh = [], len(prompts[0])
+    for before, now in zip(prompts, prompts[1:], strict=False):
+        common = mca.common_prefix_length(now, before)
+        reuse.append(common / len(now))
+        fresh += len(now) - common
+    return reuse, fresh
+
+
+def run_session(server, repo):
+    """The three turns through the CLI, one-shot, the later ones with --resume latest."""
+    started = time.perf_counter()
+    for number, (request, replies) in enumerate(TURNS):
+        server.script(*replies)
+        resume = ["--resume", "latest"] if number else []
+        done = run_cli("--cwd", str(repo), "--host", server.url, "--approval", "auto", "--max-steps", "12",
+                       *resume, request, timeout=120)
+        if done.returncode != 0:
+            sys.exit(f"turn {number + 1} failed: {done.stderr[-800:]}")
+    return time.perf_counter() - started
+
+
+def time_build_and_save(repo, items=1000, rounds=50):
+    """Milliseconds to record one more step and build the next prompt, at `items` history items."""
+    store = mca.SessionStore(repo / ".mini-coding-agent" / "bench")
+    agent = mca.MiniAgent(mca.FakeModelClient([]), mca.WorkspaceContext.build(repo), store)
+    read = agent.run_tool("read_file", {"path": "src/app/core.py"})
+    for i in range(items):
+        agent.record({"role": "tool", "name": "read_file", "args": {"path": "src/app/core.py", "start": i + 1},
+                      "content": read[: 200 + i % 1800]})
+    agent.prompt("go on")   # any compaction happens here, before the clock starts
+    started = time.perf_counter()
+    for i in range(rounds):
+        agent.record({"role": "tool", "name": "run_shell", "args": {"command": f"echo {i}"},
+                      "content": f"exit_code: 0\nstdout:\n{i}\nstderr:\n(empty)"})
+        agent.prompt("go on")
+    return (time.perf_counter() - started) / rounds * 1000, len(agent.session["history"])
+
+
+def replay(prompts, host, model, num_ctx):
+    """Send the captured prompts to a real server in order; print what its cache did."""
+    print(f"\nreplay on {host} ({model}, num_ctx {num_ctx}):")
+    print(f"{'req':>4} {'prompt tok':>11} {'cached tok':>11} {'eval s':>8}")
+    total = cached = seconds = 0
+    for number, prompt in enumerate(prompts, 1):
+        body = json.dumps({"model": model, "prompt": prompt, "stream": False, "raw": False, "think": False,
+                           "options": {"num_predict": 1, "num_ctx": num_ctx, "temperature": 0}}).encode()
+        request = urllib.request.Request(f"{host.rstrip('/')}/api/generate", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=900) as response:
+            reply = json.loads(response.read())
+        tokens, hit = reply.get("prompt_eval_count", 0), reply.get("prompt_eval_cached_count", 0)
+        took = reply.get("prompt_eval_duration", 0) / 1e9
+        total, cached, seconds = total + tokens, cached + hit, seconds + took
+        print(f"{number:>4} {tokens:>11} {hit:>11} {took:>8.2f}")
+    print(f"total: {total} prompt tokens, {cached} served from cache ({cached / max(total, 1):.1%}), "
+          f"{seconds:.1f} s of prompt evaluation")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replay-on", metavar="HOST", help="a real Ollama-compatible server to replay on")
+    parser.add_argument("--replay-model", default="smollm2:135m", help="model name on that server")
+    args = parser.parse_args()
+    server = OllamaFixture()
+    with tempfile.TemporaryDirectory() as folder:
+        repo = Path(folder)
+        make_repo(repo)
+        wall = run_session(server, repo)
+        prompts = server.prompts
+        num_ctx = {request["options"].get("num_ctx") for request in server.generate_requests}
+        sessions = list((repo / ".mini-coding-agent" / "sessions").glob("*.json"))
+        compactions = json.loads(sessions[0].read_text())["compactions"]
+        reuse, fresh = prefix_figures(prompts)
+        sizes = [len(prompt) for prompt in prompts]
+        print(f"requests:             {len(prompts)} (num_ctx sent: {sorted(num_ctx)}; "
+              f"compactions: {len(compactions)})")
+        print(f"prompt chars:         mean {statistics.mean(sizes):,.0f}, max {max(sizes):,}")
+        print(f"prefix reuse:         mean {statistics.mean(reuse):.3f}, min {min(reuse):.3f}")
+        print(f"fresh chars:          {fresh:,} of {sum(sizes):,} ({fresh / sum(sizes):.1%})")
+        print(f"wall time:            {wall:.2f} s for 3 CLI runs")
+        millis, items = time_build_and_save(repo)
+        print(f"record + prompt:      {millis:.2f} ms per step at {items} history items")
+        if args.replay_on:
+            replay(prompts, args.replay_on, args.replay_model, sorted(num_ctx)[0])
+    server.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Shared test fixtures: a scripted Ollama server on 127.0.0.1, workspaces, agents, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import mini_coding_agent as mca
+
+MODULE = Path(mca.__file__).resolve()
+MODEL = "qwen3.5:4b"
+
+
+class OllamaHandler(BaseHTTPRequestHandler):
+    """Speaks the parts of Ollama's HTTP API the agent uses (see shared/OLLAMA.md)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send_json(self, status, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        server = self.server.fixture
+        server.requests.append({"method": "GET", "path": self.path})
+        if self.path == "/api/tags":
+            if server.tags_body is not None:
+                self.send_raw(200, server.tags_body)
+                return
+            models = [{"name": name, "model": name, "size": 1, "digest": "0" * 64,
+                       "details": {"family": "qwen", "parameter_size": "4B"}} for name in server.models]
+            self.send_json(200, {"models": models})
+        elif self.path == "/api/version":
+            self.send_json(200, {"version": "0.12.0"})
+        elif self.path == "/":
+            self.send_raw(200, b"Ollama is running", "text/plain")
+        else:
+            self.send_raw(404, b"404 page not found", "text/plain")
+
+    def send_raw(self, status, body, content_type="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        server = self.server.fixture
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            self.send_json(400, {"error": "invalid JSON body"})
+            return
+        server.requests.append({"method": "POST", "path": self.path, "body": payload})
+        if self.path == "/api/show":
+            if server.context_length is None:
+                self.send_json(404, {"error": f"model '{payload.get('model')}' not found"})
+            else:
+                self.send_json(200, {"model_info": {"qwen3.context_length": server.context_length},
+                                     "capabilities": ["completion"]})
+            return
+        if self.path != "/api/generate":
+            self.send_raw(404, b"404 page not found", "text/plain")
+            return
+        if payload.get("model") not in server.models:
+            self.send_json(404, {"error": f"model '{payload.get('model')}' not found"})
+            return
+        server.generate_requests.append(payload)
+        reply = server.next_reply()
+        if isinstance(reply, str):
+            reply = {"text": reply}
+        time.sleep(reply.get("delay", 0))
+        if "status" in reply:
+            body = reply.get("raw_body")
+            if body is None:
+                body = json.dumps({"error": reply.get("error", "failure")}).encode()
+            self.send_raw(reply["status"], body)
+            return
+        if "raw_body" in reply:
+            self.send_raw(200, reply["raw_body"])
+            return
+        if payload.get("stream", True):
+            self.stream(reply)
+        else:
+            self.answer(reply, payload)
+
+    def final_fields(self, reply, text):
+        fields = {"model": MODEL, "created_at": "2026-11-24T00:00:00Z", "response": text, "done": True,
+                  "done_reason": reply.get("done_reason", "stop"), "total_duration": 2_000_000,
+                  "prompt_eval_count": 100, "prompt_eval_duration": 1_000_000,
+                  "eval_count": 10, "eval_duration": 500_000}
+        fields.update(reply.get("counters", {}))
+        return fields
+
+    def answer(self, reply, payload):
+        body = json.dumps(self.final_fields(reply, reply.get("text", ""))).encode()
+        if reply.get("drop"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.send_raw(200, body)
+
+    def stream(self, reply):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        pieces = reply.get("chunks") or [reply.get("text", "")]
+        try:
+            for piece in pieces:
+                self.chunk({"model": MODEL, "created_at": "2026-11-24T00:00:00Z", "response": piece,
+                            "done": False})
+                time.sleep(reply.get("chunk_delay", 0))
+            if reply.get("drop"):
+                self.close_connection = True
+                return
+            if "stream_error" in reply:
+                self.chunk({"error": reply["stream_error"]})
+            else:
+                self.chunk(self.final_fields(reply, ""))
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def chunk(self, obj):
+        data = json.dumps(obj).encode() + b"\n"
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+class OllamaFixture:
+    """A scripted Ollama on 127.0.0.1: give it replies, read back what it was sent.
+
+    A reply is a string (the model's text) or a dict with any of: text, chunks,
+    chunk_delay, delay, status + error / raw_body, raw_body, drop, stream_error,
+    done_reason, counters.
+    """
+
+    def __init__(self):
+        self.replies = []
+        self.requests = []
+        self.generate_requests = []
+        self.models = [MODEL]
+        self.context_length = 32768
+        self.tags_body = None
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), OllamaHandler)
+        self.httpd.daemon_threads = True
+        self.httpd.fixture = self
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def script(self, *replies):
+        """Queue model replies, served in order."""
+        with self.lock:
+            self.replies.extend(replies)
+
+    def next_reply(self):
+        with self.lock:
+            if self.replies:
+                return self.replies.pop(0)
+        return {"status": 500, "error": "the test server has no scripted reply left"}
+
+    @property
+    def prompts(self):
+        """Every prompt the agent sent to /api/generate, in order."""
+        return [request["prompt"] for request in self.generate_requests]
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def ollama():
+    """A scripted Ollama server for one test; stops when the test ends."""
+    server = OllamaFixture()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A small project folder to work in (not a git repository)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "README.md").write_text("# demo\n\nA demo project.\n", encoding="utf-8")
+    (root / "hello.txt").write_text("alpha\nbeta\ngamma\n", encoding="utf-8")
+    return root
+
+
+def make_workspace(root):
+    """A WorkspaceContext built directly, without git."""
+    return mca.WorkspaceContext(cwd=str(root), repo_root=str(root), branch="main",
+                                default_branch="main", status="clean", recent_commits=[],
+                                project_docs={})
+
+
+def make_agent(root, outputs, **kwargs):
+    """A MiniAgent on scripted replies, approving everything unless told otherwise."""
+    kwargs.setdefault("approval_policy", "auto")
+    store = mca.SessionStore(Path(root) / ".mini-coding-agent" / "sessions")
+    return mca.MiniAgent(mca.FakeModelClient(outputs), make_workspace(root), store, **kwargs)
+
+
+def run_cli(*args, cwd=None, input=None, env=None, timeout=60):
+    """Run `python mini_coding_agent.py ARGS` as a subprocess; returns CompletedProcess."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(MODULE), *args], cwd=cwd, input=input,
+                          capture_output=True, text=True, env=full_env, timeout=timeout)

@@ -1,0 +1,64 @@
+"""Component 6: delegate hands a sub-task to a bounded, read-only child agent."""
+
+from conftest import make_agent
+
+
+def test_delegate_returns_the_childs_answer(repo):
+    agent = make_agent(repo, [
+        '<tool>{"name": "delegate", "args": {"task": "What does hello.txt hold?", "max_steps": 2}}</tool>',
+        '<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>',   # the child's step
+        "<final>alpha, beta and gamma</final>",                                 # the child's answer
+        "<final>The helper says: alpha, beta and gamma.</final>",
+    ])
+    assert agent.ask("Ask a helper about hello.txt") == "The helper says: alpha, beta and gamma."
+    tool = agent.session["history"][1]
+    assert tool["content"] == "delegate_result:\nalpha, beta and gamma"
+    child_prompt = agent.model_client.prompts[1]
+    assert "- task: What does hello.txt hold?" in child_prompt
+    assert "Ask a helper about hello.txt" in child_prompt   # the parent's transcript, as a note
+
+
+def test_the_child_is_read_only(repo):
+    agent = make_agent(repo, [
+        '<tool>{"name": "delegate", "args": {"task": "Create evil.txt"}}</tool>',
+        '<tool name="write_file" path="evil.txt"><content>x</content></tool>',
+        "<final>could not write</final>",
+        "<final>done</final>",
+    ], approval_policy="auto")
+    agent.ask("delegate a write")
+    assert not (repo / "evil.txt").exists()
+    child_session = next(agent.session_store.children().root.glob("*.json")).read_text()
+    assert "error: approval denied for write_file" in child_session
+
+
+def test_depth_is_bounded(repo):
+    agent = make_agent(repo, [
+        '<tool>{"name": "delegate", "args": {"task": "nest"}}</tool>',
+        '<tool>{"name": "delegate", "args": {"task": "nest deeper"}}</tool>',
+        "<final>child gave up</final>",
+        "<final>parent done</final>",
+    ])
+    agent.ask("nest")
+    child_prompt = agent.model_client.prompts[1]
+    assert "- delegate(" not in child_prompt
+    assert "error: unknown tool 'delegate'" in agent.model_client.prompts[2]
+    assert len(agent.model_client.prompts) == 4
+
+
+def test_the_child_gets_at_most_the_parents_step_limit(repo):
+    steps = ['<tool>{"name": "list_files", "args": {"path": "."}}</tool>',
+             '<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>',
+             '<tool>{"name": "read_file", "args": {"path": "README.md"}}</tool>']
+    agent = make_agent(repo, ['<tool>{"name": "delegate", "args": {"task": "t", "max_steps": 1000}}</tool>',
+                              *steps, "<final>parent done</final>"], max_steps=2)
+    agent.ask("go")
+    assert agent.session["history"][1]["content"].startswith("delegate_result:\nStopped after 2 tool steps")
+
+
+def test_child_sessions_are_kept_apart_from_resumable_ones(repo):
+    agent = make_agent(repo, ['<tool>{"name": "delegate", "args": {"task": "t"}}</tool>',
+                              "<final>child</final>", "<final>parent</final>"])
+    agent.ask("go")
+    store = agent.session_store
+    assert store.newest_first() == [agent.session["id"]]
+    assert len(list(store.children().root.glob("*.json"))) == 1

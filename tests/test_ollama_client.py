@@ -1,0 +1,181 @@
+"""The model backends: OllamaModelClient against a real HTTP server on 127.0.0.1, and FakeModelClient."""
+
+import socket
+import time
+
+import pytest
+from conftest import MODEL
+
+import mini_coding_agent as mca
+
+
+def client_for(server, timeout=10, **kwargs):
+    return mca.OllamaModelClient(MODEL, server.url, temperature=0.2, top_p=0.9, timeout=timeout, **kwargs)
+
+
+def closed_port():
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_complete_posts_the_generate_payload_and_returns_the_text(ollama):
+    ollama.script("<final>hi</final>")
+    client = client_for(ollama, num_ctx=8192)
+    assert client.complete("hello", 12) == "<final>hi</final>"
+    request = ollama.requests[-1]
+    assert request["method"] == "POST" and request["path"] == "/api/generate"
+    body = request["body"]
+    assert body["model"] == MODEL and body["prompt"] == "hello"
+    assert body["stream"] is False and body["raw"] is False and body["think"] is False
+    assert body["options"] == {"num_predict": 12, "temperature": 0.2, "top_p": 0.9, "num_ctx": 8192}
+
+
+def test_num_ctx_is_the_same_on_every_request(ollama):
+    ollama.script("a", "b", "c")
+    client = client_for(ollama)
+    for _ in range(3):
+        client.complete("x", 5)
+    assert {request["options"]["num_ctx"] for request in ollama.generate_requests} == {mca.DEFAULT_NUM_CTX}
+
+
+def test_counters_of_the_reply_are_kept(ollama):
+    ollama.script({"text": "ok", "counters": {"prompt_eval_count": 321, "prompt_eval_cached_count": 300,
+                                              "eval_duration": 7}})
+    client = client_for(ollama)
+    client.complete("x", 5)
+    assert client.last_stats["prompt_eval_count"] == 321
+    assert client.last_stats["prompt_eval_cached_count"] == 300
+    assert client.last_stats["eval_duration"] == 7
+
+
+def test_streaming_passes_pieces_on_in_order_and_returns_the_whole_reply(ollama):
+    ollama.script({"chunks": ["<final>", "Hel", "lo", "</final>"], "counters": {"eval_count": 4}})
+    client = client_for(ollama)
+    pieces = []
+    client.on_text = pieces.append
+    assert client.complete("x", 5) == "<final>Hello</final>"
+    assert pieces == ["<final>", "Hel", "lo", "</final>"]
+    assert ollama.generate_requests[-1]["stream"] is True
+    assert client.last_stats["eval_count"] == 4
+
+
+def test_streamed_pieces_arrive_before_the_reply_ends(ollama):
+    ollama.script({"chunks": ["first ", "second"], "chunk_delay": 0.4})
+    client = client_for(ollama)
+    arrivals = []
+    client.on_text = lambda text: arrivals.append((text, time.monotonic()))
+    started = time.monotonic()
+    client.complete("x", 5)
+    finished = time.monotonic()
+    assert arrivals[0][0] == "first "
+    assert arrivals[0][1] - started < finished - started - 0.3
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ({"status": 500, "error": "boom"}, "HTTP 500: boom"),
+    ({"status": 502, "raw_body": b"<html>bad gateway</html>"}, "HTTP 502: <html>bad gateway</html>"),
+    ({"status": 400, "error": "the prompt is longer than the context length"}, "HTTP 400: the prompt is longer"),
+    ({"raw_body": b"this is not json"}, "not JSON: this is not json"),
+    ({"raw_body": b'{"error": "model crashed"}'}, "Ollama error: model crashed"),
+    ({"raw_body": b"[1, 2, 3]"}, "JSON that is not an object"),
+    ({"raw_body": b'{"done": true}'}, "holds no text"),
+])
+def test_server_errors_become_one_clear_runtime_error(ollama, reply, expected):
+    ollama.script(reply)
+    with pytest.raises(RuntimeError) as caught:
+        client_for(ollama).complete("x", 5)
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_model_says_how_to_pull_it(ollama):
+    client = mca.OllamaModelClient("nosuch:1b", ollama.url, 0.2, 0.9, 10)
+    with pytest.raises(RuntimeError, match=r"no model 'nosuch:1b'; pull it with `ollama pull nosuch:1b`"):
+        client.complete("x", 5)
+
+
+def test_refused_connection_says_to_start_ollama_and_pull_the_model():
+    host = f"http://127.0.0.1:{closed_port()}"
+    client = mca.OllamaModelClient(MODEL, host, 0.2, 0.9, 5)
+    with pytest.raises(mca.OllamaUnreachable) as caught:
+        client.complete("x", 5)
+    message = str(caught.value)
+    assert host in message and "ollama serve" in message and f"ollama pull {MODEL}" in message
+
+
+def test_a_server_slower_than_the_timeout_gives_up_in_time(ollama):
+    ollama.script({"delay": 3, "text": "late"})
+    client = client_for(ollama, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not answer within 0.5 s.*--ollama-timeout"):
+        client.complete("x", 5)
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_stream_that_stalls_longer_than_the_timeout_gives_up(ollama):
+    ollama.script({"chunks": ["a", "b"], "chunk_delay": 3})
+    client = client_for(ollama, timeout=0.5)
+    client.on_text = lambda text: None
+    with pytest.raises(RuntimeError, match="did not answer within"):
+        client.complete("x", 5)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_connection_dropped_mid_reply_is_an_error(ollama, stream):
+    ollama.script({"text": "<final>half of a long answer</final>", "drop": True})
+    client = client_for(ollama)
+    if stream:
+        client.on_text = lambda text: None
+    with pytest.raises(RuntimeError, match="Ollama"):
+        client.complete("x", 5)
+
+
+def test_an_error_line_in_the_middle_of_a_stream_is_an_error(ollama):
+    ollama.script({"chunks": ["<final>par", "tial"], "stream_error": "out of memory"})
+    client = client_for(ollama)
+    seen = []
+    client.on_text = seen.append
+    with pytest.raises(RuntimeError, match="Ollama error: out of memory"):
+        client.complete("x", 5)
+    assert seen == ["<final>par", "tial"]
+
+
+def test_installed_models_lists_the_pulled_models(ollama):
+    ollama.models = [MODEL, "llama3.2:latest"]
+    assert client_for(ollama).installed_models() == [MODEL, "llama3.2:latest"]
+
+
+def test_a_server_that_is_not_ollama_gives_no_model_list(ollama):
+    ollama.tags_body = b'{"data": []}'
+    assert client_for(ollama).installed_models() is None
+
+
+def test_installed_models_of_an_unreachable_server_raises():
+    client = mca.OllamaModelClient(MODEL, f"http://127.0.0.1:{closed_port()}", 0.2, 0.9, 5)
+    with pytest.raises(mca.OllamaUnreachable):
+        client.installed_models()
+
+
+def test_context_length_comes_from_api_show(ollama):
+    ollama.context_length = 4096
+    assert client_for(ollama).context_length() == 4096
+    assert ollama.requests[-1]["path"] == "/api/show"
+    assert ollama.requests[-1]["body"] == {"model": MODEL}
+    ollama.context_length = None   # the server answers 404
+    assert client_for(ollama).context_length() is None
+
+
+def test_model_names_match_like_ollama():
+    assert mca.model_key("Qwen3.5:4B") == mca.model_key("qwen3.5:4b")
+    assert mca.model_key("llama3.2") == "llama3.2:latest"
+
+
+def test_fake_client_replays_its_script_and_keeps_the_prompts():
+    client = mca.FakeModelClient(["one", "two"])
+    assert client.complete("p1", 5) == "one"
+    assert client.complete("p2", 5) == "two"
+    assert client.prompts == ["p1", "p2"]
+    with pytest.raises(RuntimeError, match="no scripted replies left"):
+        client.complete("p3", 5)

@@ -1,0 +1,105 @@
+"""Component 2: the prompt's sections, its append-only layout, the budget, and the cache figures."""
+
+import re
+
+from conftest import make_agent
+
+import mini_coding_agent as mca
+
+LABELS = ["Rules:", "Tools:", "Valid response examples:", "Workspace:", "Transcript:", "Memory:",
+          "Current user request:"]
+
+
+def test_every_section_label_stands_alone_in_this_order(repo):
+    agent = make_agent(repo, [])
+    lines = agent.prompt("add a test").splitlines()
+    positions = [lines.index(label) for label in LABELS]
+    assert positions == sorted(positions)
+    assert lines[0].startswith("You are mini-coding-agent")
+    assert lines[-1] == "add a test"
+
+
+def test_the_prefix_lists_each_tool_once_with_its_signature(repo):
+    prefix = make_agent(repo, []).prefix
+    assert "- read_file(path: str, start: int=1, end: int=200) [safe] " in prefix
+    assert "- run_shell(command: str, timeout: int=20) [approval required] " in prefix
+    assert "- write_file(path: str, content: str) [approval required] " in prefix
+    assert "- delegate(task: str, max_steps: int=3) [safe] " in prefix
+    tool_lines = [line for line in prefix.splitlines() if re.match(r"- \w+\(", line)]
+    assert len(tool_lines) == 7
+
+
+def test_delegate_is_offered_only_below_the_depth_limit(repo):
+    assert "- delegate(" not in make_agent(repo, [], depth=1, max_depth=1).prefix
+
+
+def test_every_example_in_the_prefix_parses(repo):
+    prefix = make_agent(repo, []).prefix
+    examples = prefix.split("Valid response examples:\n")[1].split("\n\nWorkspace:")[0].splitlines()
+    assert len(examples) == 8
+    assert all(mca.MiniAgent.parse(line)[0] in ("tool", "final") for line in examples)
+
+
+def test_the_prefix_is_built_once_and_never_changes(repo):
+    agent = make_agent(repo, ['<tool>{"name": "list_files", "args": {}}</tool>', "<final>done</final>"])
+    prefix = agent.prefix
+    agent.ask("list")
+    assert agent.prefix is prefix
+    assert all(prompt.startswith(prefix) for prompt in agent.model_client.prompts)
+
+
+def test_memory_text_format(repo):
+    agent = make_agent(repo, [])
+    assert agent.memory_text() == "Memory:\n- task: -\n- files: -\n- notes:\n  - none"
+    agent.session["memory"] = {"task": "fix it", "files": ["a.py", "b.py"], "notes": ["one", "two"]}
+    assert agent.memory_text() == "Memory:\n- task: fix it\n- files: a.py, b.py\n- notes:\n  - one\n  - two"
+
+
+def test_each_prompt_extends_the_previous_one_before_its_small_tail(repo):
+    calls = ['<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>',
+             '<tool>{"name": "list_files", "args": {}}</tool>',
+             '<tool>{"name": "search", "args": {"pattern": "beta"}}</tool>']
+    agent = make_agent(repo, calls + ["<final>done</final>"])
+    agent.ask("look around")
+    agent.model_client.outputs.append("<final>again</final>")
+    agent.ask("and again")
+    prompts = agent.model_client.prompts
+    for before, after in zip(prompts, prompts[1:], strict=False):
+        tail = before[before.index("\n\nMemory:\n"):]
+        assert after.startswith(before[:-len(tail)])
+        assert len(tail) < 600
+
+
+def test_model_calls_are_measured(repo):
+    agent = make_agent(repo, ['<tool>{"name": "list_files", "args": {}}</tool>', "<final>done</final>"])
+    agent.ask("list")
+    first, second = agent.session["stats"]
+    prompts = agent.model_client.prompts
+    assert first == {"prompt_chars": len(prompts[0]), "reused_chars": 0}
+    assert second["prompt_chars"] == len(prompts[1])
+    assert second["reused_chars"] == mca.common_prefix_length(prompts[0], prompts[1]) > len(agent.prefix)
+
+
+def test_common_prefix_length():
+    assert mca.common_prefix_length("abcdef", "abcxyz") == 3
+    assert mca.common_prefix_length("", "abc") == 0
+    assert mca.common_prefix_length("same", "same") == 4
+
+
+def test_the_budget_follows_num_ctx_and_max_new_tokens(repo):
+    agent = make_agent(repo, [], num_ctx=8192, max_new_tokens=1000)
+    assert agent.prompt_budget == int((8192 - 1000 - mca.TEMPLATE_TOKENS) * mca.CHARS_PER_TOKEN)
+
+
+def test_stats_table_shows_each_call_and_totals():
+    table = mca.stats_table([
+        {"prompt_chars": 1000, "reused_chars": 0, "prompt_eval_count": 300, "prompt_eval_duration": 2_000_000_000},
+        {"prompt_chars": 1200, "reused_chars": 900, "prompt_eval_count": 350, "eval_count": 20},
+    ])
+    lines = table.splitlines()
+    assert lines[0].split() == ["call", "prompt", "chars", "reused", "prompt", "tokens", "cached", "tok",
+                                "eval", "s", "new", "tokens", "gen", "s"]
+    assert lines[1].split() == ["1", "1,000", "0%", "300", "-", "2.00", "-", "-"]
+    assert lines[2].split() == ["2", "1,200", "75%", "350", "-", "-", "20", "-"]
+    assert lines[3].split() == ["total", "2,200", "41%", "650", "-", "2.00", "20", "-"]
+    assert mca.stats_table([]) == "No model calls yet in this session."

@@ -1,0 +1,295 @@
+"""Component 5: the agent loop, working memory, sessions that survive anything, resuming, undo."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import MODULE, make_agent, make_workspace
+
+import mini_coding_agent as mca
+
+
+def saved(agent):
+    """The session as it is on disk."""
+    return json.loads(agent.session_path.read_text())
+
+
+# --- the loop ------------------------------------------------------------------
+
+def test_a_tool_call_then_a_final_answer(repo):
+    agent = make_agent(repo, ['<tool>{"name": "read_file", "args": {"path": "hello.txt", "end": 2}}</tool>',
+                              "<final>It holds alpha and beta.</final>"])
+    assert agent.ask("What is in hello.txt?") == "It holds alpha and beta."
+    roles = [item["role"] for item in agent.session["history"]]
+    assert roles == ["user", "tool", "assistant"]
+    tool = agent.session["history"][1]
+    assert tool["name"] == "read_file" and tool["args"] == {"path": "hello.txt", "end": 2}
+    assert tool["content"] == "# hello.txt\n   1: alpha\n   2: beta\n(more lines follow; read on with start=3)"
+    assert agent.session["memory"]["files"] == ["hello.txt"]
+    assert "# hello.txt" in agent.model_client.prompts[1]
+
+
+def test_retry_notices_are_recorded_and_do_not_use_up_steps(repo):
+    agent = make_agent(repo, ["", "<tool>oops</tool>", '<tool>{"name": "list_files", "args": {}}</tool>',
+                              "<final>done</final>"], max_steps=2)
+    assert agent.ask("list") == "done"
+    notices = [item["content"] for item in agent.session["history"] if item["content"].startswith("Runtime notice")]
+    assert len(notices) == 2
+    assert "Runtime notice" in agent.model_client.prompts[1]
+
+
+def test_the_attempt_cap_stops_endless_malformed_replies(repo):
+    agent = make_agent(repo, ["<final></final>"] * 50, max_steps=2)
+    answer = agent.ask("anything")
+    assert answer == "Stopped after 6 attempts: too many malformed model responses."
+    assert len(agent.model_client.prompts) == max(3 * 2, 2 + 4)
+    assert agent.session["history"][-1]["content"] == answer
+
+
+def test_the_step_limit_stops_the_loop(repo):
+    calls = [f'<tool>{{"name": "read_file", "args": {{"path": "hello.txt", "start": {n}}}}}</tool>' for n in (1, 2, 3)]
+    agent = make_agent(repo, calls + ["<final>never reached</final>"], max_steps=3)
+    answer = agent.ask("loop")
+    assert answer.startswith("Stopped after 3 tool steps")
+    assert saved(agent)["history"][-1]["content"] == answer
+
+
+def test_xml_tools_edit_files(repo):
+    agent = make_agent(repo, [
+        '<tool name="write_file" path="app.py"><content>def f():\n    return 1\n</content></tool>',
+        '<tool name="patch_file" path="app.py"><old_text>return 1</old_text><new_text>return 2</new_text></tool>',
+        "<final>ok</final>"])
+    assert agent.ask("make app.py") == "ok"
+    assert (repo / "app.py").read_text() == "def f():\n    return 2\n"
+
+
+MALFORMED = [
+    "", " ", "\n\n", "<tool>", "<tool></tool>", "<tool>{}</tool>", "<tool>null</tool>", "<tool>42</tool>",
+    '<tool>"text"</tool>', "<tool>{'name': 'x'}</tool>", '<tool>{"name": null}</tool>',
+    '<tool>{"name": ["read_file"]}</tool>', '<tool>{"name": {"a": 1}, "args": {}}</tool>',
+    '<tool>{"name": "read_file", "args": "path=a"}</tool>', '<tool>{"name": "read_file", "args": null}</tool>',
+    '<tool>{"name": "read_file", "args": {"path": 5}}</tool>',
+    '<tool>{"name": "read_file", "args": {"path": "hello.txt", "start": 1e999}}</tool>',
+    '<tool>{"name": "read_file", "args": {"path": "hello.txt", "end": -1}}</tool>',
+    '<tool>{"name": "read_file", "args": {"path": "\\ud800\\udfff\\ud800"}}</tool>',
+    '<tool>{"name": "write_file", "args": {"path": "s.txt", "content": "\\ud800"}}</tool>',
+    '<tool>{"name": "run_shell", "args": {"command": "echo \\ud800"}}</tool>',
+    '<tool>{"name": "\\u0000\\u001b[31m", "args": {}}</tool>',
+    '<tool>{"name": "delegate", "args": {"task": "x", "max_steps": 99999999999999999999}}</tool>',
+    "<tool>" + "[" * 50000 + "</tool>", "<tool>" + '{"a":' * 5000 + "1" + "}" * 5000 + "</tool>",
+    "<tool>" + "9" * 6000 + "</tool>", "<tool " + "x" * 5000, '<tool name="">body</tool>',
+    '<tool name="nosuch">body</tool>', '<tool name="read_file"></tool>',
+    "<final></final>", "<final>\n\t </final>", "<tool>{" + '"k": "v", ' * 20000 + "}</tool>",
+    "<tool>{\"name\": \"list_files\", \"args\": {}}" + "garbage" * 30000,
+    '<tool>{"name": "patch_file", "args": {"path": "hello.txt", "old_text": "", "new_text": "x"}}</tool>',
+]
+
+
+@pytest.mark.parametrize("reply", MALFORMED, ids=range(len(MALFORMED)))
+def test_any_reply_is_survived_and_a_final_answer_still_lands(repo, reply):
+    agent = make_agent(repo, [reply, "<final>recovered</final>", "<final>recovered</final>"], max_steps=3)
+    assert agent.ask("go") == "recovered"
+    assert saved(agent)["history"][-1]["content"] == "recovered"
+    assert mca.SessionStore(agent.session_store.root).load(agent.session["id"])["id"] == agent.session["id"]
+
+
+def test_a_huge_reply_or_control_characters_are_a_final_answer(repo):
+    agent = make_agent(repo, ["word " * 40000 + "<final>ok</final>", "\x00\x1b[2J\x9b"])
+    assert agent.ask("go") == "ok"
+    assert agent.ask("again") == "\x00\x1b[2J\x9b"
+
+
+def test_ctrl_c_during_a_model_call_records_interrupted_and_keeps_the_session(repo):
+    class Interrupting:
+        def complete(self, prompt, max_new_tokens):
+            raise KeyboardInterrupt
+    agent = mca.MiniAgent(Interrupting(), make_workspace(repo), mca.SessionStore(repo / "s"))
+    with pytest.raises(KeyboardInterrupt):
+        agent.ask("long job")
+    history = saved(agent)["history"]
+    assert [item["content"] for item in history] == ["long job", "interrupted by the user"]
+
+
+def test_model_errors_propagate_after_the_request_is_saved(repo):
+    agent = make_agent(repo, [])
+    with pytest.raises(RuntimeError, match="no scripted replies"):
+        agent.ask("hello")
+    assert saved(agent)["history"][0]["content"] == "hello"
+
+
+# --- working memory ----------------------------------------------------------
+
+def test_memory_task_files_and_notes(repo):
+    for n in range(10):
+        (repo / f"f{n}.txt").write_text(f"{n}\n")
+    reads = [f'<tool>{{"name": "read_file", "args": {{"path": "f{n}.txt"}}}}</tool>' for n in range(10)]
+    reread = '<tool>{"name": "read_file", "args": {"path": "f3.txt"}}</tool>'
+    agent = make_agent(repo, [*reads, reread, "<final>read them all</final>"], max_steps=20)
+    agent.ask("x" * 400)
+    memory = agent.session["memory"]
+    assert memory["task"] == "x" * 300
+    assert memory["files"] == ["f2.txt", "f4.txt", "f5.txt", "f6.txt", "f7.txt", "f8.txt", "f9.txt", "f3.txt"]
+    assert len(memory["notes"]) == 5 and memory["notes"][-1] == "answer: read them all"
+    assert memory["notes"][-2] == "read_file: # f3.txt"
+
+
+# --- the session store ---------------------------------------------------------
+
+def test_the_session_is_saved_after_every_item(repo):
+    agent = make_agent(repo, ['<tool>{"name": "list_files", "args": {}}</tool>', "<final>done</final>"])
+    agent.ask("list")
+    assert saved(agent)["history"] == agent.session["history"]
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", agent.session["id"])
+
+
+def test_store_save_load_latest(repo, tmp_path):
+    store = mca.SessionStore(tmp_path / "sessions")
+    assert store.latest() is None
+    first, second = mca.new_session(repo), mca.new_session(repo)
+    second["id"] += "b"
+    store.save(first)
+    time.sleep(0.02)
+    store.save(second)
+    assert store.latest() == second["id"]
+    assert store.load(first["id"]) == first
+    assert store.path(first["id"]) == tmp_path / "sessions" / f"{first['id']}.json"
+
+
+@pytest.mark.parametrize("session_id", ["nope", "../etc/passwd", "a/b", ".hidden", ""])
+def test_loading_a_missing_or_malformed_id_says_so(tmp_path, session_id):
+    with pytest.raises(ValueError) as caught:
+        mca.SessionStore(tmp_path).load(session_id)
+    assert "session" in str(caught.value)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"id": "x", "history": [], "memo', "cannot be read"),
+    ("[]", "not a session object"),
+    ('{"id": "x", "history": {}, "memory": {"task": "", "files": [], "notes": []}}', "history"),
+    ('{"id": "x", "history": [{"role": "tool", "content": "c"}], "memory": {"task": "", "files": [], '
+     '"notes": []}}', "history"),
+    ('{"id": "x", "history": [], "memory": []}', "memory"),
+    ('{"id": "x", "history": [], "memory": {"task": "", "files": [], "notes": []}, '
+     '"compactions": [{"start": 5, "summary": ""}]}', "compaction"),
+    ("\xff\xfe", "cannot be read"),
+])
+def test_a_damaged_session_file_is_named_in_one_clear_sentence(tmp_path, content, problem):
+    store = mca.SessionStore(tmp_path)
+    (tmp_path / "x.json").write_bytes(content.encode("utf-8", "surrogateescape") if isinstance(content, str)
+                                      else content)
+    with pytest.raises(ValueError) as caught:
+        store.load("x")
+    assert str(tmp_path / "x.json") in str(caught.value) and problem in str(caught.value)
+
+
+def test_resume_carries_history_and_memory(repo):
+    agent = make_agent(repo, ['<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>',
+                              "<final>first answer</final>"])
+    agent.ask("first request")
+    resumed = mca.MiniAgent.from_session(mca.FakeModelClient(["<final>second answer</final>"]),
+                                         make_workspace(repo), agent.session_store, agent.session["id"])
+    assert resumed.session["memory"] == agent.session["memory"]
+    assert resumed.ask("second request") == "second answer"
+    prompt = resumed.model_client.prompts[0]
+    assert "first request" in prompt and "   1: alpha" in prompt and "first answer" in prompt
+    assert [item["role"] for item in saved(resumed)["history"]] == ["user", "tool", "assistant", "user", "assistant"]
+
+
+def test_reset_empties_history_and_memory(repo):
+    agent = make_agent(repo, ["<final>a</final>"])
+    agent.ask("q")
+    agent.reset()
+    assert saved(agent)["history"] == [] and saved(agent)["memory"] == {"task": "", "files": [], "notes": []}
+    assert agent.history_text() == "- empty"
+
+
+def test_a_session_holding_any_text_survives_a_save(repo):
+    agent = make_agent(repo, ["<final>\ud800 lone surrogate and \x00 nul</final>"])
+    agent.ask("go")
+    assert saved(agent)["history"][-1]["content"] == "\ud800 lone surrogate and \x00 nul"
+
+
+SAVER = textwrap.dedent("""
+    import sys, mini_coding_agent as mca
+    store = mca.SessionStore(sys.argv[1])
+    session = mca.new_session(".")
+    session["id"] = "victim"
+    n = 0
+    while True:
+        n += 1
+        session["history"].append({"role": "user", "content": "x" * 5000 + str(n), "created_at": "t"})
+        store.save(session)
+        if n == 1:
+            print("saving", flush=True)
+""")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
+def test_sigkill_during_saves_never_leaves_a_broken_session(tmp_path):
+    folder = tmp_path / "sessions"
+    for delay in (0.0, 0.01, 0.03, 0.05, 0.08, 0.13, 0.2, 0.3):
+        process = subprocess.Popen([sys.executable, "-c", SAVER, str(folder)], stdout=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+        assert process.stdout.readline() == b"saving\n"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        session = mca.SessionStore(folder).load("victim")
+        assert session["history"][-1]["content"].startswith("x" * 5000)
+    leftovers = [path.name for path in folder.iterdir() if path.name != "victim.json"]
+    assert all(name.startswith(".victim.json.") for name in leftovers)
+
+
+# --- undo ------------------------------------------------------------------------
+
+def test_undo_reverts_writes_and_patches_one_step_at_a_time(repo):
+    agent = make_agent(repo, [
+        '<tool name="write_file" path="new.txt"><content>brand new</content></tool>',
+        '<tool name="patch_file" path="hello.txt"><old_text>beta</old_text><new_text>BETA</new_text></tool>',
+        '<tool name="write_file" path="hello.txt"><content>replaced</content></tool>',
+        "<final>done</final>"])
+    agent.ask("edit")
+    assert (repo / "hello.txt").read_text() == "replaced"
+    assert agent.undo() == "Undid the write_file of hello.txt: restored its earlier content."
+    assert (repo / "hello.txt").read_text() == "alpha\nBETA\ngamma\n"
+    assert agent.undo() == "Undid the patch_file of hello.txt: restored its earlier content."
+    assert (repo / "hello.txt").read_text() == "alpha\nbeta\ngamma\n"
+    assert agent.undo() == "Undid the write_file of new.txt: removed the file, which did not exist before."
+    assert not (repo / "new.txt").exists()
+    assert agent.undo() == "Nothing to undo."
+    assert saved(agent)["history"][-1]["content"].startswith("/undo: Undid the write_file of new.txt")
+
+
+def test_undo_works_across_resume_and_keeps_the_json_small(repo):
+    big = "line of text\n" * 20000
+    (repo / "big.txt").write_text(big)
+    agent = make_agent(repo, ['<tool name="write_file" path="big.txt"><content>small</content></tool>',
+                              "<final>shrunk</final>"])
+    agent.ask("shrink big.txt")
+    assert agent.session_path.stat().st_size < 10000
+    resumed = mca.MiniAgent.from_session(mca.FakeModelClient([]), make_workspace(repo),
+                                         mca.SessionStore(agent.session_store.root), agent.session["id"])
+    assert resumed.undo().startswith("Undid the write_file of big.txt")
+    assert (repo / "big.txt").read_text() == big
+
+
+def test_undo_refuses_when_the_file_changed_since(repo):
+    agent = make_agent(repo, ['<tool name="write_file" path="hello.txt"><content>agent text</content></tool>',
+                              "<final>done</final>"])
+    agent.ask("edit")
+    (repo / "hello.txt").write_text("the user's own edit")
+    assert agent.undo() == "Cannot undo the write_file of hello.txt: the file changed on disk after the agent wrote it."
+    assert (repo / "hello.txt").read_text() == "the user's own edit"
+
+
+def test_denied_or_failed_writes_leave_nothing_to_undo(repo):
+    agent = make_agent(repo, ['<tool name="patch_file" path="hello.txt"><old_text>zzz</old_text>'
+                              "<new_text>y</new_text></tool>", "<final>done</final>"])
+    agent.ask("edit")
+    assert agent.undo() == "Nothing to undo."

@@ -1,0 +1,274 @@
+"""The command line on a real terminal (a pseudo-terminal): streaming, Ctrl-C, approvals, colour."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import MODEL, MODULE
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="pseudo-terminals are POSIX")
+
+if os.name == "posix":
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+ESCAPE = re.compile(r"\x1b[\[\]()#;?]*[0-9;?]*[A-Za-z]")
+PROMPT = "mini-coding-agent> "
+
+
+class Terminal:
+    """The CLI running on a pseudo-terminal that a test types into and reads from."""
+
+    def __init__(self, args, cwd, env=None, stdout=None):
+        main, child = pty.openpty()
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        environment = {**os.environ, "TERM": "xterm", "HOME": str(cwd), "NO_COLOR": "1", **(env or {})}
+        self.process = subprocess.Popen([sys.executable, str(MODULE), *args], cwd=cwd, env=environment,
+                                        stdin=child, stdout=stdout or child, stderr=child,
+                                        preexec_fn=take_terminal)
+        os.close(child)
+        self.fd, self.output, self.mark = main, "", 0
+
+    def read(self, timeout):
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if ready:
+            try:
+                self.output += os.read(self.fd, 65536).decode("utf-8", errors="replace")
+            except OSError:   # the child closed the terminal
+                return False
+        return bool(ready)
+
+    def expect(self, text, timeout=10):
+        """Wait until `text` appears after what was already expected; returns the output up to it."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output[self.mark:]:
+            if time.monotonic() > deadline or self.process.poll() is not None and not self.read(0.2):
+                raise AssertionError(f"{text!r} never appeared; output was:\n{self.output[-3000:]}")
+            self.read(0.05)
+        end = self.output.index(text, self.mark) + len(text)
+        seen, self.mark = self.output[self.mark:end], end
+        return seen
+
+    def type(self, text):
+        os.write(self.fd, text.encode())
+
+    def finish(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            self.read(0.05)
+        while self.read(0.05):
+            pass
+        os.close(self.fd)
+        return self.process.wait(timeout=1)
+
+
+def take_terminal():
+    """In the child: a session of its own with the pseudo-terminal as its controlling terminal."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@pytest.fixture
+def start(ollama, repo):
+    terminals = []
+
+    def starter(*args, env=None):
+        terminal = Terminal(["--cwd", str(repo), "--host", ollama.url, *args], repo, env)
+        terminals.append(terminal)
+        return terminal
+    yield starter
+    for terminal in terminals:
+        if terminal.process.poll() is None:
+            terminal.process.kill()
+            terminal.process.wait()
+
+
+def session_history(repo):
+    [path] = (repo / ".mini-coding-agent" / "sessions").glob("*.json")
+    return json.loads(path.read_text())["history"]
+
+
+def test_streamed_text_appears_before_the_reply_is_complete(ollama, start):
+    ollama.script({"delay": 1.2, "chunks": ["<final>Str", "eaming ", "is ", "live</final>"], "chunk_delay": 0.6})
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("tell me\n")
+    terminal.expect("waiting for the model... 1 s")
+    terminal.expect("Str")
+    first_seen = time.monotonic()
+    terminal.expect("live")
+    assert time.monotonic() - first_seen > 1.2
+    terminal.expect(PROMPT)
+    screen = terminal.output
+    assert screen.count("Streaming is live") == 1 and "</final>" not in screen
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+
+
+def test_ctrl_c_during_a_slow_reply_returns_to_the_prompt(ollama, start, repo):
+    ollama.script({"delay": 30, "text": "<final>far too late</final>"}, "<final>second answer</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("slow question\n")
+    terminal.expect("waiting for the model")
+    started = time.monotonic()
+    terminal.type("\x03")
+    terminal.expect("Interrupted: the request was stopped; the session is saved.")
+    terminal.expect(PROMPT)
+    assert time.monotonic() - started < 3
+    terminal.type("next question\n")
+    terminal.expect("second answer")
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+    assert "Traceback" not in terminal.output
+    contents = [item["content"] for item in session_history(repo)]
+    assert contents == ["slow question", "interrupted by the user", "next question", "second answer"]
+
+
+def test_ctrl_c_during_a_shell_command_kills_it_and_returns_to_the_prompt(ollama, start, repo):
+    ollama.script('<tool>{"name": "run_shell", "args": {"command": "sleep 45; touch finished.txt", '
+                  '"timeout": 100}}</tool>', "<final>after</final>")
+    terminal = start("--approval", "auto")
+    terminal.expect(PROMPT)
+    terminal.type("run it\n")
+    terminal.expect("-> run_shell: sleep 45")
+    time.sleep(0.5)
+    terminal.type("\x03")
+    terminal.expect("Interrupted")
+    terminal.expect(PROMPT)
+    survivors = subprocess.run(["pgrep", "-f", "slee[p] 45"], capture_output=True, text=True).stdout
+    assert survivors == ""
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+    assert not (repo / "finished.txt").exists()
+
+
+@pytest.mark.parametrize("keys", ["\x03", "\x04"])
+def test_ctrl_c_or_ctrl_d_at_the_prompt_leaves_with_the_resume_command(start, keys):
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type(keys)
+    terminal.expect("go on with: mini-coding-agent --resume ")
+    assert terminal.finish() == 0
+    assert "Traceback" not in terminal.output
+
+
+def test_an_edit_shows_a_diff_and_always_stops_later_questions(ollama, start, repo):
+    ollama.script(
+        '<tool name="patch_file" path="hello.txt"><old_text>beta</old_text><new_text>BETA</new_text></tool>',
+        '<tool name="write_file" path="other.txt"><content>new file</content></tool>',
+        '<tool>{"name": "run_shell", "args": {"command": "echo shell ran"}}</tool>',
+        "<final>all done</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("edit things\n")
+    diff = terminal.expect("[a]lways for patch_file this session: ")
+    assert "--- a/hello.txt" in diff and "-beta" in diff and "+BETA" in diff
+    terminal.type("y\n")
+    terminal.expect("[a]lways for write_file this session: ")
+    terminal.type("a\n")
+    shell = terminal.expect("[a]lways for run_shell this session: ")
+    assert "$ echo shell ran" in shell and "(timeout 20 s)" in shell
+    terminal.type("n\n")
+    terminal.expect("all done")
+    assert (repo / "hello.txt").read_text() == "alpha\nBETA\ngamma\n"
+    assert (repo / "other.txt").read_text() == "new file"
+    assert "error: approval denied for run_shell" in terminal.output
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+
+
+def test_always_means_no_more_questions_for_that_tool(ollama, start, repo):
+    writes = [f'<tool name="write_file" path="f{n}.txt"><content>{n}</content></tool>' for n in range(3)]
+    ollama.script(*writes, "<final>wrote three</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("write three files\n")
+    terminal.expect("this session: ")
+    terminal.type("a\n")
+    terminal.expect("wrote three")
+    assert terminal.output.count("[a]lways for write_file") == 1
+    assert sorted(path.name for path in repo.glob("f*.txt")) == ["f0.txt", "f1.txt", "f2.txt"]
+    terminal.type("/exit\n")
+    terminal.finish()
+
+
+def test_startup_with_the_server_down_gives_advice_and_exits_1(repo):
+    terminal = Terminal(["--cwd", str(repo), "--host", "http://127.0.0.1:9"], repo)
+    terminal.expect("ollama serve")
+    assert terminal.finish() == 1
+    assert "Traceback" not in terminal.output and PROMPT not in terminal.output
+
+
+def test_startup_with_a_missing_model_lists_models_and_exits_1(ollama, repo):
+    ollama.models = ["llama3.2:latest"]
+    terminal = Terminal(["--cwd", str(repo), "--host", ollama.url], repo)
+    terminal.expect(f"ollama pull {MODEL}")
+    assert terminal.finish() == 1
+    assert "installed: llama3.2:latest" in terminal.output
+
+
+def test_no_color_means_no_escape_codes(ollama, start):
+    ollama.script({"chunks": ["<tool>{\"name\": \"list_files\", ", "\"args\": {}}</tool>"]},
+                  {"chunks": ["<final>plain ", "text</final>"]})
+    terminal = start(env={"NO_COLOR": "1"})
+    terminal.expect(PROMPT)
+    terminal.type("list\n")
+    terminal.expect("plain text")
+    terminal.type("/exit\n")
+    terminal.finish()
+    assert not ESCAPE.search(terminal.output), repr(ESCAPE.search(terminal.output))
+
+
+def test_colour_on_a_terminal_without_no_color(ollama, repo):
+    ollama.script('<tool>{"name": "list_files", "args": {}}</tool>', "<final>coloured</final>")
+    terminal = Terminal(["--cwd", str(repo), "--host", ollama.url], repo, {"NO_COLOR": ""})
+    terminal.expect(PROMPT)
+    terminal.type("list\n")
+    terminal.expect("coloured")
+    terminal.type("/exit\n")
+    terminal.finish()
+    assert "\x1b[36m-> list_files" in terminal.output
+
+
+def test_one_shot_on_a_terminal_prints_only_the_answer_on_stdout(ollama, repo):
+    ollama.script('<tool>{"name": "list_files", "args": {}}</tool>',
+                  {"chunks": ["<final>just ", "this</final>"]})
+    terminal = Terminal(["--cwd", str(repo), "--host", ollama.url, "what is here?"], repo, {"NO_COLOR": ""},
+                        stdout=subprocess.PIPE)
+    terminal.expect("-> list_files")
+    assert terminal.finish() == 0
+    assert terminal.process.stdout.read() == b"just this\n"
+    assert "just this" not in terminal.output
+
+
+def test_unknown_commands_and_help(ollama, start):
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("/frobnicate\n")
+    terminal.expect("Unknown command /frobnicate; /help lists the commands.")
+    terminal.type("/help\n")
+    listed = terminal.expect("next line.")
+    for command in ("/help", "/memory", "/session", "/stats", "/undo", "/reset", "/exit"):
+        assert command in listed
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+    assert ollama.generate_requests == []
+
+
+def test_repl_history_is_kept_between_sessions(ollama, start, repo):
+    ollama.script("<final>one</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("remember this line\n")
+    terminal.expect("one")
+    terminal.type("/exit\n")
+    terminal.finish()
+    assert "remember this line" in (repo / ".mini-coding-agent" / "repl-history").read_text()

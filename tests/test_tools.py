@@ -1,0 +1,470 @@
+"""Component 3: parsing replies into tool calls, validation, approval, the tools, path confinement."""
+
+import builtins
+import json
+import os
+import shutil
+import sys
+import time
+
+import pytest
+from conftest import make_agent
+
+import mini_coding_agent as mca
+
+needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt",
+                                    reason="symlinks need a POSIX file system here")
+posix_only = pytest.mark.skipif(os.name != "posix", reason="process groups and FIFOs are POSIX")
+
+
+def no_input(prompt=""):
+    raise AssertionError("input() must not be called")
+
+
+# --- parse -----------------------------------------------------------------
+
+def test_parse_json_tool_call():
+    raw = 'Let me look.\n<tool>{"name": "read_file", "args": {"path": "a.py", "start": 2}}</tool>'
+    assert mca.MiniAgent.parse(raw) == ("tool", {"name": "read_file", "args": {"path": "a.py", "start": 2}})
+
+
+def test_parse_json_tool_call_without_closing_tag():
+    assert mca.MiniAgent.parse('<tool>{"name": "list_files", "args": {}}') == \
+        ("tool", {"name": "list_files", "args": {}})
+
+
+def test_parse_xml_tool_keeps_field_text_exactly():
+    raw = ('<tool name="patch_file" path=\'src/a b.py\'><old_text>  x = 1\n</old_text>'
+           '<new_text>\n  x = 2  \n</new_text></tool>')
+    kind, call = mca.MiniAgent.parse(raw)
+    assert kind == "tool" and call["name"] == "patch_file"
+    assert call["args"] == {"path": "src/a b.py", "old_text": "  x = 1\n", "new_text": "\n  x = 2  \n"}
+
+
+def test_parse_xml_write_without_content_tag_takes_the_body():
+    kind, call = mca.MiniAgent.parse('<tool name="write_file" path="n.txt">line 1\nline 2\n</tool>')
+    assert call["args"] == {"path": "n.txt", "content": "line 1\nline 2\n"}
+
+
+def test_parse_xml_delegate_without_task_tag_takes_the_body():
+    kind, call = mca.MiniAgent.parse('<tool name="delegate" max_steps="2">find the CLI flags</tool>')
+    assert call == {"name": "delegate", "args": {"max_steps": "2", "task": "find the CLI flags"}}
+
+
+def test_parse_xml_content_may_hold_a_closing_tool_tag():
+    raw = '<tool name="write_file" path="t.md"><content>write </tool> literally</content></tool>'
+    assert mca.MiniAgent.parse(raw)[1]["args"]["content"] == "write </tool> literally"
+
+
+def test_parse_whichever_tag_comes_first_wins():
+    assert mca.MiniAgent.parse('<final>done</final> <tool>{"name": "list_files"}</tool>') == ("final", "done")
+    kind, _ = mca.MiniAgent.parse('<tool>{"name": "list_files", "args": {}}</tool><final>done</final>')
+    assert kind == "tool"
+
+
+def test_parse_text_without_tags_is_a_final_answer():
+    assert mca.MiniAgent.parse("  The answer is 42.\n") == ("final", "The answer is 42.")
+
+
+def test_parse_tools_tag_is_not_a_tool_call():
+    assert mca.MiniAgent.parse("<tools> are listed above") == ("final", "<tools> are listed above")
+
+
+@pytest.mark.parametrize("raw, problem", [
+    ("", "empty"),
+    ("   \n ", "empty"),
+    ("<tool>{not json}</tool>", "not valid JSON"),
+    ("<tool>[1, 2]</tool>", "must be a JSON object"),
+    ('<tool>{"args": {}}</tool>', "has no name"),
+    ('<tool>{"name": "", "args": {}}</tool>', "has no name"),
+    ('<tool>{"name": 7, "args": {}}</tool>', "has no name"),
+    ('<tool>{"name": "read_file", "args": [1]}</tool>', "args must be a JSON object"),
+    ('<tool path="x"><content>y</content></tool>', "not valid JSON"),
+    ("<final>   </final>", "<final> answer was empty"),
+    ("<tool " + "a" * 10000, "not closed"),
+])
+def test_parse_malformed_replies_get_a_retry_notice(raw, problem):
+    kind, notice = mca.MiniAgent.parse(raw)
+    assert kind == "retry"
+    assert notice.startswith("Runtime notice") and problem in notice
+    assert "a valid <tool> call or a non-empty <final> answer" in notice
+
+
+def test_parse_is_fast_and_safe_on_hostile_input():
+    started = time.monotonic()
+    for raw in ["<tool " * 40000, '<tool name="' + "x=\"'" * 30000, "[" * 100000,
+                "<tool>" + "[" * 100000 + "</tool>", "<tool>" + "9" * 5000 + "</tool>",
+                '<tool>{"name": "read_file", "args": {"path": "\\ud800"}}</tool>']:
+        kind, _ = mca.MiniAgent.parse(raw)
+        assert kind in ("tool", "final", "retry")
+    assert time.monotonic() - started < 2
+
+
+# --- run_tool: validation, repeats, approval ---------------------------------
+
+def test_unknown_tool(repo):
+    agent = make_agent(repo, [])
+    assert agent.run_tool("rm_rf", {}) == "error: unknown tool 'rm_rf'"
+
+
+def test_invalid_arguments_name_the_reason_and_show_an_example(repo):
+    agent = make_agent(repo, [], approval_policy="ask")
+    result = agent.run_tool("write_file", {"content": "x"})
+    first, second = result.split("\n", 1)
+    assert first == "error: invalid arguments for write_file: 'path'"
+    assert second.startswith("example: ")
+    assert mca.MiniAgent.parse(second[len("example: "):])[0] == "tool"
+
+
+@pytest.mark.parametrize("name, args, reason", [
+    ("read_file", {"path": "a", "start": True}, "start must be an integer"),
+    ("read_file", {"path": "a", "start": 1.5}, "start must be an integer"),
+    ("read_file", {"path": "a", "start": 5, "end": 2}, "need 1 <= start <= end"),
+    ("read_file", {"path": "a", "start": 0}, "need 1 <= start <= end"),
+    ("read_file", {"path": ["a"]}, "path must be a string"),
+    ("read_file", {"path": "  "}, "path must not be empty"),
+    ("run_shell", {"command": "ls", "timeout": 0}, "timeout must be between 1 and 120"),
+    ("run_shell", {"command": "ls", "timeout": 121}, "timeout must be between 1 and 120"),
+    ("run_shell", {"command": "ls", "timeout": 10 ** 30}, "timeout must be between 1 and 120"),
+    ("search", {"pattern": None}, "pattern must be a string"),
+    ("delegate", {"task": "look", "max_steps": 0}, "max_steps must be at least 1"),
+])
+def test_wrong_types_and_ranges_are_refused(repo, name, args, reason):
+    agent = make_agent(repo, [])
+    assert agent.run_tool(name, args).startswith(f"error: invalid arguments for {name}: {reason}")
+
+
+def test_digit_strings_are_accepted_as_integers(repo):
+    agent = make_agent(repo, [])
+    assert agent.run_tool("read_file", {"path": "hello.txt", "start": "2", "end": "2"}).startswith(
+        "# hello.txt\n   2: beta\n")
+
+
+def test_an_invalid_risky_call_never_prompts(repo, monkeypatch):
+    monkeypatch.setattr(builtins, "input", no_input)
+    agent = make_agent(repo, [], approval_policy="ask")
+    assert agent.run_tool("run_shell", {"command": ""}).startswith("error: invalid arguments for run_shell")
+
+
+def test_the_third_identical_call_in_a_row_is_refused(repo):
+    agent = make_agent(repo, [])
+    for _ in range(2):
+        agent.record({"role": "tool", "name": "list_files", "args": {}, "content": "(empty)"})
+    assert agent.run_tool("list_files", {}).startswith(
+        "error: repeated identical tool call for list_files; choose a different tool or return a final answer")
+    assert agent.run_tool("list_files", {"path": "."}).startswith("[F]")
+
+
+@pytest.mark.parametrize("answer, allowed", [("y", True), ("yes", True), ("Y", True), ("n", False),
+                                             ("", False), ("maybe", False)])
+def test_ask_policy_follows_the_answer(repo, monkeypatch, answer, allowed):
+    monkeypatch.setattr(builtins, "input", lambda prompt="": answer)
+    agent = make_agent(repo, [], approval_policy="ask")
+    result = agent.run_tool("write_file", {"path": "new.txt", "content": "hi"})
+    assert (repo / "new.txt").exists() is allowed
+    assert result == ("wrote new.txt (2 chars)" if allowed else "error: approval denied for write_file")
+
+
+def test_ask_policy_denies_at_end_of_input(repo, monkeypatch):
+    def eof(prompt=""):
+        raise EOFError
+    monkeypatch.setattr(builtins, "input", eof)
+    agent = make_agent(repo, [], approval_policy="ask")
+    assert agent.run_tool("run_shell", {"command": "touch made"}) == "error: approval denied for run_shell"
+    assert not (repo / "made").exists()
+
+
+def test_always_approves_that_tool_for_the_rest_of_the_session(repo, monkeypatch):
+    answers = iter(["a"])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
+    agent = make_agent(repo, [], approval_policy="ask")
+    assert agent.run_tool("write_file", {"path": "one.txt", "content": "1"}).startswith("wrote")
+    assert agent.run_tool("write_file", {"path": "two.txt", "content": "2"}).startswith("wrote")
+    monkeypatch.setattr(builtins, "input", lambda prompt="": "n")
+    assert agent.run_tool("run_shell", {"command": "true"}) == "error: approval denied for run_shell"
+
+
+def test_the_approval_question_shows_a_diff(repo, monkeypatch, capsys):
+    monkeypatch.setattr(builtins, "input", lambda prompt="": "n")
+    agent = make_agent(repo, [], approval_policy="ask")
+    agent.run_tool("patch_file", {"path": "hello.txt", "old_text": "beta", "new_text": "BETA"})
+    shown = capsys.readouterr().err
+    assert "--- a/hello.txt" in shown and "+++ b/hello.txt" in shown
+    assert "-beta" in shown and "+BETA" in shown
+    assert "[y]es / [n]o / [a]lways" in shown
+
+
+def test_never_policy_and_read_only_agents_deny_risky_tools(repo, monkeypatch):
+    monkeypatch.setattr(builtins, "input", no_input)
+    never = make_agent(repo, [], approval_policy="never")
+    read_only = make_agent(repo, [], approval_policy="auto", read_only=True)
+    for agent in (never, read_only):
+        result = agent.run_tool("write_file", {"path": "x.txt", "content": "x"})
+        assert result == "error: approval denied for write_file"
+    assert not (repo / "x.txt").exists()
+    assert read_only.run_tool("read_file", {"path": "hello.txt"}).startswith("# hello.txt")
+
+
+def test_a_failing_tool_is_reported_not_raised(repo):
+    agent = make_agent(repo, [])
+    result = agent.run_tool("read_file", {"path": "missing.txt"})
+    assert result == "error: tool read_file failed: no such file: missing.txt"
+
+
+# --- the tools ---------------------------------------------------------------
+
+def test_list_files_folders_first_hides_internal_folders(repo):
+    for name in ("src", ".git", ".mini-coding-agent", "__pycache__", ".venv", "venv", ".pytest_cache"):
+        (repo / name).mkdir(exist_ok=True)
+    agent = make_agent(repo, [])
+    assert agent.run_tool("list_files", {}) == "[D] src\n[F] README.md\n[F] hello.txt"
+    assert agent.run_tool("list_files", {"path": "src"}) == "(empty)"
+
+
+def test_read_file_numbers_lines_and_honours_the_range(repo):
+    (repo / "many.txt").write_text("".join(f"line {n}\n" for n in range(1, 13)))
+    agent = make_agent(repo, [])
+    assert agent.run_tool("read_file", {"path": "hello.txt"}) == "# hello.txt\n   1: alpha\n   2: beta\n   3: gamma"
+    assert agent.run_tool("read_file", {"path": "many.txt", "start": 10, "end": 11}) == \
+        "# many.txt\n  10: line 10\n  11: line 11\n(more lines follow; read on with start=12)"
+
+
+def test_read_file_of_binary_and_non_utf8_files(repo):
+    (repo / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(200))
+    (repo / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    agent = make_agent(repo, [])
+    assert agent.run_tool("read_file", {"path": "image.png"}) == "# image.png\n(binary file, 216 bytes; not shown)"
+    assert agent.run_tool("read_file", {"path": "latin1.txt"}) == "# latin1.txt\n   1: caf\ufffd"
+
+
+def test_read_file_keeps_memory_flat_on_a_huge_file(repo):
+    with open(repo / "huge.log", "w") as file:
+        for n in range(400_000):
+            file.write(f"log line {n} " + "x" * 30 + "\n")
+    agent = make_agent(repo, [])
+    result = agent.run_tool("read_file", {"path": "huge.log", "start": 1, "end": 50})
+    assert result.count("\n") == 51 and result.endswith("read on with start=51)")
+
+
+def test_read_file_cuts_an_endless_line(repo):
+    (repo / "min.js").write_text("x" * 1_000_000 + "\nsecond\n")
+    agent = make_agent(repo, [])
+    result = agent.run_tool("read_file", {"path": "min.js"})
+    assert len(result) < 2 * mca.MAX_LINE_CHARS
+    assert result.endswith("   2: second")
+
+
+@posix_only
+def test_read_file_refuses_folders_and_fifos(repo):
+    os.mkfifo(repo / "pipe")
+    agent = make_agent(repo, [])
+    started = time.monotonic()
+    assert agent.run_tool("read_file", {"path": "pipe"}) == "error: tool read_file failed: not a regular file: pipe"
+    assert agent.run_tool("read_file", {"path": "."}) == "error: tool read_file failed: not a regular file: ."
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("with_ripgrep", [False, True])
+def test_search_finds_case_insensitive_matches(repo, monkeypatch, with_ripgrep):
+    if with_ripgrep and not shutil.which("rg"):
+        pytest.skip("ripgrep is not installed")
+    if not with_ripgrep:
+        monkeypatch.setattr(mca.shutil, "which", lambda name: None)
+    (repo / "src").mkdir()
+    (repo / "src" / "app.py").write_text("def Main():\n    pass\n")
+    (repo / "__pycache__").mkdir()
+    (repo / "__pycache__" / "app.py").write_text("def main(): compiled\n")
+    agent = make_agent(repo, [])
+    assert agent.run_tool("search", {"pattern": "def main"}) == "src/app.py:1:def Main():"
+    assert agent.run_tool("search", {"pattern": "nothing like this"}) == "(no matches)"
+    assert agent.run_tool("search", {"pattern": "pass", "path": "src"}) == "src/app.py:2:    pass"
+
+
+@pytest.mark.skipif(not shutil.which("rg"), reason="ripgrep is not installed")
+def test_a_search_pattern_is_never_an_option_of_ripgrep(repo):
+    (repo / "notes.txt").write_text("use --pre=sh carefully\n")
+    agent = make_agent(repo, [])
+    assert agent.run_tool("search", {"pattern": "--pre=sh"}) == "notes.txt:1:use --pre=sh carefully"
+    assert agent.run_tool("search", {"pattern": "--files"}) == "(no matches)"
+
+
+def test_run_shell_reports_exit_code_and_both_streams(repo):
+    agent = make_agent(repo, [])
+    result = agent.run_tool("run_shell", {"command": "echo out; echo err >&2; exit 3"})
+    assert result == "exit_code: 3\nstdout:\nout\n\nstderr:\nerr\n"
+    assert agent.run_tool("run_shell", {"command": "true"}) == "exit_code: 0\nstdout:\n(empty)\nstderr:\n(empty)"
+
+
+def test_run_shell_runs_in_the_repo_root(repo):
+    agent = make_agent(repo, [])
+    assert str(repo) in agent.run_tool("run_shell", {"command": f"{sys.executable} -c 'import os; print(os.getcwd())'"})
+
+
+@posix_only
+def test_run_shell_timeout_keeps_the_output_so_far_and_kills_the_whole_group(repo):
+    agent = make_agent(repo, [])
+    started = time.monotonic()
+    result = agent.run_tool("run_shell", {"command": "echo started; (sleep 30; echo survived > late.txt) & sleep 30",
+                                          "timeout": 1})
+    assert time.monotonic() - started < 5
+    assert result.startswith("exit_code: timeout (killed after 1 s)\nstdout:\nstarted")
+    time.sleep(0.3)
+    assert not (repo / "late.txt").exists()
+    survivors = agent.run_tool("run_shell", {"command": "pgrep -f 'slee[p] 30' || true"})
+    assert survivors == "exit_code: 0\nstdout:\n(empty)\nstderr:\n(empty)"
+
+
+@posix_only
+def test_run_shell_returns_when_the_shell_exits_despite_a_background_child(repo):
+    agent = make_agent(repo, [])
+    started = time.monotonic()
+    result = agent.run_tool("run_shell", {"command": "sleep 20 & echo hi", "timeout": 15})
+    assert time.monotonic() - started < 3
+    assert result.startswith("exit_code: 0\nstdout:\nhi")
+    agent.run_tool("run_shell", {"command": "pkill -f 'sleep 20' || true"})
+
+
+def test_run_shell_stdin_is_detached(repo):
+    agent = make_agent(repo, [])
+    started = time.monotonic()
+    command = f"{sys.executable} -c \"import sys; print(repr(sys.stdin.read()))\""
+    result = agent.run_tool("run_shell", {"command": command, "timeout": 10})
+    assert time.monotonic() - started < 5
+    assert "stdout:\n''" in result
+
+
+def test_run_shell_keeps_head_and_tail_of_long_output(repo):
+    agent = make_agent(repo, [])
+    result = agent.run_tool("run_shell", {"command": "seq 1 100000; echo FINAL LINE"})
+    assert result.startswith("exit_code: 0\nstdout:\n1\n2\n3\n")
+    assert "FINAL LINE" in result and "[truncated" in result
+    assert len(result) <= mca.MAX_TOOL_OUTPUT + 100
+
+
+def test_run_shell_decodes_invalid_utf8_with_replacement(repo):
+    agent = make_agent(repo, [])
+    result = agent.run_tool("run_shell", {"command": "printf 'caf\\351\\n'"})
+    assert "caf\ufffd" in result
+
+
+def test_write_file_creates_folders_and_reports_size(repo):
+    agent = make_agent(repo, [])
+    assert agent.run_tool("write_file", {"path": "a/b/c.txt", "content": "héllo"}) == "wrote a/b/c.txt (5 chars)"
+    assert (repo / "a" / "b" / "c.txt").read_text(encoding="utf-8") == "héllo"
+
+
+def test_write_file_onto_a_folder_or_into_git_is_refused(repo):
+    (repo / "folder").mkdir()
+    (repo / ".git").mkdir()
+    agent = make_agent(repo, [])
+    assert agent.run_tool("write_file", {"path": "folder", "content": "x"}) == \
+        "error: tool write_file failed: not a regular file: folder"
+    assert "does not write inside .git" in agent.run_tool("write_file", {"path": ".git/hooks/pre-commit",
+                                                                          "content": "rm -rf ~"})
+    assert not (repo / ".git" / "hooks").exists()
+
+
+def test_write_file_keeps_an_executable_bit(repo):
+    script = repo / "run.sh"
+    script.write_text("echo 1\n")
+    script.chmod(0o755)
+    make_agent(repo, []).run_tool("write_file", {"path": "run.sh", "content": "echo 2\n"})
+    assert os.access(script, os.X_OK) or os.name == "nt"
+
+
+def test_patch_file_replaces_exactly_one_occurrence(repo):
+    (repo / "crlf.txt").write_bytes(b"one\r\ntwo\r\n")
+    agent = make_agent(repo, [])
+    assert agent.run_tool("patch_file", {"path": "hello.txt", "old_text": "beta", "new_text": "BETA"}) == \
+        "patched hello.txt"
+    assert (repo / "hello.txt").read_text() == "alpha\nBETA\ngamma\n"
+    assert agent.run_tool("patch_file", {"path": "crlf.txt", "old_text": "two", "new_text": "2"}) == "patched crlf.txt"
+    assert (repo / "crlf.txt").read_bytes() == b"one\r\n2\r\n"
+
+
+@pytest.mark.parametrize("old_text, count", [("delta", 0), ("a", 5)])
+def test_patch_file_with_no_or_many_matches_leaves_the_file_untouched(repo, old_text, count):
+    before = (repo / "hello.txt").read_bytes()
+    result = make_agent(repo, []).run_tool("patch_file", {"path": "hello.txt", "old_text": old_text, "new_text": "X"})
+    assert result == ("error: tool patch_file failed: old_text must occur exactly once in hello.txt, "
+                      f"found {count} times")
+    assert (repo / "hello.txt").read_bytes() == before
+
+
+# --- path confinement ----------------------------------------------------------
+
+@pytest.fixture
+def secret(tmp_path):
+    path = tmp_path / "secret.txt"
+    path.write_text("TOP-SECRET-VALUE\n")
+    return path
+
+
+ESCAPES = ["../secret.txt", "../../etc/passwd", "~/secret.txt", "a\0b", "x" * 5000, "bad\x1bname"]
+
+
+@pytest.mark.parametrize("raw", ESCAPES)
+def test_paths_that_escape_or_are_malformed_are_refused(repo, secret, raw):
+    agent = make_agent(repo, [])
+    with pytest.raises(ValueError):
+        agent.path(raw)
+    for name, args in [("read_file", {"path": raw}), ("write_file", {"path": raw, "content": "pwned"}),
+                       ("patch_file", {"path": raw, "old_text": "TOP", "new_text": "X"}),
+                       ("list_files", {"path": raw}), ("search", {"pattern": "SECRET", "path": raw})]:
+        result = agent.run_tool(name, args)
+        assert result.startswith("error:") and "TOP-SECRET" not in result
+    assert secret.read_text() == "TOP-SECRET-VALUE\n"
+
+
+def test_absolute_paths_inside_the_repo_are_fine_outside_are_not(repo, secret):
+    agent = make_agent(repo, [])
+    assert agent.path(str(repo / "hello.txt")) == (repo / "hello.txt").resolve()
+    with pytest.raises(ValueError, match=f"path escapes workspace: {secret}"):
+        agent.path(str(secret))
+
+
+@needs_symlinks
+def test_symlinks_out_of_the_repo_are_not_followed(repo, secret, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "inner.txt").write_text("TOP-SECRET-VALUE too\n")
+    (repo / "link.txt").symlink_to(secret)
+    (repo / "linkdir").symlink_to(outside)
+    agent = make_agent(repo, [])
+    calls = [
+        ("read_file", {"path": "link.txt"}),
+        ("read_file", {"path": "linkdir/inner.txt"}),
+        ("write_file", {"path": "link.txt", "content": "pwned"}),
+        ("write_file", {"path": "linkdir/new.txt", "content": "pwned"}),
+        ("write_file", {"path": "linkdir/deeper/new.txt", "content": "pwned"}),
+        ("patch_file", {"path": "link.txt", "old_text": "TOP", "new_text": "X"}),
+        ("list_files", {"path": "linkdir"}),
+    ]
+    for name, args in calls:
+        assert "path escapes workspace" in agent.run_tool(name, args)
+    for name, args in [("list_files", {}), ("search", {"pattern": "SECRET"})]:
+        assert "SECRET" not in agent.run_tool(name, args) and "link" not in agent.run_tool(name, args)
+    assert secret.read_text() == "TOP-SECRET-VALUE\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["inner.txt"]
+
+
+@needs_symlinks
+def test_symlinks_inside_the_repo_work(repo):
+    (repo / "docs").mkdir()
+    (repo / "alias.txt").symlink_to(repo / "hello.txt")
+    (repo / "docs_link").symlink_to(repo / "docs")
+    agent = make_agent(repo, [])
+    assert agent.run_tool("read_file", {"path": "alias.txt"}).startswith("# hello.txt")
+    assert agent.run_tool("write_file", {"path": "docs_link/a.md", "content": "x"}) == "wrote docs/a.md (1 chars)"
+
+
+def test_tool_results_are_clipped(repo):
+    (repo / "wide.txt").write_text("".join(f"{n} " + "y" * 150 + "\n" for n in range(200)))
+    result = make_agent(repo, []).run_tool("read_file", {"path": "wide.txt"})
+    assert len(result) <= mca.MAX_TOOL_OUTPUT + 60
+
+
+def test_tool_results_can_be_recorded_as_json(repo):
+    agent = make_agent(repo, [])
+    result = agent.run_tool("run_shell", {"command": "printf '\\001\\033[31mred'"})
+    json.loads(json.dumps(result))
