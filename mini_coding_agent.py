@@ -6,21 +6,24 @@ again until the model answers.  Everything a production coding agent (Claude
 Code, Codex CLI) has is here in miniature, as six components:
 
   1. Live repo context           WorkspaceContext (build, text)
-  2. Prompt shape, cache reuse   PromptShape: build_prefix, memory_text, prompt
+  2. Prompt shape, cache reuse   PromptShape: build_prefix, memory_text, prompt,
+                                 record_stats
   3. Tools, validation, approval ToolUse: build_tools, parse, validate_tool,
                                  approve, run_tool, path, tool_<name>
-  4. Context reduction           clip, ContextReduction.history_text
+  4. Context reduction           clip, ContextReduction: render, history_text,
+                                 compact
   5. Transcript, memory, resume  SessionStore, SessionMemory: record,
-                                 note_tool, ask, reset
+                                 note_tool, ask, reset, undo
   6. Bounded delegation          Delegation.tool_delegate
 
-MiniAgent combines the component classes; FakeModelClient and
-OllamaModelClient are the two model backends; build_welcome,
-build_arg_parser and main are the command line.
+MiniAgent combines the five component classes; FakeModelClient and
+OllamaModelClient are the two model backends; the command line (build_welcome,
+build_arg_parser, TerminalDisplay, main) comes last.
 
 Concessions, to stay small: the standard library only; one model call per
 step and no parallel tools; the model speaks a text protocol (<tool>, <final>)
-rather than a server-side tool API, so any completion model can drive it.
+rather than a server-side tool API, so any completion model can drive it;
+characters stand in for tokens (2.5 per token, on the safe side).
 """
 
 import argparse
@@ -681,8 +684,10 @@ class ToolUse:
 
     def tool_patch_file(self, args):
         path = self.writable(args["path"])
+        if not path.exists():
+            raise ValueError(f"no such file: {args['path']}")
         try:
-            text = self.regular_file(args["path"]).read_bytes().decode("utf-8")
+            text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"{args['path']} is not UTF-8 text") from None
         count = text.count(args["old_text"])
@@ -773,7 +778,7 @@ class ContextReduction:
         end = len(history) - kept
         old_lines = self.summary().split("\n")[1:]
         lines = old_lines + [summary_line(item) for item in history[start:end]]
-        while lines and sum(len(line) + 1 for line in lines) > room // 4:
+        while lines and len("\n".join(lines)) > room // 4:
             lines.pop(0)   # the oldest summary lines go first
         summary = "\n".join([f"[summary] {end} earlier items, one line each (oldest dropped first):", *lines])
         self.session["compactions"].append({"start": end, "summary": summary, "created_at": now()})
@@ -848,7 +853,7 @@ class SessionStore:
         try:
             session = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ValueError(f"there is no session {session_id!r} in {self.root}") from None
+            raise ValueError(f"there is no session file {path}") from None
         except (OSError, ValueError) as exc:
             raise ValueError(f"the session file {path} cannot be read ({exc})") from None
         problem = session_problem(session)
@@ -1534,7 +1539,9 @@ def build_arg_parser():
 
 
 def resume_hint(agent):
-    """How to go on with this session later."""
+    """How to go on with this session later (if anything was saved)."""
+    if not agent.session_path.exists():
+        return "Nothing was done, so no session was saved."
     return f"The session is saved; go on with: mini-coding-agent --resume {agent.session['id']}"
 
 

@@ -108,7 +108,8 @@ class OllamaHandler(BaseHTTPRequestHandler):
         return fields
 
     def answer(self, reply, payload):
-        body = json.dumps(self.final_fields(reply, reply.get("text", ""))).encode()
+        text = reply.get("text", "".join(reply.get("chunks", [])))
+        body = json.dumps(self.final_fields(reply, text)).encode()
         if reply.get("drop"):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -230,3 +231,10 @@ def run_cli(*args, cwd=None, input=None, env=None, timeout=60):
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     return subprocess.run([sys.executable, str(MODULE), *args], cwd=cwd, input=input,
                           capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def processes_running(command):
+    """The pids of processes whose command line is exactly `command` (POSIX)."""
+    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split(None, 1)[0]) for line in listing.splitlines()
+            if line.split(None, 1)[1:] == [command]]

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import MODEL, MODULE, run_cli
+from test_session import MALFORMED
 
 import mini_coding_agent as mca
 
@@ -112,7 +113,7 @@ def test_without_a_terminal_risky_tools_are_denied(ollama, repo):
 
 @pytest.mark.parametrize("args, code, message", [
     (["--cwd", "/no/such/folder", "hi"], 2, "error: --cwd /no/such/folder is not a folder"),
-    (["--resume", "20200101-000000-abcdef", "hi"], 2, "error: there is no session '20200101-000000-abcdef'"),
+    (["--resume", "20200101-000000-abcdef", "hi"], 2, "error: there is no session file "),
     (["--resume", "../../etc/passwd", "hi"], 2, "is not a session id"),
     (["--max-steps", "0", "hi"], 2, "must be at least 1"),
     (["--approval", "sometimes", "hi"], 2, "invalid choice"),
@@ -243,3 +244,51 @@ def test_sigkill_at_any_moment_leaves_every_session_loadable(ollama, repo):
             assert store.load(session_id)["id"] == session_id
     ollama.script("<final>still fine</final>")
     assert agent_cli(ollama, repo, "--resume", "latest", "after all that").stdout == "still fine\n"
+
+
+def test_every_malformed_reply_is_followed_by_an_answer_in_one_run(ollama, repo):
+    for reply in MALFORMED:
+        ollama.script(reply, "<final>recovered</final>", "<final>recovered</final>")
+    requests = "".join(f"request {n}\n" for n in range(len(MALFORMED)))
+    done = agent_cli(ollama, repo, "--max-steps", "3", input=requests, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    assert done.stdout.count("recovered") >= len(MALFORMED)
+
+
+def test_a_secret_outside_the_workspace_never_reaches_a_prompt(ollama, repo, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-VALUE\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "keys.txt").write_text("TOP-SECRET-VALUE again\n")
+    if os.name == "posix":
+        (repo / "link.txt").symlink_to(secret)
+        (repo / "linkdir").symlink_to(tmp_path / "outside")
+    attempts = [
+        '<tool>{"name": "read_file", "args": {"path": "../secret.txt"}}</tool>',
+        f'<tool>{{"name": "read_file", "args": {{"path": "{secret}"}}}}</tool>',
+        '<tool>{"name": "read_file", "args": {"path": "~/../secret.txt"}}</tool>',
+        '<tool>{"name": "read_file", "args": {"path": "link.txt"}}</tool>',
+        '<tool>{"name": "read_file", "args": {"path": "linkdir/keys.txt"}}</tool>',
+        '<tool>{"name": "list_files", "args": {"path": ".."}}</tool>',
+        '<tool>{"name": "list_files", "args": {"path": "linkdir"}}</tool>',
+        '<tool>{"name": "search", "args": {"pattern": "SECRET"}}</tool>',
+        '<tool>{"name": "search", "args": {"pattern": "SECRET", "path": ".."}}</tool>',
+        '<tool>{"name": "patch_file", "args": {"path": "link.txt", "old_text": "TOP", "new_text": "X"}}</tool>',
+        '<tool name="write_file" path="linkdir/planted.txt"><content>x</content></tool>',
+        '<tool name="write_file" path="../planted.txt"><content>x</content></tool>',
+    ]
+    ollama.script(*attempts, "<final>gave up</final>")
+    done = agent_cli(ollama, repo, "--approval", "auto", "--max-steps", "20", "find the secret")
+    assert done.returncode == 0 and done.stdout == "gave up\n"
+    assert len(ollama.prompts) == len(attempts) + 1
+    assert not any("TOP-SECRET" in prompt for prompt in ollama.prompts)
+    assert "TOP-SECRET" not in done.stdout + done.stderr
+    assert secret.read_text() == "TOP-SECRET-VALUE\n"
+    assert not (tmp_path / "planted.txt").exists() and not (tmp_path / "outside" / "planted.txt").exists()
+
+
+def test_answers_print_on_a_terminal_that_cannot_encode_them(ollama, repo):
+    ollama.script("<final>caf\u00e9 \u2713 \ud800 \U0001f600</final>")
+    done = agent_cli(ollama, repo, "hi", env={"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    assert done.stdout.startswith("caf? ?")

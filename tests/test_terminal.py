@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import MODEL, MODULE
+from conftest import MODEL, MODULE, processes_running
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="pseudo-terminals are POSIX")
 
@@ -143,21 +143,33 @@ def test_ctrl_c_during_a_shell_command_kills_it_and_returns_to_the_prompt(ollama
     terminal.type("\x03")
     terminal.expect("Interrupted")
     terminal.expect(PROMPT)
-    survivors = subprocess.run(["pgrep", "-f", "slee[p] 45"], capture_output=True, text=True).stdout
-    assert survivors == ""
+    assert processes_running("sleep 45") == []
     terminal.type("/exit\n")
     assert terminal.finish() == 0
     assert not (repo / "finished.txt").exists()
 
 
 @pytest.mark.parametrize("keys", ["\x03", "\x04"])
-def test_ctrl_c_or_ctrl_d_at_the_prompt_leaves_with_the_resume_command(start, keys):
+def test_ctrl_c_or_ctrl_d_at_the_prompt_leaves_with_the_resume_command(ollama, start, keys):
+    ollama.script("<final>noted</final>")
     terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("remember me\n")
+    terminal.expect("noted")
     terminal.expect(PROMPT)
     terminal.type(keys)
     terminal.expect("go on with: mini-coding-agent --resume ")
     assert terminal.finish() == 0
     assert "Traceback" not in terminal.output
+
+
+def test_leaving_before_any_request_saves_nothing(start, repo):
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("\x04")
+    terminal.expect("Nothing was done, so no session was saved.")
+    assert terminal.finish() == 0
+    assert not (repo / ".mini-coding-agent" / "sessions").exists()
 
 
 def test_an_edit_shows_a_diff_and_always_stops_later_questions(ollama, start, repo):
@@ -272,3 +284,25 @@ def test_repl_history_is_kept_between_sessions(ollama, start, repo):
     terminal.type("/exit\n")
     terminal.finish()
     assert "remember this line" in (repo / ".mini-coding-agent" / "repl-history").read_text()
+
+
+def test_no_stream_waits_for_whole_replies_on_a_terminal(ollama, start):
+    ollama.script({"chunks": ["<final>who", "le</final>"]})
+    terminal = start("--no-stream")
+    terminal.expect(PROMPT)
+    terminal.type("hi\n")
+    terminal.expect("whole")
+    terminal.type("/exit\n")
+    terminal.finish()
+    assert ollama.generate_requests[-1]["stream"] is False
+
+
+def test_streaming_is_asked_for_on_a_terminal(ollama, start):
+    ollama.script("<final>streamed</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("hi\n")
+    terminal.expect("streamed")
+    terminal.type("/exit\n")
+    terminal.finish()
+    assert ollama.generate_requests[-1]["stream"] is True

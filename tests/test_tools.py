@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import make_agent
+from conftest import make_agent, processes_running
 
 import mini_coding_agent as mca
 
@@ -310,8 +310,7 @@ def test_run_shell_timeout_keeps_the_output_so_far_and_kills_the_whole_group(rep
     assert result.startswith("exit_code: timeout (killed after 1 s)\nstdout:\nstarted")
     time.sleep(0.3)
     assert not (repo / "late.txt").exists()
-    survivors = agent.run_tool("run_shell", {"command": "pgrep -f 'slee[p] 30' || true"})
-    assert survivors == "exit_code: 0\nstdout:\n(empty)\nstderr:\n(empty)"
+    assert processes_running("sleep 30") == []
 
 
 @posix_only
@@ -321,7 +320,8 @@ def test_run_shell_returns_when_the_shell_exits_despite_a_background_child(repo)
     result = agent.run_tool("run_shell", {"command": "sleep 20 & echo hi", "timeout": 15})
     assert time.monotonic() - started < 3
     assert result.startswith("exit_code: 0\nstdout:\nhi")
-    agent.run_tool("run_shell", {"command": "pkill -f 'sleep 20' || true"})
+    for pid in processes_running("sleep 20"):
+        os.kill(pid, 9)
 
 
 def test_run_shell_stdin_is_detached(repo):
