@@ -1284,6 +1284,8 @@ End a line with \\ to go on typing on the next line."""
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n: no text drives the terminal
 STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 PREVIEW_LINES = 4        # lines of a tool's result shown on screen
+PREVIEW_WIDTH = 200      # ... each cut to this many chars
+DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
 
 
 def say(message):
@@ -1408,16 +1410,17 @@ class TerminalDisplay(Display):
         sys.stderr.flush()
 
     def show_answer_part(self, done):
-        """Print the streamed answer so far, up to `</final>`."""
-        rest = self.reply[self.shown:]
-        end = rest.find("</final>")
+        """Print the streamed answer so far, up to `</final>` (what follows that is not shown)."""
+        answer = self.reply[self.answer_from:]
+        end = answer.find("</final>")
         if end == -1:
-            partial = rest.rfind("<")   # hold back what may be the start of </final>
-            holding = not done and partial != -1 and "</final>".startswith(rest[partial:])
-            end = partial if holding else len(rest)
-        sys.stdout.write(paint(rest[:end], "bold", sys.stdout))
+            partial = answer.rfind("<")   # hold back what may be the start of </final>
+            holding = not done and partial != -1 and "</final>".startswith(answer[partial:])
+            end = partial if holding else len(answer)
+        end += self.answer_from
+        sys.stdout.write(paint(self.reply[self.shown:end], "bold", sys.stdout))
         sys.stdout.flush()
-        self.shown = len(self.reply) if "</final>" in rest else self.shown + end
+        self.shown = max(self.shown, end)
 
     def model_finished(self):
         self.stop_ticker()
@@ -1434,7 +1437,7 @@ class TerminalDisplay(Display):
     def tool_finished(self, name, result):
         lines = result.splitlines() or ["(no output)"]
         style = "red" if result.startswith("error:") else "dim"
-        shown = [f"   {line}" for line in lines[:PREVIEW_LINES]]
+        shown = [f"   {line[:PREVIEW_WIDTH]}" for line in lines[:PREVIEW_LINES]]
         if len(lines) > PREVIEW_LINES:
             shown.append(f"   ... {len(lines) - PREVIEW_LINES} more lines")
         say(paint("\n".join(shown), style, sys.stderr))
@@ -1448,10 +1451,9 @@ class TerminalDisplay(Display):
 
     def approval(self, name, preview):
         self.stop_ticker()
-        styles = {"+": "green", "-": "red", "@": "cyan"}
         for line in preview.splitlines():
-            say(paint(line, styles.get(line[:1], "bold") if line[:3] not in ("+++", "---") else "bold",
-                      sys.stderr))
+            style = "bold" if line.startswith(("+++", "---")) else DIFF_STYLES.get(line[:1], "bold")
+            say(paint(line, style, sys.stderr))
         sys.stderr.write(paint(APPROVAL_QUESTION.format(name=name), "yellow", sys.stderr))
         sys.stderr.flush()
 
@@ -1603,7 +1605,8 @@ def enable_line_editing(history_file):
         import readline  # not on every platform, and it changes input(): only for the REPL
     except ImportError:
         return None
-    readline.parse_and_bind("set enable-bracketed-paste off")   # no escape codes around pastes
+    if os.environ.get("NO_COLOR"):
+        readline.parse_and_bind("set enable-bracketed-paste off")   # no escape codes at all
     try:
         readline.read_history_file(history_file)
     except OSError:

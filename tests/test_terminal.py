@@ -306,3 +306,15 @@ def test_streaming_is_asked_for_on_a_terminal(ollama, start):
     terminal.type("/exit\n")
     terminal.finish()
     assert ollama.generate_requests[-1]["stream"] is True
+
+
+def test_a_streamed_answer_stops_at_its_closing_tag(ollama, start):
+    ollama.script({"chunks": ["<final>the ans", "wer</fi", "nal> and trailing junk"], "chunk_delay": 0.1})
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("hi\n")
+    terminal.expect("the answer")
+    terminal.expect(PROMPT)
+    terminal.type("/exit\n")
+    terminal.finish()
+    assert "trailing junk" not in terminal.output and "</fi" not in terminal.output
