@@ -1560,22 +1560,58 @@ def resumed_session(store, wanted):
     return None
 
 
-def server_problem(client):
-    """Before the first request, check that Ollama answers and has the model; returns what is wrong."""
+class CannotStart(Exception):
+    """A problem found before the first request; the program says it and exits with `code`."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+def check_server(client):
+    """Before the first request: does Ollama answer, and does it have the model?"""
     try:
         models = client.installed_models()
     except OllamaUnreachable as exc:
-        return str(exc)
+        raise CannotStart(str(exc), 1) from None
     if models is None:
         say(f"warning: {client.host} answers, but not with Ollama's model list; going on anyway.")
     elif model_key(client.model) not in {model_key(name) for name in models}:
-        return (f"The model {client.model} is not pulled (installed: {', '.join(models) or 'none'}). "
-                f"Pull it with: ollama pull {client.model}")
+        raise CannotStart(f"The model {client.model} is not pulled (installed: {', '.join(models) or 'none'}). "
+                          f"Pull it with: ollama pull {client.model}", 1)
     context_length = client.context_length()
     if context_length and client.num_ctx > context_length:
         say(f"warning: --num-ctx {client.num_ctx} is more than {client.model} was trained for "
             f"({context_length}); use --num-ctx {context_length} or less.")
-    return None
+
+
+def start_agent(args):
+    """Everything before the first request: the repository, the session, the model and the checks."""
+    cwd = Path(args.cwd).expanduser()
+    if not cwd.is_dir():
+        raise CannotStart(f"--cwd {args.cwd} is not a folder; give the repository to work in.", 2)
+    workspace = WorkspaceContext.build(cwd)
+    store = SessionStore(Path(workspace.repo_root) / ".mini-coding-agent" / "sessions")
+    try:
+        session = resumed_session(store, args.resume) if args.resume else None
+    except ValueError as exc:
+        raise CannotStart(f"{exc}; start without --resume, or use --resume latest.", 2) from None
+    display = TerminalDisplay(verbose=args.verbose)
+    client = OllamaModelClient(args.model, args.host, args.temperature, args.top_p, args.ollama_timeout,
+                               num_ctx=args.num_ctx)
+    if display.live and not args.no_stream:
+        client.on_text = display.model_text
+    no_one_to_ask = args.approval == "ask" and not sys.stdin.isatty()
+    agent = MiniAgent(client, workspace, store, session=session,
+                      approval_policy="never" if no_one_to_ask else args.approval,
+                      max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
+                      num_ctx=args.num_ctx, display=display)
+    room = agent.prompt_budget - len(agent.prefix)
+    if room < MIN_TRANSCRIPT_CHARS:
+        needed = args.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
+        raise CannotStart(f"--num-ctx {args.num_ctx} leaves no room for the transcript; use {needed} or more.", 2)
+    check_server(client)
+    return agent, display
 
 
 def run_request(agent, display, request):
@@ -1657,7 +1693,6 @@ def run_line(agent, display, line):
         try:
             run_request(agent, display, line)
         except KeyboardInterrupt:
-            display.model_finished()
             say("\nInterrupted: the request was stopped; the session is saved.")
 
 
@@ -1667,45 +1702,19 @@ def main(argv=None):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")   # any text prints on any terminal
     args = build_arg_parser().parse_args(argv)
-    cwd = Path(args.cwd).expanduser()
-    if not cwd.is_dir():
-        say(f"error: --cwd {args.cwd} is not a folder; give the repository to work in.")
-        return 2
-    workspace = WorkspaceContext.build(cwd)
-    store = SessionStore(Path(workspace.repo_root) / ".mini-coding-agent" / "sessions")
     try:
-        session = resumed_session(store, args.resume) if args.resume else None
-    except ValueError as exc:
-        say(f"error: {exc}; start without --resume, or use --resume latest.")
-        return 2
-    display = TerminalDisplay(verbose=args.verbose)
-    client = OllamaModelClient(args.model, args.host, args.temperature, args.top_p, args.ollama_timeout,
-                               num_ctx=args.num_ctx)
-    if display.live and not args.no_stream:
-        client.on_text = display.model_text
-    no_one_to_ask = args.approval == "ask" and not sys.stdin.isatty()
-    agent = MiniAgent(client, workspace, store, session=session,
-                      approval_policy="never" if no_one_to_ask else args.approval,
-                      max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
-                      num_ctx=args.num_ctx, display=display)
-    room = agent.prompt_budget - len(agent.prefix)
-    if room < MIN_TRANSCRIPT_CHARS:
-        needed = args.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
-        say(f"error: --num-ctx {args.num_ctx} leaves no room for the transcript; use {needed} or more.")
-        return 2
-    problem = server_problem(client)
-    if problem:
-        say(f"error: {problem}")
-        return 1
+        agent, display = start_agent(args)
+    except CannotStart as exc:
+        say(f"error: {exc}")
+        return exc.code
     say(build_welcome(agent, args.model, args.host))
-    if no_one_to_ask:
+    if agent.approval_policy != args.approval:
         say("Input is not a terminal, so risky tools will be denied; --approval auto allows them.")
     try:
         if not args.prompt:
             return run_repl(agent, display)
         return 0 if run_request(agent, display, " ".join(args.prompt)) else 1
     except KeyboardInterrupt:
-        display.model_finished()
         say(f"\nInterrupted. {resume_hint(agent)}")
         return 130
 

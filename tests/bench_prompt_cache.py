@@ -98,13 +98,15 @@ TURNS = [
 
 
 def prefix_figures(prompts):
-    """Per request after the first: the share of its prompt that repeats the previous prompt's start."""
-    reuse, fresh = [], len(prompts[0])
+    """Per request after the first: the share of its prompt that repeats the previous prompt's start,
+    and the share of the previous prompt (what the server has cached) that it reuses."""
+    reuse, kept, fresh = [], [], len(prompts[0])
     for before, now in zip(prompts, prompts[1:], strict=False):
         common = mca.common_prefix_length(now, before)
         reuse.append(common / len(now))
+        kept.append(common / len(before))
         fresh += len(now) - common
-    return reuse, fresh
+    return reuse, kept, fresh
 
 
 def run_session(server, repo):
@@ -171,12 +173,15 @@ def main():
         num_ctx = {request["options"].get("num_ctx") for request in server.generate_requests}
         sessions = list((repo / ".mini-coding-agent" / "sessions").glob("*.json"))
         compactions = json.loads(sessions[0].read_text())["compactions"]
-        reuse, fresh = prefix_figures(prompts)
+        reuse, kept, fresh = prefix_figures(prompts)
         sizes = [len(prompt) for prompt in prompts]
         print(f"requests:             {len(prompts)} (num_ctx sent: {sorted(num_ctx)}; "
               f"compactions: {len(compactions)})")
         print(f"prompt chars:         mean {statistics.mean(sizes):,.0f}, max {max(sizes):,}")
-        print(f"prefix reuse:         mean {statistics.mean(reuse):.3f}, min {min(reuse):.3f}")
+        print(f"prefix reuse:         mean {statistics.mean(reuse):.3f}, min {min(reuse):.3f} "
+              "(share of each prompt that repeats the previous one)")
+        print(f"previous prompt kept: mean {statistics.mean(kept):.3f}, min {min(kept):.3f} "
+              "(share of the previous prompt, the server's cache, that the next one reuses)")
         print(f"fresh chars:          {fresh:,} of {sum(sizes):,} ({fresh / sum(sizes):.1%})")
         print(f"wall time:            {wall:.2f} s for 3 CLI runs")
         millis, items = time_build_and_save(repo)

@@ -1,7 +1,6 @@
 """Component 3: parsing replies into tool calls, validation, approval, the tools, path confinement."""
 
 import builtins
-import json
 import os
 import shutil
 import sys
@@ -464,7 +463,13 @@ def test_tool_results_are_clipped(repo):
     assert len(result) <= mca.MAX_TOOL_OUTPUT + 60
 
 
-def test_tool_results_can_be_recorded_as_json(repo):
+def test_control_characters_reach_the_model_but_never_the_terminal(repo):
     agent = make_agent(repo, [])
-    result = agent.run_tool("run_shell", {"command": "printf '\\001\\033[31mred'"})
-    json.loads(json.dumps(result))
+    result = agent.run_tool("run_shell", {"command": "printf '\\033[31mred\\007'"})
+    assert "\x1b[31mred\x07" in result
+
+    class Pipe:
+        def isatty(self):
+            return False
+    assert mca.paint(result, "bold", Pipe()).count("\x1b") == 0
+    assert "[31mred" in mca.paint(result, "bold", Pipe())
