@@ -504,7 +504,8 @@ class ToolUse:
 
     def repeats_last_two(self, name, args):
         """True if the two previous tool calls were this very call."""
-        calls = [item for item in self.session["history"] if item["role"] == "tool"][-2:]
+        tool_items = (item for item in reversed(self.session["history"]) if item["role"] == "tool")
+        calls = list(itertools.islice(tool_items, 2))
         return len(calls) == 2 and all(c["name"] == name and c["args"] == args for c in calls)
 
     def approve(self, name, args):
@@ -783,7 +784,7 @@ class ContextReduction:
         summary = "\n".join([f"[summary] {end} earlier items, one line each (oldest dropped first):", *lines])
         self.session["compactions"].append({"start": end, "summary": summary, "created_at": now()})
         self.rebuild_transcript()
-        self.session_path = self.session_store.save(self.session)
+        self.session_store.save(self.session)
 
 
 # ---------------------------------------------------------------------------
@@ -948,7 +949,7 @@ class SessionMemory:
         item = {**item, "created_at": now()}
         self.session["history"].append(item)
         self.transcript.append(self.render(item))
-        self.session_path = self.session_store.save(self.session)
+        self.session_store.save(self.session)
         return item
 
     def note_tool(self, name, args, result):
@@ -1016,7 +1017,7 @@ class SessionMemory:
         self.session["memory"] = {"task": "", "files": [], "notes": []}
         self.session["compactions"] = []
         self.rebuild_transcript()
-        self.session_path = self.session_store.save(self.session)
+        self.session_store.save(self.session)
 
     def write_undoably(self, path, data, tool):
         """Write a file, first keeping what it held so that /undo can put it back."""
@@ -1246,7 +1247,6 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
         self.session = session or new_session(self.root)
         for key in ("undo", "compactions", "stats"):   # sessions saved by older versions lack these
             self.session.setdefault(key, [])
-        self.session_path = session_store.path(self.session["id"])
         self.approval_policy = approval_policy
         self.max_steps = max_steps
         self.max_new_tokens = max_new_tokens
@@ -1260,6 +1260,11 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
         self.prefix = self.build_prefix()
         self.last_prompt = ""   # the previous request's prompt, to measure cache reuse
         self.rebuild_transcript()
+
+    @property
+    def session_path(self):
+        """The file this session is saved in."""
+        return self.session_store.path(self.session["id"])
 
     @classmethod
     def from_session(cls, model_client, workspace, session_store, session_id, **kwargs):
@@ -1370,11 +1375,9 @@ class TerminalDisplay(Display):
         self.reply = ""           # the reply streamed so far
         self.shown = 0            # how much of it is on screen
         self.answer_from = None   # where the <final> text starts, when streamed to stdout as the answer
-        self.answer_shown = False
 
     def model_started(self, depth):
         self.depth, self.reply, self.shown, self.answer_from = depth, "", 0, None
-        self.answer_shown = False
         if self.live:
             self.stop_ticking = threading.Event()
             self.ticker = threading.Thread(target=self.tick, args=(self.stop_ticking,), daemon=True)
@@ -1427,7 +1430,6 @@ class TerminalDisplay(Display):
         if self.answer_from is not None:
             self.show_answer_part(done=True)
             print()
-            self.answer_shown = True
         elif self.shown:
             sys.stderr.write("\n")
 
@@ -1459,7 +1461,7 @@ class TerminalDisplay(Display):
 
     def answer(self, text):
         """Print a final answer on stdout, unless it was streamed there already."""
-        if not self.answer_shown:
+        if self.answer_from is None:
             print(paint(text, "bold", sys.stdout))
 
 

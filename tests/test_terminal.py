@@ -286,26 +286,16 @@ def test_repl_history_is_kept_between_sessions(ollama, start, repo):
     assert "remember this line" in (repo / ".mini-coding-agent" / "repl-history").read_text()
 
 
-def test_no_stream_waits_for_whole_replies_on_a_terminal(ollama, start):
+@pytest.mark.parametrize("flags, streamed", [([], True), (["--no-stream"], False)])
+def test_a_terminal_streams_unless_told_not_to(ollama, start, flags, streamed):
     ollama.script({"chunks": ["<final>who", "le</final>"]})
-    terminal = start("--no-stream")
+    terminal = start(*flags)
     terminal.expect(PROMPT)
     terminal.type("hi\n")
     terminal.expect("whole")
     terminal.type("/exit\n")
     terminal.finish()
-    assert ollama.generate_requests[-1]["stream"] is False
-
-
-def test_streaming_is_asked_for_on_a_terminal(ollama, start):
-    ollama.script("<final>streamed</final>")
-    terminal = start()
-    terminal.expect(PROMPT)
-    terminal.type("hi\n")
-    terminal.expect("streamed")
-    terminal.type("/exit\n")
-    terminal.finish()
-    assert ollama.generate_requests[-1]["stream"] is True
+    assert ollama.generate_requests[-1]["stream"] is streamed
 
 
 def test_a_streamed_answer_stops_at_its_closing_tag(ollama, start):
