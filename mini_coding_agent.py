@@ -610,6 +610,7 @@ class ToolUse:
                     yield file
 
     def tool_list_files(self, args):
+        """One folder's entries as `[D] path` / `[F] path` lines, folders first."""
         folder = self.path(args["path"])
         if not folder.is_dir():
             raise ValueError(f"not a folder: {args['path']}")
@@ -620,6 +621,7 @@ class ToolUse:
         return "\n".join(lines[:MAX_LISTED]) or "(empty)"
 
     def tool_read_file(self, args):
+        """Numbered lines start..end of a text file, reading no further than needed."""
         path = self.regular_file(args["path"])
         lines = [f"# {self.relative(path)}"]
         with open(path, "rb") as file:
@@ -638,6 +640,7 @@ class ToolUse:
         return "\n".join(lines)
 
     def tool_search(self, args):
+        """`path:line:text` for each line containing the pattern, case-insensitive."""
         folder = self.path(args["path"])
         if shutil.which("rg"):
             matches = self.search_with_ripgrep(args["pattern"], folder)
@@ -673,17 +676,20 @@ class ToolUse:
         return matches
 
     def tool_run_shell(self, args):
+        """A shell command's exit code, stdout and stderr."""
         code, stdout, stderr = run_command(args["command"], self.root, args["timeout"])
         status = code if code is not None else f"timeout (killed after {args['timeout']} s)"
         return f"exit_code: {status}\nstdout:\n{stdout or '(empty)'}\nstderr:\n{stderr or '(empty)'}"
 
     def tool_write_file(self, args):
+        """Create or replace a file (undoably)."""
         path = self.writable(args["path"])
         path.parent.mkdir(parents=True, exist_ok=True)
         self.write_undoably(path, args["content"].encode("utf-8"), "write_file")
         return f"wrote {self.relative(path)} ({len(args['content'])} chars)"
 
     def tool_patch_file(self, args):
+        """Replace the one occurrence of old_text with new_text (undoably)."""
         path = self.writable(args["path"])
         if not path.exists():
             raise ValueError(f"no such file: {args['path']}")
@@ -1058,6 +1064,7 @@ class Delegation:
     """Component 6: hand a sub-task to a child agent that can look but not touch."""
 
     def tool_delegate(self, args):
+        """Run a read-only child agent on a sub-task and return its answer."""
         if self.depth >= self.max_depth:
             raise ValueError("delegation depth limit reached")
         child = type(self)(
@@ -1391,6 +1398,7 @@ class TerminalDisplay(Display):
             sys.stderr.flush()
 
     def stop_ticker(self):
+        """Stop the waiting timer, if it runs, and clear its line."""
         if self.ticker:
             self.stop_ticking.set()
             self.ticker.join()
