@@ -30,6 +30,7 @@ import argparse
 import difflib
 import hashlib
 import http.client
+import ipaddress
 import itertools
 import json
 import os
@@ -43,7 +44,9 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -58,6 +61,7 @@ ARGS_CHARS = 300         # ... and of its arguments (a write's content is on dis
 REQUEST_CHARS = MAX_TOOL_OUTPUT   # the current request, repeated at the end of the prompt
 SUMMARY_LINE_CHARS = 160 # a compacted item becomes one line this long at most
 DEFAULT_NUM_CTX = 16384  # tokens of context: fits today's small models and a long session
+DEFAULT_MAX_NEW_TOKENS = 2048   # tokens per reply: a 60-line file in one write_file takes ~1,000
 CHARS_PER_TOKEN = 2.5    # conservative: code and numbered lines measured 2.96-3.7 chars per token
 TEMPLATE_TOKENS = 64     # room for the chat template Ollama wraps around our prompt
 MIN_TRANSCRIPT_CHARS = 8 * ITEM_CHARS   # a smaller --num-ctx could not show a few recent steps
@@ -70,16 +74,24 @@ MAX_LISTED = 200         # lines of list_files / search output
 MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
 MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
 MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
+MAX_CANDIDATES = 32      # places tried as a call's end or a bare call's start: enough for real replies
+MAX_LENIENT_CHARS = 100_000   # sloppy JSON longer than this is not read (the careful reader is slow)
+MAX_JSON_DEPTH = 64      # deeper sloppy JSON is surely not a tool call
+UNDO_COPY_NAME = r"[0-9a-f]{16}\.bak"   # the names keep_copy gives; a session naming anything else was tampered with
 BINARY_SNIFF = 8192      # bytes looked at to tell a binary file: a NUL byte among them
 SHELL_CAPTURE = 2 * MAX_TOOL_OUTPUT   # bytes kept from the start and from the end of a command's output
+SHELL_OUTPUT_CAP = 32 << 20   # bytes of output that stop a runaway command (`yes` writes this in 0.1 s)
 GIT_TIMEOUT = 5          # seconds; git answers in milliseconds unless something is wrong
 STARTUP_TIMEOUT = 5      # seconds for the startup checks: a local server answers at once
 DEFAULT_MODEL = "qwen3.5:4b"
 DEFAULT_HOST = "http://127.0.0.1:11434"
 PROJECT_DOCS = ("AGENTS.md", "README.md", "pyproject.toml", "package.json")
-IGNORED_DIRS = {".git", ".mini-coding-agent", "__pycache__", ".pytest_cache",
-                ".ruff_cache", ".venv", "venv"}
-PROTECTED_DIRS = {".git", ".mini-coding-agent"}   # the agent never writes inside these
+STATE_DIR = ".mini-coding-agent"   # the agent's own folder in the repository: sessions, undo copies, history
+IGNORED_DIRS = {".git", STATE_DIR, "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", "venv"}
+PROTECTED_DIRS = {".git", STATE_DIR}   # the agent never writes inside these
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)     # Windows has no such flag (and symlinks there need admin rights)
+O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)     # opening a FIFO must not wait for a writer
+O_BINARY = getattr(os, "O_BINARY", 0)         # Windows would translate line endings otherwise
 
 
 def now():
@@ -88,27 +100,125 @@ def now():
 
 
 # ---------------------------------------------------------------------------
+# Files: the one way in and out, so that nothing leads outside the repository
+# ---------------------------------------------------------------------------
+# The repository is not trusted: it may ship symlinks (to ~/.ssh, to /dev/zero),
+# FIFOs, or names that only differ by case.  Every component opens files through
+# these few functions, so the rules are written once.
+
+def folded(name):
+    """A file name as macOS and Windows compare it: `.GIT`, `.Git.` and `.g\u200cit` are all `.git`."""
+    name = unicodedata.normalize("NFC", name)
+    return "".join(c for c in name if unicodedata.category(c) != "Cf").casefold().rstrip(". ")
+
+
+def is_inside(path, root):
+    """True if a resolved path is the root or below it (case-insensitive file systems too)."""
+    if path == root or root in path.parents:
+        return True
+    return any(parent.exists() and os.path.samefile(parent, root) for parent in path.parents)
+
+
+def open_regular(path):
+    """Open a regular file for reading, never through a symlink, a FIFO or a device; else raise OSError."""
+    fd = os.open(path, os.O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_BINARY)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def write_atomic(path, *chunks, mode=0o666):
+    """Replace a file's bytes in one step: after a crash it holds the old bytes or the new, never half.
+
+    The temporary file gets an unpredictable name and is created exclusively,
+    so a planted symlink cannot redirect the write; the rename replaces a
+    symlink at `path` rather than writing through it.
+    """
+    temp = path.with_name(f".mca-{secrets.token_hex(8)}.tmp")
+    try:
+        mode = stat.S_IMODE(os.lstat(path).st_mode)   # an executable script stays executable
+    except OSError:
+        pass
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.writelines(chunks)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def own_folder(folder):
+    """Make a folder for the agent's own files; the topmost one made tells git to ignore it all."""
+    if not folder.is_dir():
+        topmost = [path for path in (folder, *folder.parents) if not path.exists()][-1]
+        folder.mkdir(parents=True)
+        write_atomic(topmost / ".gitignore", b"# made by mini-coding-agent, as pytest and ruff do\n*\n")
+    return folder
+
+
+def symlink_in(folder):
+    """The first symlink in a folder of the agent's own (or the folder itself), or None."""
+    if folder.is_symlink():
+        return folder
+    for parent, folders, files in os.walk(folder):   # os.walk does not follow symlinked folders
+        for name in folders + files:
+            if os.path.islink(os.path.join(parent, name)):
+                return Path(parent, name)
+    return None
+
+
+# ---------------------------------------------------------------------------
 # 1. Live repo context: what the model should know before it reads any file
 # ---------------------------------------------------------------------------
 
-def git(args, cwd, default):
-    """Run one git command; any failure (no git, not a repo, too slow) gives `default`."""
-    try:
-        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                                encoding="utf-8", errors="replace",
-                                stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT)
-    except (OSError, subprocess.SubprocessError):
-        return default
-    output = result.stdout.strip()
-    return output if result.returncode == 0 and output else default
+GIT_SAFELY = ["--no-pager", "--no-optional-locks",   # no pager, and git status writes nothing
+              "-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}",
+              "-c", "log.showSignature=false"]       # each of these can name a program to run
 
 
-def read_head(path, limit):
-    """The first `limit` chars of a text file (a doc's start says most), or None if unreadable."""
+def git_runner(cwd):
+    """A function that runs git in cwd so that nothing the repository's own config names is run.
+
+    A repository may arrive with its .git folder (a tarball, a shared folder),
+    and its config can name programs for git to run: an fsmonitor, hooks, a gpg
+    program, filters for `git status`.  All of them are switched off.
+    """
+    def run(*args):
+        """(True, output) or (False, why it failed)."""
+        try:
+            result = subprocess.run(["git", *GIT_SAFELY, *filters_off, *args], cwd=cwd, capture_output=True,
+                                    text=True, encoding="utf-8", errors="replace",
+                                    stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return False, f"git {args[0]} did not finish in {GIT_TIMEOUT} s"
+        except OSError as exc:
+            return False, f"git cannot run ({exc.strerror})"
+        if result.returncode != 0:
+            return False, result.stderr.strip().split("\n")[0] or f"git {args[0]} failed"
+        return True, result.stdout.strip()
+
+    filters_off = []
+    ok, names = run("config", "--name-only", "--get-regexp", r"^filter\.")
+    for driver in {name.rsplit(".", 1)[0] for name in names.splitlines()} if ok else ():
+        for key, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")):
+            filters_off += ["-c", f"{driver}.{key}={value}"]
+    return run
+
+
+def read_doc(path, root, limit):
+    """The first `limit` chars of a project doc, if it is a regular file inside the repository; else None."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            text = file.read(limit + 1)
-    except OSError:
+        real = path.resolve(strict=True)
+        if not is_inside(real, root):
+            return None
+        with open_regular(real) as file:
+            text = file.read(4 * limit).decode("utf-8", errors="replace")
+    except (OSError, RuntimeError):   # RuntimeError: a symlink loop
         return None
     return text if len(text) <= limit else text[:limit] + "\n...[more in the file]"
 
@@ -126,24 +236,31 @@ class WorkspaceContext:
 
     @classmethod
     def build(cls, cwd):
-        """Collect the context from git and the project's docs."""
+        """Collect the context from git and the project's docs, running nothing the repository ships."""
         cwd = Path(cwd).resolve()
-        root = Path(git(["rev-parse", "--show-toplevel"], cwd, str(cwd))).resolve()
-        origin_head = git(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd, "origin/main")
+        git = git_runner(cwd)
+        in_repo, top = git("rev-parse", "--show-toplevel")
+        root = Path(top).resolve() if in_repo else cwd
+        if root != cwd and root not in cwd.parents:   # a config's core.worktree may point anywhere
+            root = cwd
         docs = {}
         for folder in (root, cwd):
             for name in PROJECT_DOCS:
                 key = (folder / name).relative_to(root).as_posix()
-                text = read_head(folder / name, DOC_CHARS)
+                text = read_doc(folder / name, root, DOC_CHARS)
                 if text is not None and key not in docs:
                     docs[key] = text
+        has_origin, origin_head = git("symbolic-ref", "--short", "refs/remotes/origin/HEAD")
+        has_branch, branch = git("branch", "--show-current")
+        status_ok, status = git("status", "--short", "--ignore-submodules=all")
+        has_log, log = git("log", "--oneline", "-5")
         return cls(
             cwd=str(cwd),
             repo_root=str(root),
-            branch=git(["branch", "--show-current"], cwd, "-"),
-            default_branch=origin_head.split("/", 1)[-1],
-            status=clip(git(["status", "--short"], cwd, "clean"), STATUS_CHARS),
-            recent_commits=git(["log", "--oneline", "-5"], cwd, "").splitlines(),
+            branch=branch if has_branch and branch else "-",
+            default_branch=origin_head.split("/", 1)[-1] if has_origin else "main",
+            status=clip(status or "clean", STATUS_CHARS) if status_ok else f"unknown ({status})",
+            recent_commits=log.splitlines() if has_log else [],
             project_docs=docs,
         )
 
@@ -287,6 +404,46 @@ RETRY_ADVICE = "Reply with a valid <tool> call or a non-empty <final> answer."
 APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this session: "
 
 
+# How a reply becomes a call.  The prompt teaches one protocol, but small local
+# models fall back on the dialect they were trained on, so the parser also
+# reads the common ones (the tables below) and the call's result tells the model
+# what was understood.  The rules, in order:
+#   1. Thinking (<think>...</think>, or all before a lone </think>) is never read.
+#   2. Whichever comes first wins: a call's opening tag, or <final>; a call
+#      quoted inside an answer is not run.
+#   3. A call without tags (bare JSON, perhaps in a ``` fence) counts only if it
+#      ends the reply and names a known tool, so JSON shown in an answer is not run.
+#   4. One call per reply: what follows the first call is not run, and its
+#      result says so.
+CALL_OPENING = re.compile(r"<tool(?=[\s>])|<tool_call>|<function=([\w.-]+)>")   # ours; Qwen, Hermes; Llama
+THINKING = (("<think>", "</think>"), ("<thinking>", "</thinking>"))
+NAME_KEYS = ("name", "tool", "function")                   # where a payload names its tool
+ARGS_KEYS = ("args", "arguments", "parameters", "input")   # ... and where it keeps the arguments
+TOOL_ALIASES = {      # names other agents give our tools, which models trained on them write
+    "bash": "run_shell", "shell": "run_shell", "shell_command": "run_shell", "run_command": "run_shell",
+    "execute": "run_shell", "edit_file": "patch_file", "str_replace": "patch_file",
+    "replace_in_file": "patch_file", "create_file": "write_file", "cat": "read_file", "view": "read_file",
+    "open_file": "read_file", "ls": "list_files", "list_dir": "list_files", "list_directory": "list_files",
+    "grep": "search", "rg": "search", "find_in_files": "search",
+}
+ARG_ALIASES = {       # ... and their argument names; renamed only where the tool has ours
+    "cmd": "command", "file_path": "path", "filename": "path", "file": "path", "old_str": "old_text",
+    "old": "old_text", "new_str": "new_text", "new": "new_text", "text": "content", "contents": "content",
+    "query": "pattern", "regex": "pattern",
+}
+ANY_FIELD = re.compile(r"<(" + "|".join((*XML_FIELDS, *ARG_ALIASES)) + r")>")
+ATTRIBUTE = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|\'([^\']*)\')')
+PARAMETER = re.compile(r"<parameter=([\w.-]+)>")   # Qwen3-Coder: <parameter=path>\nsrc/a.py\n</parameter>
+FENCE = re.compile(r"```[\w-]*\s*(.*?)\s*```\s*$", re.DOTALL)
+SPACE = re.compile(r"\s*")
+NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+WORD = re.compile(r"[A-Za-z_]\w*")
+LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+STRING_RUNS = {'"': re.compile(r'[^"\\]+'), "'": re.compile(r"[^'\\]+")}
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "/": "/", "\\": "\\",
+           '"': '"', "'": "'"}
+
+
 def retry_notice(problem):
     """The message a malformed reply gets back, recorded so the model can fix it."""
     return f"Runtime notice: {problem}. {RETRY_ADVICE}"
@@ -301,67 +458,273 @@ def signature(name):
     return ", ".join(parts)
 
 
-def parse_json_tool(body):
-    """Read a `<tool>{json}</tool>` body into a call, or a retry notice."""
+def loads_at(text, at):
+    """Read the JSON value that starts at text[at] (after spaces); returns (value, where it ends).
+
+    Strict JSON goes to the json module.  What small models write instead
+    ('single quotes', True and None, trailing commas, raw newlines in strings)
+    goes to a small reader of its own.  Nothing is ever evaluated.
+    """
+    at = SPACE.match(text, at).end()
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):   # RecursionError: absurdly deep nesting
-        return "retry", retry_notice("the tool call was not valid JSON")
+        return json.JSONDecoder(strict=False).raw_decode(text, at)   # strict=False: raw newlines in strings
+    except (ValueError, RecursionError):
+        if len(text) - at > MAX_LENIENT_CHARS:
+            raise ValueError("too long to read leniently") from None
+        return lenient_value(text, at, 0)
+
+
+def lenient_value(text, at, depth):
+    """One value of sloppy JSON at text[at]; returns (value, end) or raises ValueError."""
+    at = SPACE.match(text, at).end()
+    char = text[at:at + 1]
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError("nested too deeply")
+    if char in ("{", "["):
+        return lenient_container(text, at, depth)
+    if char in STRING_RUNS:
+        return lenient_string(text, at)
+    match = NUMBER.match(text, at) or WORD.match(text, at)
+    if match is None or match.group() not in LITERALS and not NUMBER.fullmatch(match.group()):
+        raise ValueError(f"unexpected text at {at}")
+    word = match.group()
+    if word in LITERALS:
+        return LITERALS[word], match.end()
+    return (float(word) if any(c in word for c in ".eE") else int(word)), match.end()
+
+
+def lenient_container(text, at, depth):
+    """An object or list of sloppy JSON at text[at]; trailing commas are fine."""
+    closing = "}" if text[at] == "{" else "]"
+    items, at = ({} if closing == "}" else []), at + 1
+    while True:
+        at = SPACE.match(text, at).end()
+        if text[at:at + 1] == closing:
+            return items, at + 1
+        value, at = lenient_value(text, at, depth + 1)
+        if closing == "}":
+            at = SPACE.match(text, at).end()
+            if not isinstance(value, str) or text[at:at + 1] != ":":
+                raise ValueError(f"expected a string key and ':' at {at}")
+            items[value], at = lenient_value(text, at + 1, depth + 1)
+        else:
+            items.append(value)
+        at = SPACE.match(text, at).end()
+        if text[at:at + 1] == ",":
+            at += 1
+        elif text[at:at + 1] != closing:
+            raise ValueError(f"expected ',' or {closing!r} at {at}")
+
+
+def lenient_string(text, at):
+    """A string in single or double quotes, raw newlines allowed; returns (string, end)."""
+    quote, parts, at = text[at], [], at + 1
+    while at < len(text):
+        run = STRING_RUNS[quote].match(text, at)
+        if run:
+            parts.append(run.group())
+            at = run.end()
+        elif text[at] == quote:
+            return "".join(parts), at + 1
+        elif text[at + 1:at + 2] == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[at + 2:at + 6]):
+            parts.append(chr(int(text[at + 2:at + 6], 16)))
+            at += 6
+        else:   # a backslash: a known escape, or kept as written ('\d' in a regex)
+            code = text[at + 1:at + 2]
+            parts.append(ESCAPES.get(code, "\\" + code))
+            at += 2
+    raise ValueError("a string is not closed")
+
+
+def without_thinking(raw):
+    """The reply without the model's thinking, which is never read for calls or answers.
+
+    Thinking opens the reply (`<think>...</think>`, or `<thinking>`), or, where
+    the chat template opened the block itself, ends at a lone `</think>`; a
+    `</think>` inside a call's own text (a file being written) is just text.
+    """
+    text = raw.lstrip()
+    for opening, closing in THINKING:
+        if text.startswith(opening):
+            end = text.find(closing)
+            return "" if end == -1 else text[end + len(closing):]   # never closed: no answer yet
+        end = text.find(closing)
+        call = CALL_OPENING.search(text, 0, max(end, 0))
+        if end != -1 and (call is None or (tagged_call(text, call)[1] or len(text)) <= end):
+            return text[end + len(closing):]
+    return raw
+
+
+def payload_call(payload, name=None):
+    """A call {"name", "args"} from a decoded payload in any shape models use, or what is wrong with it."""
     if not isinstance(payload, dict):
-        return "retry", retry_notice("the tool payload must be a JSON object")
-    name, args = payload.get("name"), payload.get("args", {})
+        return "the tool payload must be a JSON object"
+    if name is not None:   # <function=NAME>{args}</function>
+        args = payload
+    else:
+        if isinstance(payload.get("function"), dict):   # OpenAI: {"type": "function", "function": {...}}
+            payload = payload["function"]
+        name = next((payload[key] for key in NAME_KEYS if key in payload), None)
+        args_key = next((key for key in ARGS_KEYS if key in payload), None)
+        flat = {key: value for key, value in payload.items() if key not in (*NAME_KEYS, "type")}
+        args = payload[args_key] if args_key else flat
+    if isinstance(args, str):   # arguments sent as a JSON string
+        try:
+            args = loads_at(args, 0)[0]
+        except ValueError:
+            pass
     if not isinstance(name, str) or not name.strip():
-        return "retry", retry_notice("the tool call has no name")
+        return "the tool call has no name"
     if not isinstance(args, dict):
-        return "retry", retry_notice("the tool args must be a JSON object")
-    return "tool", {"name": name.strip(), "args": args}
+        return "the tool args must be a JSON object"
+    return {"name": name.strip(), "args": args}
 
 
-def parse_xml_tool(attributes, body):
-    """Read `<tool name=".." attr=".."><field>text</field></tool>` into a call."""
-    pairs = re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|\'([^\']*)\')', attributes)
-    args = {key: double or single for key, double, single in pairs}
+def canonical_call(call):
+    """The call with our names for the tool and its arguments, noting what the model wrote instead."""
+    name, args, renamed = call["name"], dict(call["args"]), []
+    key = name.lower().replace("-", "_")
+    tool = key if key in TOOL_ARGS else TOOL_ALIASES.get(key, name)
+    if tool != name:
+        renamed.append(name)
+    for arg in list(args):
+        ours = ARG_ALIASES.get(arg)
+        if tool in TOOL_ARGS and arg not in TOOL_ARGS[tool] and ours in TOOL_ARGS[tool] and ours not in args:
+            args[ours] = args.pop(arg)
+            renamed.append(arg)
+    return {"name": tool, "args": args, **({"note": f"you wrote {', '.join(renamed)}"} if renamed else {})}
+
+
+def read_fields(body, opening, closing=None, whole=None):
+    """The `<field>value</field>` pairs that make up a body, as a dict, or None if the body is not that.
+
+    A value ends at the first closing tag followed by the next field or the
+    body's end, so a file's text may itself hold `</content>`.  A body with no
+    field tags at all is the value of `whole` (a write_file's bare content).
+    """
+    fields, at = {}, SPACE.match(body).end()
+    if whole and not opening.match(body, at):
+        return {whole: body}
+    while at < len(body):
+        match = opening.match(body, at)
+        if not match:
+            return None
+        close = closing or f"</{match.group(1)}>"
+        end = body.find(close, match.end())
+        while end != -1 and not (body[end + len(close):].isspace() or end + len(close) == len(body)
+                                 or opening.match(body, SPACE.match(body, end + len(close)).end())):
+            end = body.find(close, end + 1)
+        if end == -1:
+            return None
+        fields[match.group(1)] = body[match.end():end]
+        at = SPACE.match(body, end + len(close)).end()
+    return fields
+
+
+def fields_until(text, at, closing, opening, field_closing=None, whole=None):
+    """Read fields from text[at] to the call's closing tag; returns (fields, end) or (None, None).
+
+    The call ends at the first closing tag where its fields are whole and
+    nothing after it still closes this call (so a file may hold `</tool>`);
+    with no closing tag, the call runs to the end of the reply.
+    """
+    end = text.find(closing, at)
+    for _ in range(MAX_CANDIDATES):
+        if end == -1:
+            break
+        fields = read_fields(text[at:end], opening, field_closing, whole)
+        later, next_call = text.find(closing, end + 1), CALL_OPENING.search(text, end + 1)
+        if fields is not None and (later == -1 or next_call and next_call.start() < later):
+            return fields, end + len(closing)
+        end = later
+    fields = read_fields(text[at:], opening, field_closing, whole)
+    return (fields, len(text)) if fields is not None else (None, None)
+
+
+def xml_call(text, at, attributes):
+    """Our XML form, `<tool name="write_file" path="a.py"><content>...</content></tool>`; (call, end)."""
+    args = {key: double or single for key, double, single in ATTRIBUTE.findall(attributes)}
     name = args.pop("name", "").strip()
     if not name:
-        return "retry", retry_notice("the tool call has no name")
-    for tag in XML_FIELDS:
-        start = body.find(f"<{tag}>")
-        end = body.find(f"</{tag}>", start)
-        if start != -1 and end != -1:
-            args[tag] = body[start + len(tag) + 2:end]
-    if name == "write_file" and "content" not in args:
-        args["content"] = body
-    if name == "delegate" and "task" not in args:
-        args["task"] = body
-    return "tool", {"name": name, "args": args}
+        return "the tool call has no name", None
+    tool = canonical_call({"name": name, "args": {}})["name"]
+    known = TOOL_ARGS.get(tool, dict.fromkeys(XML_FIELDS))
+    names = [field for field in (*XML_FIELDS, *ARG_ALIASES)   # the tool's fields, but not its attributes
+             if ARG_ALIASES.get(field, field) in known and ARG_ALIASES.get(field, field) not in args]
+    opening = re.compile(r"<(" + "|".join(names or ["(?!)"]) + r")>")
+    whole = None if ANY_FIELD.match(text, SPACE.match(text, at).end()) else \
+        {"write_file": "content", "delegate": "task"}.get(tool)   # a body without fields is the content
+    fields, end = fields_until(text, at, "</tool>", opening, whole=whole)
+    if fields is None:
+        return (f"the fields inside <tool name=\"{name}\"> could not be read; write each as "
+                "<field>text</field> once, and not again what an attribute gives"), None
+    return {"name": name, "args": {**args, **fields}}, end
 
 
-def find_tool_tag(raw):
-    """Where the first `<tool>` or `<tool ...>` tag starts, or -1 (`<tools>` does not count)."""
-    start = raw.find("<tool")
-    while start != -1 and not (raw[start + 5:start + 6] == ">" or raw[start + 5:start + 6].isspace()):
-        start = raw.find("<tool", start + 1)
-    return start
+def function_call(text, at, name):
+    """`<function=NAME>` with JSON arguments or `<parameter=ARG>value</parameter>` fields; (call, end)."""
+    if text[SPACE.match(text, at).end():].startswith("{"):
+        return json_call(text, at, "</function>", name)
+    fields, end = fields_until(text, at, "</function>", PARAMETER, "</parameter>")
+    if fields is None:
+        return f"the <parameter=...> fields of <function={name}> could not be read", None
+    args = {key: value.removeprefix("\n").removesuffix("\n") for key, value in fields.items()}
+    return {"name": name, "args": args}, end
 
 
-def parse_tool(text):
-    """Read a reply that starts with a `<tool` tag, JSON or XML style."""
-    tag_end = text.find(">")
-    if tag_end == -1 or tag_end > MAX_TAG_CHARS:
-        return "retry", retry_notice("the <tool> tag is not closed with '>'")
-    attributes = text[len("<tool"):tag_end]
-    closing = text.rfind("</tool>")
-    body = text[tag_end + 1:closing if closing > tag_end else len(text)]
+def json_call(text, at, closing, name=None):
+    """A call whose payload is JSON at text[at] (perhaps in a ``` fence), closed by `closing`; (call, end)."""
+    at = SPACE.match(text, at).end()
+    fence = re.match(r"```[\w-]*", text[at:])
+    at += fence.end() if fence else 0
+    inner = CALL_OPENING.match(text, SPACE.match(text, at).end())
+    if name is None and inner and inner.group(1):   # <tool_call><function=NAME>...</function></tool_call>
+        call, end = function_call(text, inner.end(), inner.group(1))
+    else:
+        try:
+            payload, end = loads_at(text, at)
+        except ValueError:
+            return "the tool call was not valid JSON", None
+        call = payload_call(payload, name)
+    if end is not None:
+        end = SPACE.match(text, end).end()
+        end += 3 if fence and text.startswith("```", end) else 0
+        end = SPACE.match(text, end).end()
+        end += len(closing) if text.startswith(closing, end) else 0
+    return call, end
+
+
+def tagged_call(text, opening):
+    """Read the call whose opening tag matched; returns (call or what is wrong, where the call ends)."""
+    if opening.group(1):   # <function=NAME>
+        return function_call(text, opening.end(), opening.group(1))
+    if opening.group() == "<tool_call>":
+        return json_call(text, opening.end(), "</tool_call>")
+    tag_end = text.find(">", opening.start())
+    if tag_end == -1 or tag_end - opening.start() > MAX_TAG_CHARS:
+        return "the <tool> tag is not closed with '>'", None
+    attributes = text[opening.end():tag_end]
     if re.search(r"\bname\s*=", attributes):
-        return parse_xml_tool(attributes, body)
-    return parse_json_tool(body.strip())
+        return xml_call(text, tag_end + 1, attributes)
+    return json_call(text, tag_end + 1, "</tool>")
 
 
-def is_inside(path, root):
-    """True if a resolved path is the root or below it (case-insensitive file systems too)."""
-    if path == root or root in path.parents:
-        return True
-    return any(parent.exists() and os.path.samefile(parent, root) for parent in path.parents)
+def untagged_call(text):
+    """A call written without tags, as bare JSON or in a ``` fence, that ends the reply; or None."""
+    body = text.rstrip()
+    fenced = FENCE.search(body)
+    if fenced:
+        body = fenced.group(1)
+    starts = [match.end() - 1 for match in re.finditer(r"^[ \t]*\{", body, re.MULTILINE)]   # a { that begins a line
+    for start in starts[:MAX_CANDIDATES]:
+        try:
+            payload, end = loads_at(body, start)
+        except ValueError:
+            continue
+        call = payload_call(payload)
+        if not body[end:].strip() and isinstance(call, dict) and canonical_call(call)["name"] in TOOL_ARGS:
+            return call
+    return None
 
 
 def text_lines(file):
@@ -380,22 +743,6 @@ def is_binary(file):
     binary = b"\0" in file.read(BINARY_SNIFF)
     file.seek(0)
     return binary
-
-
-def write_atomic(path, *chunks):
-    """Replace a file's bytes in one step: after a crash it holds the old bytes or the new, never half."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "wb") as file:
-            file.writelines(chunks)
-            file.flush()
-            os.fsync(file.fileno())
-        if path.exists():
-            shutil.copymode(path, temp)   # an executable script stays executable
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 if os.name == "posix":
@@ -429,20 +776,34 @@ def read_capped(file):
     return data.decode("utf-8", errors="replace")
 
 
+def stop_reason(started, timeout, *outputs):
+    """Why a running command must be stopped now (too slow, or a runaway writing gigabytes), or None."""
+    if sum(os.fstat(file.fileno()).st_size for file in outputs) > SHELL_OUTPUT_CAP:
+        return f"stopped (killed once its output passed {SHELL_OUTPUT_CAP >> 20} MB; print less, e.g. | tail -50)"
+    if time.monotonic() - started > timeout:
+        return f"timeout (killed after {timeout} s)"
+    return None
+
+
 def run_command(command, cwd, timeout):
-    """Run a shell command that cannot hang the agent: (exit code or None on timeout, stdout, stderr).
+    """Run a shell command that cannot hang the agent: (exit code or why it was stopped, stdout, stderr).
 
     Output goes to temporary files, not pipes, so a background child that keeps
-    them open cannot make us wait; on timeout or Ctrl-C the whole group is killed.
+    them open cannot make us wait; when the command runs too long or writes too
+    much, or on Ctrl-C, the whole process group is killed.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(command, shell=True, cwd=cwd, stdin=subprocess.DEVNULL,
                                    stdout=out, stderr=err, **NEW_PROCESS_GROUP)
+        started, code = time.monotonic(), None
         try:
-            code = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_tree(process)
-            code = None
+            while code is None:
+                try:
+                    code = process.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    code = stop_reason(started, timeout, out, err)
+                    if code:
+                        kill_tree(process)
         except BaseException:
             kill_tree(process)
             raise
@@ -464,16 +825,33 @@ class ToolUse:
 
     @staticmethod
     def parse(raw):
-        """Read a model reply as ("tool", call), ("final", text) or ("retry", notice); never raises."""
-        if not raw.strip():
-            return "retry", retry_notice("the response was empty")
-        tool_at, final_at = find_tool_tag(raw), raw.find("<final>")
-        if tool_at != -1 and (final_at == -1 or tool_at < final_at):
-            return parse_tool(raw[tool_at:])
-        if final_at != -1:
-            answer = raw[final_at + len("<final>"):].split("</final>", 1)[0].strip()
+        """Read a model reply as ("tool", call), ("final", text) or ("retry", notice); never raises.
+
+        A call that was written differently from our protocol (another name, a
+        wrapper, more after it) carries a `note` saying so, for its result.
+        """
+        text = without_thinking(raw)
+        if not text.strip() and raw.strip():
+            return "retry", retry_notice("the reply held only thinking, and no call or answer yet")
+        if not text.strip():
+            return "retry", retry_notice("the model returned an empty response")
+        opening, final_at = CALL_OPENING.search(text), text.find("<final>")
+        if opening and (final_at == -1 or opening.start() < final_at):
+            call, end = tagged_call(text, opening)
+        elif final_at != -1:
+            answer = text[final_at + len("<final>"):].split("</final>", 1)[0].strip()
             return ("final", answer) if answer else ("retry", retry_notice("the <final> answer was empty"))
-        return "final", raw.strip()
+        else:
+            call, end = untagged_call(text), len(text)
+            if call is None:
+                return "final", text.strip()
+        if isinstance(call, str):
+            return "retry", retry_notice(call)
+        call = canonical_call(call)
+        if CALL_OPENING.search(text, end) or "<final>" in text[end:]:
+            said = f"{call['note']}; " if "note" in call else ""
+            call["note"] = said + "what followed the call in your reply was not run: one call per reply"
+        return "tool", call
 
     def validate_tool(self, name, args):
         """Check a call's arguments; return them with defaults filled in, or raise ValueError."""
@@ -591,7 +969,7 @@ class ToolUse:
     def writable(self, raw_path):
         """A path the agent may write: inside the workspace, not a folder, not in .git or our own state."""
         path = self.path(raw_path)
-        if set(path.relative_to(self.root).parts) & PROTECTED_DIRS:
+        if any(folded(part) in PROTECTED_DIRS for part in path.relative_to(self.root).parts):
             raise ValueError(f"the agent does not write inside {' or '.join(sorted(PROTECTED_DIRS))}")
         if path.exists() and not stat.S_ISREG(path.stat().st_mode):
             raise ValueError(f"not a regular file: {raw_path}")
@@ -603,7 +981,7 @@ class ToolUse:
             yield folder
             return
         for parent, folders, files in os.walk(folder):   # does not descend into symlinked folders
-            folders[:] = sorted(name for name in folders if name not in IGNORED_DIRS)
+            folders[:] = sorted(name for name in folders if folded(name) not in IGNORED_DIRS)
             for name in sorted(files):
                 file = Path(parent) / name
                 if file.is_file() and is_inside(file.resolve(), self.root):
@@ -615,7 +993,7 @@ class ToolUse:
         if not folder.is_dir():
             raise ValueError(f"not a folder: {args['path']}")
         entries = [entry for entry in folder.iterdir()
-                   if entry.name not in IGNORED_DIRS and is_inside(entry.resolve(), self.root)]
+                   if folded(entry.name) not in IGNORED_DIRS and is_inside(entry.resolve(), self.root)]
         entries.sort(key=lambda entry: (not entry.is_dir(), entry.name))
         lines = [f"[{'D' if entry.is_dir() else 'F'}] {self.relative(entry)}" for entry in entries]
         return "\n".join(lines[:MAX_LISTED]) or "(empty)"
@@ -624,7 +1002,7 @@ class ToolUse:
         """Numbered lines start..end of a text file, reading no further than needed."""
         path = self.regular_file(args["path"])
         lines = [f"# {self.relative(path)}"]
-        with open(path, "rb") as file:
+        with open_regular(path) as file:
             if is_binary(file):
                 return f"# {self.relative(path)}\n(binary file, {path.stat().st_size} bytes; not shown)"
             shown_chars = 0
@@ -665,7 +1043,7 @@ class ToolUse:
         """Search without ripgrep: a case-insensitive substring scan, line by line."""
         needle, matches = pattern.lower(), []
         for file in self.walk_files(folder):
-            with open(file, "rb") as handle:
+            with open_regular(file) as handle:
                 if is_binary(handle):
                     continue
                 for number, line in enumerate(text_lines(handle), 1):
@@ -678,8 +1056,7 @@ class ToolUse:
     def tool_run_shell(self, args):
         """A shell command's exit code, stdout and stderr."""
         code, stdout, stderr = run_command(args["command"], self.root, args["timeout"])
-        status = code if code is not None else f"timeout (killed after {args['timeout']} s)"
-        return f"exit_code: {status}\nstdout:\n{stdout or '(empty)'}\nstderr:\n{stderr or '(empty)'}"
+        return f"exit_code: {code}\nstdout:\n{stdout or '(empty)'}\nstderr:\n{stderr or '(empty)'}"
 
     def tool_write_file(self, args):
         """Create or replace a file (undoably)."""
@@ -814,11 +1191,35 @@ def session_problem(session):
         return "its memory is not {task, files, notes}"
     if not all(isinstance(session.get(key, []), list) for key in ("undo", "compactions", "stats")):
         return "its undo, compactions or stats entry is not a list"
+    for change in session.get("undo", []):
+        if not (isinstance(change, dict) and isinstance(change.get("path"), str)
+                and isinstance(change.get("tool"), str) and isinstance(change.get("sha256"), str)
+                and (change.get("copy") is None or re.fullmatch(UNDO_COPY_NAME, str(change.get("copy"))))):
+            return "an undo entry is malformed"
     for compaction in session.get("compactions", []):
         if not (isinstance(compaction, dict) and isinstance(compaction.get("summary"), str)
                 and isinstance(compaction.get("start"), int) and 0 <= compaction["start"] <= len(history)):
             return "a compaction record is malformed"
     return None
+
+
+class SessionBusy(ValueError):
+    """Another running agent holds the session."""
+
+
+def process_alive(pid):
+    """True if a process with this id is running (Windows: asked of tasklist, since os.kill would end it)."""
+    if os.name == "nt":
+        listing = subprocess.run(["tasklist", "/FI", f"PID eq {pid}", "/NH", "/FO", "CSV"],
+                                 capture_output=True, text=True).stdout
+        return f'"{pid}"' in listing
+    try:
+        os.kill(pid, 0)   # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, but belongs to another user
+        return True
+    return True
 
 
 class SessionStore:
@@ -828,17 +1229,20 @@ class SessionStore:
         self.root = Path(root)
         self.encoded = {}   # session id -> (items encoded, last item, their JSON): encode each once
 
-    def path(self, session_id):
-        """The file that holds a session."""
-        return self.root / f"{session_id}.json"
+    def path(self, session_id, suffix=".json"):
+        """The file that holds a session (or its lock, or its undo folder); the id must be a plain name."""
+        if not re.fullmatch(r"[\w.-]+", session_id) or session_id.startswith("."):
+            raise ValueError(f"{session_id!r} is not a session id (see the files in {self.root})")
+        return self.root / f"{session_id}{suffix}"
 
     def save(self, session):
         """Write a session to its file and return the path; a crash leaves the old file whole."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        own_folder(self.root)
         path = self.path(session["id"])
         rest = json.dumps({key: value for key, value in session.items() if key != "history"})
         # json.dumps writes ASCII, so any string survives; rest[1:] is `"id": ..., }`
-        write_atomic(path, b'{"history": [', self.history_json(session), b"], ", rest[1:].encode())
+        write_atomic(path, b'{"history": [', self.history_json(session), b"], ", rest[1:].encode(),
+                     mode=0o600)   # sessions hold file contents: for the user's eyes only
         return path
 
     def history_json(self, session):
@@ -854,24 +1258,58 @@ class SessionStore:
 
     def load(self, session_id):
         """Read a session back; raise ValueError with one clear reason if it cannot be."""
-        if not re.fullmatch(r"[\w.-]+", session_id) or session_id.startswith("."):
-            raise ValueError(f"{session_id!r} is not a session id (see the files in {self.root})")
         path = self.path(session_id)
+        if not os.path.lexists(path):
+            raise ValueError(f"there is no session file {path}")
         try:
-            session = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"there is no session file {path}") from None
+            with open_regular(path) as file:
+                session = json.loads(file.read().decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"the session file {path} cannot be read ({exc})") from None
         problem = session_problem(session)
+        if not problem and session["id"] != session_id:
+            problem = f"it holds the session {session['id']!r}, not {session_id!r}"
         if problem:
             raise ValueError(f"the session file {path} is damaged: {problem}")
         return session
 
     def newest_first(self):
         """The ids of all saved sessions, the most recently saved first."""
-        files = sorted(self.root.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        files = [path for path in self.root.glob("*.json") if stat.S_ISREG(path.lstat().st_mode)]
+        files.sort(key=lambda path: path.lstat().st_mtime, reverse=True)
         return [file.stem for file in files]
+
+    def lock(self, session_id):
+        """Hold a session for this process, or raise SessionBusy; a lock left by a dead process is taken over."""
+        path = self.path(session_id, ".lock")
+        own_folder(self.root)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY, 0o600)
+            except FileExistsError:
+                holder = self.holder(session_id)
+                if holder:
+                    raise SessionBusy(f"the session {session_id} is open in another agent (process {holder})") from None
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as file:
+                file.write(f"{os.getpid()}\n")
+            return
+        raise SessionBusy(f"the session {session_id} is being opened by another agent right now")
+
+    def holder(self, session_id):
+        """The id of the live process that holds a session, or None."""
+        try:
+            with open_regular(self.path(session_id, ".lock")) as file:
+                pid = int(file.read(32))
+        except (OSError, ValueError):
+            return None
+        return pid if pid == os.getpid() or process_alive(pid) else None
+
+    def unlock(self, session_id):
+        """Let go of a session this process holds."""
+        if self.holder(session_id) == os.getpid():
+            self.path(session_id, ".lock").unlink(missing_ok=True)
 
     def latest(self):
         """The id of the most recently saved session, or None."""
@@ -883,15 +1321,17 @@ class SessionStore:
 
     def keep_copy(self, session_id, data):
         """Save the bytes a file held before the agent changed it; returns the copy's name."""
-        folder = self.root / f"{session_id}.undo"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = own_folder(self.path(session_id, ".undo"))
         name = f"{secrets.token_hex(8)}.bak"
-        write_atomic(folder / name, data)
+        write_atomic(folder / name, data, mode=0o600)
         return name
 
     def copy(self, session_id, name):
-        """The bytes of a copy kept by keep_copy."""
-        return (self.root / f"{session_id}.undo" / name).read_bytes()
+        """The bytes of a copy kept by keep_copy (a name it did not make is refused)."""
+        if not re.fullmatch(UNDO_COPY_NAME, name):
+            raise OSError(f"{name!r} is not the name of an undo copy")
+        with open_regular(self.path(session_id, ".undo") / name) as file:
+            return file.read()
 
 
 def new_session(workspace_root):
@@ -983,39 +1423,66 @@ class SessionMemory:
             raise
 
     def work_on(self, user_message):
-        """The loop: ask the model, run the tool it picks, record, until a final answer."""
-        steps = attempts = 0
+        """The loop: ask the model, run the tool it picks, record, until a final answer or a limit."""
+        steps = attempts = thought_out = 0
         max_attempts = max(3 * self.max_steps, self.max_steps + 4)
-        while steps < self.max_steps and attempts < max_attempts:
+        self.stopped_by_limit = False
+        while steps < self.max_steps and attempts < max_attempts and thought_out < 2:
             attempts += 1
-            prompt = self.prompt(user_message)
-            self.display.model_started(self.depth)
-            try:
-                raw = self.model_client.complete(prompt, self.max_new_tokens)
-            finally:
-                self.display.model_finished()
-            self.display.step_figures(self.record_stats(prompt))
-            kind, payload = self.parse(raw)
+            kind, payload = self.next_reply(user_message)
+            thought_out = thought_out + 1 if kind == "thinking" else 0
             if kind == "tool":
                 steps += 1
-                self.display.tool_started(payload["name"], payload["args"])
-                result = self.run_tool(payload["name"], payload["args"])
-                self.display.tool_finished(payload["name"], result)
-                self.note_tool(payload["name"], payload["args"], result)
-                self.record({"role": "tool", **payload, "content": result})
-            elif kind == "retry":
-                self.display.notice("The model's reply did not follow the format; asking again.")
+                self.run_call(payload)
+            elif kind in ("retry", "thinking"):
+                problem = payload.removeprefix("Runtime notice: ").split(f". {RETRY_ADVICE}")[0]
+                self.display.notice(f"The model's reply was not usable ({problem}); asking again.")
                 self.record({"role": "assistant", "content": payload})
             else:
                 self.add_note(f"answer: {one_line(payload)}")
                 self.record({"role": "assistant", "content": payload})
                 return payload
-        if steps >= self.max_steps:
+        self.stopped_by_limit = True
+        if thought_out == 2:
+            answer = (f"Stopped: twice in a row the model spent all {self.max_new_tokens} tokens thinking, "
+                      "without an answer; raise --max-new-tokens.")
+        elif steps >= self.max_steps:
             answer = f"Stopped after {steps} tool steps: the step limit (--max-steps) was reached."
         else:
             answer = f"Stopped after {attempts} attempts: too many malformed model responses."
         self.record({"role": "assistant", "content": answer})
         return answer
+
+    def next_reply(self, user_message):
+        """One model call: ("tool" | "final" | "retry" | "thinking", payload); a reply cut short is never run."""
+        prompt = self.prompt(user_message)
+        self.display.model_started(self.depth)
+        try:
+            raw = self.model_client.complete(prompt, self.max_new_tokens)
+        finally:
+            self.display.model_finished()
+        figures = self.record_stats(prompt)
+        self.display.step_figures(figures)
+        if figures.get("done_reason") != "length":
+            return self.parse(raw)
+        limit = f"the token limit (--max-new-tokens {self.max_new_tokens})"
+        if not without_thinking(raw).strip():
+            return "thinking", retry_notice(f"{limit} ran out while the model was still thinking; think less")
+        return "retry", retry_notice(
+            f"your reply was cut off at {limit} before it ended, so nothing in it was run; write a large "
+            "file in parts (write_file with the first part, then patch_file to add the rest), or answer "
+            "more briefly")
+
+    def run_call(self, call):
+        """Run a tool call, show it, and record it with its result (saying how a dialect was read)."""
+        note = call.pop("note", None)
+        self.display.tool_started(call["name"], call["args"])
+        result = self.run_tool(call["name"], call["args"])
+        if note:
+            result = f"(ran {call['name']}; {note})\n{result}"
+        self.display.tool_finished(call["name"], result)
+        self.note_tool(call["name"], call["args"], result)
+        self.record({"role": "tool", **call, "content": result})
 
     def reset(self):
         """Forget the transcript and memory of this session (the undo list stays)."""
@@ -1038,8 +1505,11 @@ class SessionMemory:
         if not self.session["undo"]:
             return "Nothing to undo."
         change = self.session["undo"][-1]
-        path = self.path(change["path"])
         what = f"the {change['tool']} of {change['path']}"
+        try:
+            path = self.writable(change["path"])   # the session file may have been planted: check it as a tool would
+        except ValueError as exc:
+            return f"Cannot undo {what}: {exc}."
         if not path.is_file() or sha256(path.read_bytes()) != change["sha256"]:
             return f"Cannot undo {what}: the file changed on disk after the agent wrote it."
         if change["copy"] is None:
@@ -1130,33 +1600,86 @@ def model_key(name):
     return name if ":" in name else f"{name}:latest"
 
 
+def think_setting(show):
+    """The `think` value for a model, from /api/show: False (off) where it takes that, else its lowest
+    level (gpt-oss takes only "low"/"medium"/"high"), or None (say nothing) if it cannot think at all."""
+    thinking = show.get("thinking")
+    values = thinking.get("values") if isinstance(thinking, dict) else None
+    if isinstance(values, list) and values and False not in values:
+        levels = [level for level in ("low", "medium", "high") if level in values]
+        return levels[0] if levels else values[0]
+    capabilities = show.get("capabilities")
+    if isinstance(capabilities, list) and "thinking" not in capabilities:
+        return None
+    return False
+
+
+def is_loopback(host):
+    """True for this machine's own addresses: localhost, 127.x.x.x, ::1 (with or without a port)."""
+    name = urllib.parse.urlsplit(f"//{host}").hostname or ""
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost" or name.endswith(".localhost")
+
+
+class LoopbackDirect(urllib.request.ProxyHandler):
+    """Proxy settings apply, except to this machine (as in Ollama's own client): a local prompt stays local."""
+
+    def proxy_open(self, req, proxy, type):
+        return None if is_loopback(req.host) else super().proxy_open(req, proxy, type)
+
+
+class SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect to another host is refused, so no other server's reply passes for the model's."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            return None   # urllib then raises the redirect as an HTTPError
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class OllamaModelClient:
     """A model served by Ollama, asked through its HTTP API."""
 
     def __init__(self, model, host, temperature, top_p, timeout, num_ctx=DEFAULT_NUM_CTX):
+        # urlopen() goes through this opener from now on, in this whole program
+        urllib.request.install_opener(urllib.request.build_opener(LoopbackDirect(), SameHostRedirects()))
         self.model, self.host = model, host.rstrip("/")
         self.temperature, self.top_p, self.timeout = temperature, top_p, timeout
         self.num_ctx = num_ctx   # sent with every request: a change would reload the model
+        self.think = False       # thinking off; a model that cannot turn it off gets its lowest level
         self.on_text = None      # set to a function to stream replies to it as they arrive
+        self.on_thinking = None  # ... and one for the thinking a thinking model streams first
         self.last_stats = {}     # Ollama's counters for the last reply
 
     def complete(self, prompt, max_new_tokens):
-        """Send one prompt and return the model's whole reply."""
+        """Send one prompt and return the model's whole reply (its thinking, if any, is not part of it)."""
         payload = {
-            "model": self.model, "prompt": prompt, "stream": self.on_text is not None,
-            "raw": False, "think": False,
+            "model": self.model, "prompt": prompt, "stream": self.on_text is not None, "raw": False,
+            **({} if self.think is None else {"think": self.think}),
             "options": {"num_predict": max_new_tokens, "temperature": self.temperature,
                         "top_p": self.top_p, "num_ctx": self.num_ctx},
         }
-        reply = self.call("/api/generate", payload, self.read_stream if self.on_text else read_json)
+        try:
+            reply = self.call("/api/generate", payload, self.read_stream if self.on_text else read_json)
+        except RuntimeError as exc:
+            if self.think is False and "does not support thinking" in str(exc):
+                self.think = None   # one Ollama release refused think=false for models that cannot think
+                return self.complete(prompt, max_new_tokens)
+            raise
         if not isinstance(reply.get("response"), str):
             raise RuntimeError("Ollama's reply holds no text (no 'response' field).")
         self.last_stats = {key: reply[key] for key in COUNTERS if isinstance(reply.get(key), (int, float))}
+        if isinstance(reply.get("done_reason"), str):
+            self.last_stats["done_reason"] = reply["done_reason"]   # "length": cut off at num_predict
+        if isinstance(reply.get("thinking"), str) and reply["thinking"]:
+            self.last_stats["thinking_chars"] = len(reply["thinking"])   # eval_count includes it
         return reply["response"]
 
     def read_stream(self, response):
         """Read a streamed reply, one JSON object per line, passing each piece of text on."""
-        pieces = []
+        pieces, thinking = [], []
         for line in response:
             if not line.strip():
                 continue
@@ -1164,12 +1687,15 @@ class OllamaModelClient:
                 chunk = checked_reply(json.loads(line))
             except ValueError:
                 raise RuntimeError("Ollama sent a streamed line that is not JSON.") from None
-            text = chunk.get("response")
-            if isinstance(text, str) and text:
-                pieces.append(text)
-                self.on_text(text)
+            for field_name, parts, show in (("thinking", thinking, self.on_thinking),
+                                             ("response", pieces, self.on_text)):
+                text = chunk.get(field_name)
+                if isinstance(text, str) and text:
+                    parts.append(text)
+                    if show:
+                        show(text)
             if chunk.get("done"):
-                return {**chunk, "response": "".join(pieces)}
+                return {**chunk, "response": "".join(pieces), "thinking": "".join(thinking)}
         raise RuntimeError(f"The connection to Ollama at {self.host} closed before the reply was complete.")
 
     def call(self, path, payload=None, read=read_json, timeout=None):
@@ -1208,6 +1734,9 @@ class OllamaModelClient:
             text = json.loads(body).get("error", body)
         except (ValueError, AttributeError):
             text = body
+        if 300 <= exc.code < 400:
+            return (f"Ollama at {self.host} answered with a redirect to {exc.headers.get('Location')}, which "
+                    "is not followed to another host; give --host the server's own address.")
         if exc.code == 404 and "not found" in str(text):
             return f"Ollama has no model {self.model!r}; pull it with `ollama pull {self.model}`."
         return f"Ollama request failed with HTTP {exc.code}: {clip(str(text), 300)}"
@@ -1226,12 +1755,14 @@ class OllamaModelClient:
         return [model["name"] for model in models
                 if isinstance(model, dict) and isinstance(model.get("name"), str)]
 
-    def context_length(self):
-        """The model's own context length, from /api/show, or None if the server does not say."""
+    def read_model_info(self):
+        """Ask /api/show about the model: set `think` to a value it takes; return its context length or None."""
         try:
-            info = self.call("/api/show", {"model": self.model}, timeout=STARTUP_TIMEOUT).get("model_info")
+            show = self.call("/api/show", {"model": self.model}, timeout=STARTUP_TIMEOUT)
         except RuntimeError:
             return None
+        self.think = think_setting(show)
+        info = show.get("model_info")
         lengths = [value for key, value in (info if isinstance(info, dict) else {}).items()
                    if key.endswith(".context_length") and isinstance(value, int)]
         return lengths[0] if lengths else None
@@ -1245,7 +1776,7 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
     """A coding agent: prompt the model, run the tool it picks, record, repeat."""
 
     def __init__(self, model_client, workspace, session_store, session=None, approval_policy="ask",
-                 max_steps=6, max_new_tokens=512, depth=0, max_depth=1, read_only=False,
+                 max_steps=6, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, depth=0, max_depth=1, read_only=False,
                  num_ctx=DEFAULT_NUM_CTX, display=None):
         self.model_client = model_client
         self.workspace = workspace
@@ -1266,6 +1797,7 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
         self.tools = self.build_tools()
         self.prefix = self.build_prefix()
         self.last_prompt = ""   # the previous request's prompt, to measure cache reuse
+        self.stopped_by_limit = False   # did the last request end at a limit rather than with an answer?
         self.rebuild_transcript()
 
     @property
@@ -1298,6 +1830,7 @@ STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "
 PREVIEW_LINES = 4        # lines of a tool's result shown on screen
 PREVIEW_WIDTH = 200      # ... each cut to this many chars
 DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
+EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 130   # one-shot exit codes (see --help)
 
 
 def say(message):
@@ -1348,7 +1881,7 @@ def stats_cell(row, key, width, scale=1):
 
 def stats_row(label, row):
     """One line of the /stats table."""
-    reused = row["reused_chars"] / max(row["prompt_chars"], 1)
+    reused = row.get("reused_chars", 0) / max(row.get("prompt_chars", 0), 1)
     return " ".join([
         f"{label:>5}", stats_cell(row, "prompt_chars", 12), f"{reused:>6.0%}",
         stats_cell(row, "prompt_eval_count", 13), stats_cell(row, "prompt_eval_cached_count", 10),
@@ -1360,7 +1893,7 @@ def stats_table(stats):
     """The /stats report: one row per model call of the session, then the totals."""
     if not stats:
         return "No model calls yet in this session."
-    keys = {key for row in stats for key in row}
+    keys = {key for row in stats for key, value in row.items() if isinstance(value, (int, float))}
     totals = {key: sum(row.get(key, 0) for row in stats) for key in keys}
     header = " call prompt chars reused prompt tokens cached tok eval s new tokens gen s"
     return "\n".join([header, *[stats_row(str(n), row) for n, row in enumerate(stats, 1)],
@@ -1378,13 +1911,16 @@ class TerminalDisplay(Display):
         self.verbose = verbose
         self.live = sys.stderr.isatty()   # a person is watching: show the timer and stream
         self.ticker, self.stop_ticking = None, threading.Event()
-        self.depth = 0
-        self.reply = ""           # the reply streamed so far
-        self.shown = 0            # how much of it is on screen
-        self.answer_from = None   # where the <final> text starts, when streamed to stdout as the answer
+        self.new_reply(0)
+
+    def new_reply(self, depth):
+        """Forget the last reply: nothing of the next one is shown yet."""
+        self.depth, self.reply, self.shown = depth, "", 0   # the reply so far, and how much was handled
+        self.mode = "prose"                     # then "answer" after <final>, "call" after a call's tag
+        self.printed = self.thinking = False    # prose shown on screen; thinking being shown
 
     def model_started(self, depth):
-        self.depth, self.reply, self.shown, self.answer_from = depth, "", 0, None
+        self.new_reply(depth)
         if self.live:
             self.stop_ticking = threading.Event()
             self.ticker = threading.Thread(target=self.tick, args=(self.stop_ticking,), daemon=True)
@@ -1405,40 +1941,68 @@ class TerminalDisplay(Display):
             self.ticker = None
             sys.stderr.write("\r" + " " * 40 + "\r")
 
+    def model_thinking(self, text):
+        """A piece of a thinking model's thinking: shown dimmed, never taken as the answer."""
+        self.stop_ticker()
+        self.thinking = True
+        sys.stderr.write(paint(text, "dim", sys.stderr))
+        sys.stderr.flush()
+
     def model_text(self, text):
         self.stop_ticker()
+        if self.thinking:
+            sys.stderr.write("\n")
+            self.thinking = False
         self.reply += text
-        start = self.reply.lstrip()
-        if "<final>".startswith(start):   # too early to tell an answer from a tool call
-            return
-        if self.shown == 0 and start.startswith("<final>") and self.depth == 0 and sys.stdout.isatty():
-            self.answer_from = self.shown = len(self.reply) - len(start) + len("<final>")
-        if self.answer_from is None:
-            sys.stderr.write(paint(self.reply[self.shown:], "dim", sys.stderr))
-            self.shown = len(self.reply)
-        else:
+        if self.mode == "prose":
+            self.show_prose(done=False)
+        if self.mode == "answer":
             self.show_answer_part(done=False)
+        if self.mode == "call":
+            sys.stderr.write(f"\r  writing a tool call... {len(self.reply) - self.shown:,} chars ")
         sys.stderr.flush()
+
+    def show_prose(self, done):
+        """Stream the reply dimmed, until it turns out to hold an answer or a tool call."""
+        rest = self.reply[self.shown:]
+        call, final = CALL_OPENING.search(rest), rest.find("<final>")
+        if final != -1 and (call is None or final < call.start()) and self.depth == 0 and sys.stdout.isatty():
+            self.mode, end, skip = "answer", final, len("<final>")
+        elif call:
+            self.mode, end, skip = "call", call.start(), 0
+        else:   # hold back what may be the start of a tag
+            partial = rest.rfind("<")
+            end, skip = (partial if not done and partial != -1 and ">" not in rest[partial:] else len(rest)), 0
+        if self.depth == 0 and rest[:end].strip():
+            sys.stderr.write(paint(rest[:end], "dim", sys.stderr))
+            self.printed = True
+        self.shown += end + skip
 
     def show_answer_part(self, done):
         """Print the streamed answer so far, up to `</final>` (what follows that is not shown)."""
-        answer = self.reply[self.answer_from:]
+        answer = self.reply[self.shown:]
         end = answer.find("</final>")
         if end == -1:
             partial = answer.rfind("<")   # hold back what may be the start of </final>
             holding = not done and partial != -1 and "</final>".startswith(answer[partial:])
             end = partial if holding else len(answer)
-        end += self.answer_from
-        sys.stdout.write(paint(self.reply[self.shown:end], "bold", sys.stdout))
+        sys.stdout.write(paint(answer[:end], "bold", sys.stdout))
         sys.stdout.flush()
-        self.shown = max(self.shown, end)
+        self.shown += end
+        if answer.find("</final>") != -1:
+            self.mode = "answered"   # nothing after </final> is shown
 
     def model_finished(self):
         self.stop_ticker()
-        if self.answer_from is not None:
+        if self.mode == "prose":
+            self.show_prose(done=True)
+        if self.mode == "answer":
             self.show_answer_part(done=True)
+        if self.mode in ("answer", "answered"):
             print()
-        elif self.shown:
+        elif self.mode == "call":
+            sys.stderr.write("\r" + " " * 50 + "\r")   # the tool's one-line summary takes its place
+        elif self.printed or self.thinking:
             sys.stderr.write("\n")
 
     def tool_started(self, name, args):
@@ -1468,8 +2032,10 @@ class TerminalDisplay(Display):
         sys.stderr.flush()
 
     def answer(self, text):
-        """Print a final answer on stdout, unless it was streamed there already."""
-        if self.answer_from is None:
+        """Print a final answer on stdout, unless it already streamed onto the terminal stdout is on."""
+        streamed_here = self.printed and sys.stdout.isatty() and sys.stderr.isatty() and \
+            os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
+        if self.mode not in ("answer", "answered") and not streamed_here:
             print(paint(text, "bold", sys.stdout))
 
 
@@ -1481,9 +2047,16 @@ def shorten(text, width):
     return text[:head] + "..." + text[len(text) - (width - 3 - head):]
 
 
+MASCOT = (" .-------. ",
+          " | O   O | ",
+          " |   v   | ",
+          " '-------' ")
+
+
 def build_welcome(agent, model, host):
-    """A box that says what the agent will work on and with which model."""
-    width = min(max(shutil.get_terminal_size((80, 24)).columns, 68), 84)
+    """A box that says what the agent will work on and with which model; it fits the terminal."""
+    columns = shutil.get_terminal_size((80, 24)).columns
+    width = min(max(columns, 68), 84) if columns >= 68 else max(columns - 1, 24)
     inner = width - 4
     rows = [
         ("workspace", str(agent.root)),
@@ -1492,11 +2065,15 @@ def build_welcome(agent, model, host):
         ("approval", agent.approval_policy),
         ("session", agent.session["id"]),
     ]
-    lines = ["MINI CODING AGENT".center(inner), ""]
-    lines += [f"{label:<10} {shorten(value, inner - 11)}" for label, value in rows]
-    lines += ["", "Type a request, or /help for commands.".ljust(inner)]
+    title = ["MINI CODING AGENT", "a coding agent on your own machine"]
+    if inner >= 50:
+        lines = [face + "  " + text for face, text in zip(MASCOT, ["", *title, ""], strict=True)]
+    else:
+        lines = title
+    lines += [""] + [f"{label:<10} {shorten(value, inner - 11)}" for label, value in rows]
+    lines += ["", shorten("Type a request, or /help for commands.", inner)]
     border = "+" + "-" * (width - 2) + "+"
-    return "\n".join([border, *[f"| {line:<{inner}} |" for line in lines], border])
+    return "\n".join([border, *[f"| {line[:inner]:<{inner}} |" for line in lines], border])
 
 
 def positive_int(text):
@@ -1538,8 +2115,8 @@ def build_arg_parser():
                         help="risky tools (shell, writes): ask, allow all, or deny all (default: ask)")
     parser.add_argument("--max-steps", type=positive_int, default=6,
                         help="tool calls allowed per request (default: 6)")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=512,
-                        help="longest model reply, in tokens (default: 512)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS,
+                        help=f"longest model reply, in tokens (default: {DEFAULT_MAX_NEW_TOKENS})")
     parser.add_argument("--temperature", type=float, default=0.2, help="sampling temperature (default: 0.2)")
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold (default: 0.9)")
     parser.add_argument("--num-ctx", type=positive_int, default=DEFAULT_NUM_CTX,
@@ -1557,13 +2134,23 @@ def resume_hint(agent):
     return f"The session is saved; go on with: mini-coding-agent --resume {agent.session['id']}"
 
 
+def held_session(store, session_id):
+    """Lock a saved session for this process and load it; raise ValueError (SessionBusy if held)."""
+    store.lock(session_id)
+    try:
+        return store.load(session_id)
+    except ValueError:
+        store.unlock(session_id)
+        raise
+
+
 def resumed_session(store, wanted):
-    """The saved session to go on with: the one named, or for `latest` the newest that loads."""
+    """The saved session to go on with: the one named, or for `latest` the newest that loads and is free."""
     if wanted != "latest":
-        return store.load(wanted)
+        return held_session(store, wanted)
     for session_id in store.newest_first():
         try:
-            return store.load(session_id)
+            return held_session(store, session_id)
         except ValueError as exc:
             say(f"warning: skipping a session: {exc}")
     say("No saved session to resume; starting a new one.")
@@ -1583,13 +2170,13 @@ def check_server(client):
     try:
         models = client.installed_models()
     except OllamaUnreachable as exc:
-        raise CannotStart(str(exc), 1) from None
+        raise CannotStart(str(exc), EXIT_ERROR) from None
     if models is None:
         say(f"warning: {client.host} answers, but not with Ollama's model list; going on anyway.")
     elif model_key(client.model) not in {model_key(name) for name in models}:
         raise CannotStart(f"The model {client.model} is not pulled (installed: {', '.join(models) or 'none'}). "
-                          f"Pull it with: ollama pull {client.model}", 1)
-    context_length = client.context_length()
+                          f"Pull it with: ollama pull {client.model}", EXIT_ERROR)
+    context_length = client.read_model_info()
     if context_length and client.num_ctx > context_length:
         say(f"warning: --num-ctx {client.num_ctx} is more than {client.model} was trained for "
             f"({context_length}); use --num-ctx {context_length} or less.")
@@ -1599,41 +2186,61 @@ def start_agent(args):
     """Everything before the first request: the repository, the session, the model and the checks."""
     cwd = Path(args.cwd).expanduser()
     if not cwd.is_dir():
-        raise CannotStart(f"--cwd {args.cwd} is not a folder; give the repository to work in.", 2)
+        raise CannotStart(f"--cwd {args.cwd} is not a folder; give the repository to work in.", EXIT_USAGE)
     workspace = WorkspaceContext.build(cwd)
-    store = SessionStore(Path(workspace.repo_root) / ".mini-coding-agent" / "sessions")
+    state = Path(workspace.repo_root) / STATE_DIR
+    planted = symlink_in(state)
+    if planted:
+        raise CannotStart(f"{planted} is a symlink, and the agent never follows links in its own folder "
+                          f"{STATE_DIR}; remove the link (it came with the repository) and start again.", EXIT_USAGE)
+    store = SessionStore(state / "sessions")
     try:
         session = resumed_session(store, args.resume) if args.resume else None
+    except SessionBusy as exc:
+        raise CannotStart(f"{exc}; leave it there first, or start a new session without --resume.",
+                          EXIT_USAGE) from None
     except ValueError as exc:
-        raise CannotStart(f"{exc}; start without --resume, or use --resume latest.", 2) from None
+        raise CannotStart(f"{exc}; start without --resume, or use --resume latest.", EXIT_USAGE) from None
     display = TerminalDisplay(verbose=args.verbose)
     client = OllamaModelClient(args.model, args.host, args.temperature, args.top_p, args.ollama_timeout,
                                num_ctx=args.num_ctx)
     if display.live and not args.no_stream:
-        client.on_text = display.model_text
+        client.on_text, client.on_thinking = display.model_text, display.model_thinking
     no_one_to_ask = args.approval == "ask" and not sys.stdin.isatty()
     agent = MiniAgent(client, workspace, store, session=session,
                       approval_policy="never" if no_one_to_ask else args.approval,
                       max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
                       num_ctx=args.num_ctx, display=display)
-    room = agent.prompt_budget - len(agent.prefix)
-    if room < MIN_TRANSCRIPT_CHARS:
-        needed = args.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
-        raise CannotStart(f"--num-ctx {args.num_ctx} leaves no room for the transcript; use {needed} or more.", 2)
-    check_server(client)
+    if session is None:
+        store.lock(agent.session["id"])
+    try:
+        room = agent.prompt_budget - len(agent.prefix)
+        if room < MIN_TRANSCRIPT_CHARS:
+            needed = args.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
+            raise CannotStart(f"--num-ctx {args.num_ctx} leaves no room for the transcript; use {needed} or more.",
+                              EXIT_USAGE)
+        check_server(client)
+    except BaseException:
+        store.unlock(agent.session["id"])
+        raise
     return agent, display
 
 
 def run_request(agent, display, request):
-    """Answer one request; returns False if it failed. Ctrl-C goes up to the caller."""
+    """Answer one request; returns the exit code one-shot mode ends with. Ctrl-C goes up to the caller."""
     try:
-        display.answer(agent.ask(request))
-        return True
+        answer = agent.ask(request)
     except RuntimeError as exc:
         say(f"error: {exc}")
+        return EXIT_ERROR
     except Exception as exc:   # a bug of ours: one line, not a traceback; the session is saved
         say(f"error: unexpected {type(exc).__name__}: {exc}")
-    return False
+        return EXIT_ERROR
+    if agent.stopped_by_limit:   # not an answer: scripts must not take it for one
+        say(paint(answer, "yellow", sys.stderr))
+        return EXIT_LIMIT
+    display.answer(answer)
+    return 0
 
 
 def read_request():
@@ -1663,7 +2270,7 @@ def enable_line_editing(history_file):
 
 def run_repl(agent, display):
     """Read requests and slash commands until /exit, end of input or Ctrl-C at the prompt."""
-    history_file = agent.root / ".mini-coding-agent" / "repl-history"
+    history_file = agent.root / STATE_DIR / "repl-history"
     readline = enable_line_editing(history_file) if sys.stdin.isatty() else None
     try:
         while True:
@@ -1678,7 +2285,7 @@ def run_repl(agent, display):
             run_line(agent, display, line)
     finally:
         if readline:
-            history_file.parent.mkdir(parents=True, exist_ok=True)
+            own_folder(history_file.parent)
             readline.write_history_file(history_file)
 
 
@@ -1723,10 +2330,12 @@ def main(argv=None):
     try:
         if not args.prompt:
             return run_repl(agent, display)
-        return 0 if run_request(agent, display, " ".join(args.prompt)) else 1
+        return run_request(agent, display, " ".join(args.prompt))
     except KeyboardInterrupt:
         say(f"\nInterrupted. {resume_hint(agent)}")
-        return 130
+        return EXIT_INTERRUPTED
+    finally:
+        agent.session_store.unlock(agent.session["id"])
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ class OllamaHandler(BaseHTTPRequestHandler):
                 self.send_json(404, {"error": f"model '{payload.get('model')}' not found"})
             else:
                 self.send_json(200, {"model_info": {"qwen3.context_length": server.context_length},
-                                     "capabilities": ["completion"]})
+                                     **server.show_extra})
             return
         if self.path != "/api/generate":
             self.send_raw(404, b"404 page not found", "text/plain")
@@ -81,6 +81,9 @@ class OllamaHandler(BaseHTTPRequestHandler):
             self.send_json(404, {"error": f"model '{payload.get('model')}' not found"})
             return
         server.generate_requests.append(payload)
+        if server.refuses_think and "think" in payload:
+            self.send_json(400, {"error": f'"{payload["model"]}" does not support thinking'})
+            return
         reply = server.next_reply()
         if isinstance(reply, str):
             reply = {"text": reply}
@@ -109,7 +112,10 @@ class OllamaHandler(BaseHTTPRequestHandler):
 
     def answer(self, reply, payload):
         text = reply.get("text", "".join(reply.get("chunks", [])))
-        body = json.dumps(self.final_fields(reply, text)).encode()
+        fields = self.final_fields(reply, text)
+        if "thinking_chunks" in reply:   # only the whole reply carries the thinking; the stream sent it in pieces
+            fields["thinking"] = "".join(reply["thinking_chunks"])
+        body = json.dumps(fields).encode()
         if reply.get("drop"):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -128,6 +134,10 @@ class OllamaHandler(BaseHTTPRequestHandler):
         self.end_headers()
         pieces = reply.get("chunks") or [reply.get("text", "")]
         try:
+            for thought in reply.get("thinking_chunks", []):
+                self.chunk({"model": MODEL, "created_at": "2026-11-24T00:00:00Z", "response": "",
+                            "thinking": thought, "done": False})
+                time.sleep(reply.get("chunk_delay", 0))
             for piece in pieces:
                 self.chunk({"model": MODEL, "created_at": "2026-11-24T00:00:00Z", "response": piece,
                             "done": False})
@@ -154,8 +164,8 @@ class OllamaFixture:
     """A scripted Ollama on 127.0.0.1: give it replies, read back what it was sent.
 
     A reply is a string (the model's text) or a dict with any of: text, chunks,
-    chunk_delay, delay, status + error / raw_body, raw_body, drop, stream_error,
-    done_reason, counters.
+    thinking_chunks, chunk_delay, delay, status + error / raw_body, raw_body, drop,
+    stream_error, done_reason, counters.
     """
 
     def __init__(self):
@@ -164,6 +174,8 @@ class OllamaFixture:
         self.generate_requests = []
         self.models = [MODEL]
         self.context_length = 32768
+        self.show_extra = {}          # more of /api/show's reply, e.g. capabilities, thinking
+        self.refuses_think = False    # answer 400 to any `think`, as one Ollama release did
         self.tags_body = None
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), OllamaHandler)

@@ -292,3 +292,170 @@ def test_answers_print_on_a_terminal_that_cannot_encode_them(ollama, repo):
     done = agent_cli(ollama, repo, "hi", env={"PYTHONIOENCODING": "ascii"})
     assert done.returncode == 0 and "Traceback" not in done.stderr
     assert done.stdout.startswith("caf? ?")
+
+
+# --- a hostile repository: the agent's own folder, git, proxies, other processes ------
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="symlinks and signals need POSIX here")
+
+
+@posix_only
+@pytest.mark.parametrize("planted", [".mini-coding-agent", ".mini-coding-agent/sessions",
+                                     ".mini-coding-agent/repl-history", ".mini-coding-agent/sessions/x.undo"])
+def test_a_symlink_in_the_agents_own_folder_stops_it_at_start(ollama, repo, tmp_path, planted):
+    target = tmp_path / "target"
+    target.mkdir() if not planted.endswith("history") else target.write_text("line\n" * 1500)
+    (repo / planted).parent.mkdir(parents=True, exist_ok=True)
+    (repo / planted).symlink_to(target)
+    done = agent_cli(ollama, repo, "--approval", "auto", "hi")
+    assert done.returncode == 2 and ollama.prompts == []
+    assert done.stderr.count("\n") == 1 and f"{repo / planted} is a symlink" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (target.is_dir() and not list(target.iterdir())) or target.read_text() == "line\n" * 1500
+
+
+@posix_only
+def test_the_repository_git_config_runs_nothing_even_with_approval_never(ollama, tmp_path):
+    from test_workspace import git, plant_hostile_git_config
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "dev@example.com")
+    git(repo, "config", "user.name", "Dev")
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    plant_hostile_git_config(repo, tmp_path / "pwned")
+    ollama.script("<final>fine</final>")
+    done = agent_cli(ollama, repo, "--approval", "never", "hi")
+    assert done.returncode == 0 and not list(tmp_path.glob("pwned*"))
+
+
+def test_a_session_leaves_git_status_clean(ollama, tmp_path):
+    from test_workspace import git
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "dev@example.com")
+    git(repo, "config", "user.name", "Dev")
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    ollama.script('<tool name="patch_file" path="a.txt"><old_text>a</old_text><new_text>b</new_text></tool>',
+                  '<tool name="patch_file" path="a.txt"><old_text>b</old_text><new_text>a</new_text></tool>',
+                  "<final>changed and changed back</final>")
+    done = agent_cli(ollama, repo, "--approval", "auto", "change a.txt and back")
+    assert done.returncode == 0 and list((repo / ".mini-coding-agent" / "sessions").glob("*.undo/*.bak"))
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
+                            capture_output=True, text=True)
+    assert status.stdout == ""
+
+
+class RecordingProxy:
+    """An HTTP proxy on 127.0.0.1 that records what reaches it and answers 502."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                seen.append(self.path)
+                self.send_error(502)
+
+            do_POST = do_GET
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        import threading
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_requests_to_this_machine_never_go_through_a_proxy(ollama, repo):
+    proxy = RecordingProxy()
+    ollama.script("<final>local</final>")
+    env = {name: proxy.url for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "all_proxy")}
+    env.update(no_proxy="", NO_PROXY="")
+    done = agent_cli(ollama, repo, "a secret prompt", env=env)
+    proxy.httpd.shutdown()
+    assert done.returncode == 0 and done.stdout == "local\n"
+    assert proxy.seen == [] and "a secret prompt" in ollama.prompts[0]
+
+
+@posix_only
+def test_two_processes_on_one_session_lose_nothing(ollama, repo):
+    ollama.script("<final>first answer</final>", "<final>second answer</final>")
+    holder = subprocess.Popen([sys.executable, str(MODULE), "--cwd", str(repo), "--host", ollama.url],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "NO_COLOR": "1"})
+    holder.stdin.write("first request\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().endswith("first answer\n")
+    [held] = sessions(repo)
+    busy = agent_cli(ollama, repo, "--resume", held.stem, "hi")
+    assert busy.returncode == 2 and "is open in another agent" in busy.stderr and busy.stderr.count("\n") == 1
+    other = agent_cli(ollama, repo, "--resume", "latest", "second request")
+    assert other.returncode == 0 and other.stdout == "second answer\n"
+    assert "skipping a session" in other.stderr and "open in another agent" in other.stderr
+    holder.stdin.close()
+    assert holder.wait(timeout=10) == 0
+    contents = sorted(json.dumps(mca.SessionStore(held.parent).load(path.stem)["history"]) for path in sessions(repo))
+    assert len(contents) == 2
+    assert "first answer" in contents[0] + contents[1] and "second answer" in contents[0] + contents[1]
+    assert not list(held.parent.glob("*.lock"))
+
+
+# --- the welcome box ----------------------------------------------------------------
+
+def test_the_welcome_box_keeps_its_shape_for_a_long_path(repo, monkeypatch):
+    from conftest import make_agent
+    deep = repo / ("a-rather-long-folder-name-" * 5)
+    deep.mkdir()
+    monkeypatch.delenv("COLUMNS", raising=False)
+    box = mca.build_welcome(make_agent(deep, []), MODEL, "http://127.0.0.1:11434").splitlines()
+    assert len({len(line) for line in box}) == 1 and 68 <= len(box[0]) <= 84
+    assert "MINI CODING AGENT" in "\n".join(box) and "MINI-CODING-AGENT" not in "\n".join(box)
+    assert any("O   O" in line for line in box)
+    [workspace] = [line for line in box if "workspace" in line]
+    assert "..." in workspace
+
+
+@pytest.mark.parametrize("columns", ["40", "67", "200"])
+def test_the_welcome_box_fits_the_terminal(repo, monkeypatch, columns):
+    from conftest import make_agent
+    monkeypatch.setenv("COLUMNS", columns)
+    box = mca.build_welcome(make_agent(repo, []), MODEL, "http://127.0.0.1:11434").splitlines()
+    assert len({len(line) for line in box}) == 1 and len(box[0]) <= min(int(columns), 84)
+
+
+# --- replies cut off at the token limit are never run -----------------------------------
+
+def test_a_write_cut_off_at_the_token_limit_leaves_no_file_and_tells_the_model_why(ollama, repo):
+    cut = '<tool name="write_file" path="big.py"><content>def one():\n    return 1\n\ndef two():\n    ret'
+    ollama.script({"text": cut, "done_reason": "length"}, "<final>I will write it in parts.</final>")
+    done = agent_cli(ollama, repo, "--approval", "auto", "--max-new-tokens", "40", "write big.py")
+    assert done.returncode == 0 and done.stdout == "I will write it in parts.\n"
+    assert not (repo / "big.py").exists()
+    assert "cut off at the token limit (--max-new-tokens 40)" in ollama.prompts[1]
+    assert "write a large file in parts" in ollama.prompts[1]
+    assert "cut off" in done.stderr
+
+
+def test_thinking_that_uses_up_the_token_limit_twice_stops_the_request(ollama, repo):
+    thinking_only = {"thinking_chunks": ["Let me think about this very carefully... " * 20], "text": "",
+                     "done_reason": "length"}
+    ollama.script(thinking_only, thinking_only, "<final>never asked</final>")
+    done = agent_cli(ollama, repo, "--max-new-tokens", "100", "hard question")
+    assert done.returncode == mca.EXIT_LIMIT and done.stdout == ""
+    assert "twice in a row the model spent all 100 tokens thinking" in done.stderr
+    assert "raise --max-new-tokens" in done.stderr and len(ollama.prompts) == 2
+    assert "still thinking" in ollama.prompts[1]
+
+
+def test_a_request_stopped_by_a_limit_exits_non_zero_with_the_reason_on_stderr(ollama, repo):
+    ollama.script(*['<tool>{"name": "list_files", "args": {}}</tool>'] * 2)
+    done = agent_cli(ollama, repo, "--max-steps", "2", "loop")
+    assert done.returncode == mca.EXIT_LIMIT and done.stdout == ""
+    assert "Stopped after 2 tool steps" in done.stderr

@@ -1,5 +1,6 @@
 """The model backends: OllamaModelClient against a real HTTP server on 127.0.0.1, and FakeModelClient."""
 
+import json
 import socket
 import time
 
@@ -160,11 +161,11 @@ def test_installed_models_of_an_unreachable_server_raises():
 
 def test_context_length_comes_from_api_show(ollama):
     ollama.context_length = 4096
-    assert client_for(ollama).context_length() == 4096
+    assert client_for(ollama).read_model_info() == 4096
     assert ollama.requests[-1]["path"] == "/api/show"
     assert ollama.requests[-1]["body"] == {"model": MODEL}
     ollama.context_length = None   # the server answers 404
-    assert client_for(ollama).context_length() is None
+    assert client_for(ollama).read_model_info() is None
 
 
 def test_model_names_match_like_ollama():
@@ -179,3 +180,69 @@ def test_fake_client_replays_its_script_and_keeps_the_prompts():
     assert client.prompts == ["p1", "p2"]
     with pytest.raises(RuntimeError, match="no scripted replies left"):
         client.complete("p3", 5)
+
+
+# --- thinking models ------------------------------------------------------------------
+
+@pytest.mark.parametrize("show, think", [
+    ({}, False),                                                       # an older Ollama says nothing
+    ({"capabilities": ["completion", "thinking"]}, False),
+    ({"capabilities": ["completion", "thinking"], "thinking": {"values": [True, False], "default": True}}, False),
+    ({"capabilities": ["completion", "thinking"], "thinking": {"values": ["low", "medium", "high"]}}, "low"),
+    ({"capabilities": ["completion", "tools"]}, None),                 # no thinking at all: say nothing
+])
+def test_think_follows_what_the_server_says_the_model_takes(ollama, show, think):
+    ollama.show_extra = show
+    ollama.script("<final>ok</final>")
+    client = client_for(ollama)
+    client.read_model_info()
+    client.complete("hi", 5)
+    body = ollama.generate_requests[-1]
+    assert client.think == think and body.get("think", "absent") == ("absent" if think is None else think)
+
+
+def test_a_server_that_refuses_think_false_is_asked_again_without_it(ollama):
+    ollama.refuses_think = True
+    ollama.script("<final>ok</final>")
+    client = client_for(ollama)
+    assert client.complete("hi", 5) == "<final>ok</final>"
+    assert [("think" in body) for body in ollama.generate_requests] == [True, False]
+    assert client.think is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_thinking_is_shown_as_it_streams_but_never_becomes_the_answer(ollama, stream):
+    ollama.script({"thinking_chunks": ["The user ", "wants a greeting."], "chunks": ["<final>hi</final>"],
+                   "counters": {"eval_count": 40}})
+    client, thoughts, texts = client_for(ollama), [], []
+    if stream:
+        client.on_text, client.on_thinking = texts.append, thoughts.append
+    assert client.complete("hi", 50) == "<final>hi</final>"
+    assert thoughts == (["The user ", "wants a greeting."] if stream else [])
+    assert client.last_stats["thinking_chars"] == len("The user wants a greeting.")
+    assert client.last_stats["eval_count"] == 40 and client.last_stats["done_reason"] == "stop"
+
+
+def test_the_client_calls_urlopen_so_a_patched_urlopen_still_works(monkeypatch):
+    """The reference's own tests replace urllib.request.urlopen; the client must still go through it."""
+    sent = {}
+
+    class Reply:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            return b'{"response": "<final>ok</final>", "done": true}'
+
+    def fake_urlopen(request, timeout):
+        sent.update(url=request.full_url, timeout=timeout, body=json.loads(request.data))
+        return Reply()
+
+    monkeypatch.setattr(mca.urllib.request, "urlopen", fake_urlopen)
+    client = mca.OllamaModelClient("qwen3.5:4b", "http://127.0.0.1:11434", 0.2, 0.9, 30)
+    assert client.complete("hello", 12) == "<final>ok</final>"
+    assert sent["url"] == "http://127.0.0.1:11434/api/generate" and sent["timeout"] == 30
+    assert sent["body"]["stream"] is False and sent["body"]["think"] is False and sent["body"]["raw"] is False

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -242,8 +243,8 @@ def test_sigkill_during_saves_never_leaves_a_broken_session(tmp_path):
         process.wait()
         session = mca.SessionStore(folder).load("victim")
         assert session["history"][-1]["content"].startswith("x" * 5000)
-    leftovers = [path.name for path in folder.iterdir() if path.name != "victim.json"]
-    assert all(name.startswith(".victim.json.") for name in leftovers)
+    leftovers = [path.name for path in folder.iterdir() if path.name not in ("victim.json", ".gitignore")]
+    assert all(name.startswith(".mca-") and name.endswith(".tmp") for name in leftovers)
 
 
 # --- undo ------------------------------------------------------------------------
@@ -293,3 +294,77 @@ def test_denied_or_failed_writes_leave_nothing_to_undo(repo):
                               "<new_text>y</new_text></tool>", "<final>done</final>"])
     agent.ask("edit")
     assert agent.undo() == "Nothing to undo."
+
+
+# --- a session file is untrusted input ------------------------------------------------
+
+def planted_session(repo, **changes):
+    """Save a session as a repository could ship it, with `changes` applied to the saved JSON."""
+    agent = make_agent(repo, ['<tool name="write_file" path="hello.txt"><content>new</content></tool>',
+                              "<final>ok</final>"])
+    agent.ask("change hello.txt")
+    session = saved(agent)
+    session.update(changes)
+    agent.session_path.write_text(json.dumps(session))
+    return agent
+
+
+def test_a_session_whose_id_is_not_its_file_name_is_refused(repo):
+    agent = planted_session(repo, id="../../../../outside")
+    with pytest.raises(ValueError, match="holds the session '../../../../outside'"):
+        agent.session_store.load(agent.session["id"])
+
+
+def test_undo_copies_must_be_names_the_agent_made(repo, tmp_path):
+    (tmp_path / "id_rsa").write_text("PRIVATE KEY")
+    agent = planted_session(repo)
+    session = saved(agent)
+    session["undo"][-1]["copy"] = "../../../../../id_rsa"
+    agent.session_path.write_text(json.dumps(session))
+    with pytest.raises(ValueError, match="an undo entry is malformed"):
+        agent.session_store.load(agent.session["id"])
+    with pytest.raises(OSError, match="not the name of an undo copy"):
+        agent.session_store.copy(agent.session["id"], "../../../../../id_rsa")
+
+
+def test_undo_obeys_the_protected_folders(repo):
+    (repo / ".git").mkdir()
+    config = repo / ".git" / "config"
+    config.write_text("[core]\n")
+    agent = planted_session(repo)
+    session = saved(agent)
+    session["undo"][-1].update(path=".git/config", sha256=mca.sha256(config.read_bytes()))
+    agent.session_path.write_text(json.dumps(session))
+    resumed = mca.MiniAgent.from_session(mca.FakeModelClient([]), make_workspace(repo), agent.session_store,
+                                         agent.session["id"])
+    assert resumed.undo() == "Cannot undo the write_file of .git/config: the agent does not write inside " \
+                             ".git or .mini-coding-agent."
+    assert config.read_text() == "[core]\n"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_session_files_and_undo_copies_are_for_the_user_only(repo):
+    agent = planted_session(repo)
+    copies = list(agent.session_store.path(agent.session["id"], ".undo").iterdir())
+    assert stat.S_IMODE(agent.session_path.stat().st_mode) == 0o600
+    assert [stat.S_IMODE(copy.stat().st_mode) for copy in copies if copy.suffix == ".bak"] == [0o600]
+
+
+def test_a_session_is_held_by_one_process_and_a_dead_holder_is_taken_over(tmp_path):
+    store = mca.SessionStore(tmp_path / "sessions")
+    store.lock("s1")
+    with pytest.raises(mca.SessionBusy, match=f"process {os.getpid()}"):
+        store.lock("s1")
+    store.unlock("s1")
+    store.lock("s1")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.path("s2", ".lock").write_text(dead.stdout)
+    store.lock("s2")   # its holder is gone: taken over
+    assert store.holder("s2") == os.getpid()
+
+
+def test_an_empty_reply_is_recorded_as_an_empty_response(repo):
+    agent = make_agent(repo, ["", "<final>ok</final>"])
+    assert agent.ask("hi") == "ok"
+    assert "empty response" in agent.session["history"][1]["content"]
+    assert agent.session["history"][1]["role"] == "assistant"

@@ -169,7 +169,7 @@ def test_leaving_before_any_request_saves_nothing(start, repo):
     terminal.type("\x04")
     terminal.expect("Nothing was done, so no session was saved.")
     assert terminal.finish() == 0
-    assert not (repo / ".mini-coding-agent" / "sessions").exists()
+    assert not list((repo / ".mini-coding-agent" / "sessions").glob("*.json"))
 
 
 def test_an_edit_shows_a_diff_and_always_stops_later_questions(ollama, start, repo):
@@ -308,3 +308,46 @@ def test_a_streamed_answer_stops_at_its_closing_tag(ollama, start):
     terminal.type("/exit\n")
     terminal.finish()
     assert "trailing junk" not in terminal.output and "</fi" not in terminal.output
+
+
+def test_an_untagged_answer_appears_exactly_once_on_the_terminal(ollama, start):
+    ollama.script({"chunks": ["The server ", "listens on ", "port 8731."], "chunk_delay": 0.05})
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("which port?\n")
+    terminal.expect(PROMPT)
+    assert terminal.output.count("listens on port 8731") == 1
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+
+
+def test_an_untagged_answer_still_reaches_a_stdout_that_is_not_the_terminal(ollama, repo):
+    ollama.script({"chunks": ["The server ", "listens on ", "port 8731."]})
+    terminal = Terminal(["--cwd", str(repo), "--host", ollama.url, "which port?"], repo, stdout=subprocess.PIPE)
+    assert terminal.finish() == 0
+    assert terminal.process.stdout.read() == b"The server listens on port 8731.\n"
+
+
+def test_thinking_streams_dimmed_and_is_not_the_answer(ollama, repo):
+    ollama.script({"thinking_chunks": ["Hmm, the user ", "greets me."], "chunks": ["<final>Hello!</final>"],
+                   "chunk_delay": 0.05})
+    terminal = Terminal(["--cwd", str(repo), "--host", ollama.url, "hi"], repo, {"NO_COLOR": ""},
+                        stdout=subprocess.PIPE)
+    terminal.expect("greets me.")
+    assert terminal.finish() == 0
+    assert terminal.process.stdout.read() == b"Hello!\n"
+    assert "\x1b[2mHmm, the user " in terminal.output   # dimmed
+
+
+def test_a_streamed_write_is_shown_once_as_its_summary(ollama, start, repo):
+    body = "".join(f"line {n} of a long file\n" for n in range(40))
+    ollama.script({"chunks": ['<tool name="write_file" path="long.txt"><content>', body, "</content></tool>"],
+                   "chunk_delay": 0.05}, "<final>written</final>")
+    terminal = start("--approval", "auto")
+    terminal.expect(PROMPT)
+    terminal.type("write long.txt\n")
+    terminal.expect("written")
+    assert "line 7 of a long file" not in terminal.output and "-> write_file long.txt" in terminal.output
+    assert (repo / "long.txt").read_text() == body
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0

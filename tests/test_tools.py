@@ -3,6 +3,7 @@
 import builtins
 import os
 import shutil
+import stat
 import sys
 import time
 
@@ -473,3 +474,41 @@ def test_control_characters_reach_the_model_but_never_the_terminal(repo):
             return False
     assert mca.paint(result, "bold", Pipe()).count("\x1b") == 0
     assert "[31mred" in mca.paint(result, "bold", Pipe())
+
+
+# --- a hostile repository cannot redirect a write ----------------------------------
+
+@needs_symlinks
+def test_planted_temporary_names_cannot_redirect_a_write(repo, tmp_path, monkeypatch):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    outside.chmod(0o600)
+    for pid in range(os.getpid() - 50, os.getpid() + 50):   # the old, predictable temporary names
+        (repo / f".hello.txt.{pid}.tmp").symlink_to(outside)
+    agent = make_agent(repo, [])
+    assert agent.run_tool("write_file", {"path": "hello.txt", "content": "new\n"}) == "wrote hello.txt (4 chars)"
+    assert (repo / "hello.txt").read_text() == "new\n"
+    monkeypatch.setattr(mca.secrets, "token_hex", lambda n: "0" * 16)   # even a guessed name is refused
+    (repo / ".mca-0000000000000000.tmp").symlink_to(outside)
+    assert "failed" in agent.run_tool("write_file", {"path": "hello.txt", "content": "again\n"})
+    assert outside.read_text() == "precious\n" and stat.S_IMODE(outside.stat().st_mode) == 0o600
+    assert (repo / "hello.txt").read_text() == "new\n"
+
+
+@pytest.mark.parametrize("path", [".GIT/config", ".Git/hooks/pre-commit", ".git./config", ".git /config",
+                                  ".g\u200cit/config", ".Mini-Coding-Agent/sessions/x.json",
+                                  "sub/.MINI-CODING-AGENT/x", "./src/../.git/x"])
+def test_protected_folders_are_matched_whatever_the_case(repo, path):
+    agent = make_agent(repo, [])
+    result = agent.run_tool("write_file", {"path": path, "content": "x"})
+    assert "does not write inside" in result, result
+
+
+@posix_only
+def test_a_runaway_command_is_stopped_once_its_output_passes_the_cap(repo):
+    agent = make_agent(repo, [])
+    started = time.monotonic()
+    result = agent.run_tool("run_shell", {"command": "yes", "timeout": 120})
+    assert time.monotonic() - started < 10
+    assert result.startswith(f"exit_code: stopped (killed once its output passed {mca.SHELL_OUTPUT_CAP >> 20} MB")
+    assert "y\ny\n" in result and processes_running("yes") == []

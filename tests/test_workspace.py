@@ -1,7 +1,9 @@
 """Component 1: the live repo context, read once from git and the project's docs."""
 
+import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -50,7 +52,8 @@ def test_build_reads_git_and_docs(git_repo):
 def test_build_outside_git_falls_back_to_defaults(tmp_path):
     context = mca.WorkspaceContext.build(tmp_path)
     assert context.repo_root == str(tmp_path.resolve())
-    assert (context.branch, context.default_branch, context.status) == ("-", "main", "clean")
+    assert (context.branch, context.default_branch) == ("-", "main")
+    assert context.status.startswith("unknown (") and "not a git repository" in context.status
     assert context.recent_commits == [] and context.project_docs == {}
 
 
@@ -61,3 +64,73 @@ def test_text_renders_the_workspace_block(git_repo):
     for expected in (f"- repo_root: {git_repo.resolve()}", "- branch: trunk", "- default_branch: main",
                      "M file0.txt", "commit number 5", "--- AGENTS.md ---", "Run pytest."):
         assert any(expected in line for line in lines), expected
+
+
+# --- a hostile repository: nothing it ships is run, and nothing outside is read ------
+
+needs_symlinks = pytest.mark.skipif(os.name == "nt", reason="symlinks need a POSIX file system here")
+
+
+@needs_symlinks
+def test_project_docs_that_are_symlinks_out_of_the_repository_are_not_read(git_repo, tmp_path):
+    (tmp_path / "secret.txt").write_text("TOP-SECRET-TOKEN")
+    (git_repo / "AGENTS.md").unlink()
+    (git_repo / "AGENTS.md").symlink_to(tmp_path / "secret.txt")
+    (git_repo / "README.md").unlink()
+    (git_repo / "README.md").symlink_to("/proc/self/environ")
+    (git_repo / "pyproject.toml").symlink_to(git_repo / "pkg" / "package.json")   # inside: fine
+    context = mca.WorkspaceContext.build(git_repo)
+    assert "TOP-SECRET-TOKEN" not in context.text() and "PATH=" not in context.text()
+    assert set(context.project_docs) == {"pyproject.toml"}
+
+
+@needs_symlinks
+def test_a_doc_that_is_a_fifo_does_not_hang_the_snapshot(git_repo):
+    (git_repo / "AGENTS.md").unlink()
+    os.mkfifo(git_repo / "AGENTS.md")
+    started = time.monotonic()
+    context = mca.WorkspaceContext.build(git_repo)
+    assert time.monotonic() - started < 5 and "AGENTS.md" not in context.project_docs
+
+
+def plant_hostile_git_config(repo, marker):
+    """A .git/config whose fsmonitor, filters, hooks and gpg program would each run a command."""
+    (repo / ".gitattributes").write_text("*.txt filter=evil\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-q", "-m", "attributes")
+    for key, value in [("core.fsmonitor", f"touch {marker}-fsmonitor; echo"),
+                       ("filter.evil.clean", f"touch {marker}-filter; cat"),
+                       ("filter.evil.smudge", f"touch {marker}-smudge; cat"),
+                       ("log.showSignature", "true"), ("gpg.program", f"touch {marker}-gpg; false")]:
+        git(repo, "config", key, value)
+    hook = repo / ".git" / "hooks" / "post-index-change"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}-hook\n")
+    hook.chmod(0o755)
+    for file in repo.glob("*.txt"):   # as if unpacked from a tarball: git must look at them again
+        os.utime(file, (1_000_000_000, 1_000_000_000))
+
+
+@needs_symlinks
+def test_the_snapshot_runs_nothing_the_repository_configures(git_repo, tmp_path):
+    marker = tmp_path / "pwned"
+    plant_hostile_git_config(git_repo, marker)
+    context = mca.WorkspaceContext.build(git_repo)
+    assert not list(tmp_path.glob("pwned*"))
+    assert "file0.txt" in context.status and context.branch == "trunk"
+    subprocess.run(["git", "status"], cwd=git_repo, capture_output=True)   # plain git would have run them
+    assert list(tmp_path.glob("pwned*"))
+
+
+def test_a_failing_git_says_so_instead_of_reporting_a_clean_tree(git_repo):
+    (git_repo / ".git" / "index").write_bytes(b"not an index")
+    context = mca.WorkspaceContext.build(git_repo)
+    assert context.status.startswith("unknown (") and "index" in context.status
+
+
+def test_a_worktree_set_outside_the_repository_does_not_move_the_root(git_repo, tmp_path):
+    outside = tmp_path / "home"
+    outside.mkdir()
+    (outside / "private.txt").write_text("do not list me")
+    git(git_repo, "config", "core.worktree", str(outside))
+    context = mca.WorkspaceContext.build(git_repo)
+    assert context.repo_root == str(git_repo.resolve())
