@@ -48,7 +48,7 @@ import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -264,6 +264,16 @@ class WorkspaceContext:
             project_docs=docs,
         )
 
+    def changes_since(self, seen):
+        """What differs from an earlier snapshot's branch, status and commits, as lines ([] if nothing)."""
+        lines = [f"- branch: now {self.branch} (was {seen['branch']})"] if self.branch != seen["branch"] else []
+        if self.status != seen["status"]:
+            lines.append(f"- status now:\n{self.status}")
+        commits = [commit for commit in self.recent_commits if commit not in seen["recent_commits"]]
+        if commits:
+            lines.append("- new commits:\n" + "\n".join(f"  - {commit}" for commit in commits))
+        return lines
+
     def text(self):
         """The `Workspace:` block of the prompt."""
         commits = "\n".join(f"  - {line}" for line in self.recent_commits) or "  - none"
@@ -356,13 +366,27 @@ class PromptShape:
         return f"{self.prefix}\n\nTranscript:\n{history}\n\n{tail}"
 
     def record_stats(self, prompt):
-        """Keep one model call's figures: size, how much the server could reuse, Ollama's counters."""
+        """Keep one model call's figures: size, room, how much the server could reuse, Ollama's counters."""
         reused = common_prefix_length(prompt, self.last_prompt)
-        figures = {"prompt_chars": len(prompt), "reused_chars": reused}
+        figures = {"prompt_chars": len(prompt), "budget_chars": self.prompt_budget, "reused_chars": reused,
+                   "items": len(self.session["history"])}   # how many items the prompt showed
         figures.update(getattr(self.model_client, "last_stats", {}))
         self.last_prompt = prompt
         self.session["stats"].append(figures)
         return figures
+
+    def rebuilt_last_prompt(self):
+        """The start of the session's last prompt, up to its transcript's end (prompts are not kept).
+
+        On resume, /stats compares the first new prompt with it, as the server's
+        cache does with the prompt it last saw.
+        """
+        stats = self.session["stats"]
+        covered = stats[-1].get("items") if stats else None
+        if not isinstance(covered, int):
+            return ""
+        shown = ([self.summary()] if self.summary() else []) + self.transcript[:max(covered - self.window_start(), 0)]
+        return f"{self.prefix}\n\nTranscript:\n" + "\n".join(shown)
 
 
 # ---------------------------------------------------------------------------
@@ -1174,32 +1198,68 @@ class ContextReduction:
 # 5. Transcript, memory and resumption: every step is saved and can go on later
 # ---------------------------------------------------------------------------
 
+WORKSPACE_SHAPE = {"cwd": str, "repo_root": str, "branch": str, "default_branch": str, "status": str,
+                   "recent_commits": [str], "project_docs": {str: str}}
+SESSION_SHAPE = {     # every field the code reads from a saved session; "?": older versions did not write it
+    "id": str,
+    "history": [({"role": ("user", "assistant"), "content": str},
+                 {"role": "tool", "name": str, "args": dict, "content": str})],
+    "memory": {"task": str, "files": [str], "notes": [str]},
+    "undo?": [{"path": str, "tool": str, "copy": (str, None), "sha256": str}],
+    "compactions?": [{"start": int, "summary": str}],
+    "stats?": [dict],
+    "workspace?": WORKSPACE_SHAPE,   # the snapshot the session's prompts start with
+    "workspace_seen?": {"branch": str, "status": str, "recent_commits": [str]},   # the latest told to the model
+}
+
+
+def shape_problem(value, shape, where="the session"):
+    """Where a value loaded from JSON differs from a shape (see SESSION_SHAPE), or None.
+
+    A shape is a type, a literal, a tuple of choices, [shape] for a list of
+    them, {key: shape} for an object ("key?" if it may be missing), or
+    {str: shape} for an object with any keys.
+    """
+    if isinstance(shape, tuple):
+        fits = any(shape_problem(value, choice, where) is None for choice in shape)
+        return None if fits else f"{where} is malformed"
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where} is not a list"
+        problems = (shape_problem(item, shape[0], f"{where}[{n}]") for n, item in enumerate(value))
+        return next((problem for problem in problems if problem), None)
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where} is not an object"
+        if str in shape:
+            return next((f"{where}[{key!r}] is malformed" for key, item in value.items()
+                         if shape_problem(item, shape[str]) is not None), None)
+        for key, part in shape.items():
+            name = key.rstrip("?")
+            if name not in value:
+                if key.endswith("?"):
+                    continue
+                return f"{where} has no {name!r}"
+            problem = shape_problem(value[name], part, f"{where}.{name}".removeprefix("the session."))
+            if problem:
+                return problem
+        return None
+    if isinstance(shape, type):
+        fits = isinstance(value, shape) and not (shape is int and isinstance(value, bool))
+        return None if fits else f"{where} is not {'an' if shape is int else 'a'} {shape.__name__}"
+    return None if value == shape else f"{where} is not {shape!r}"
+
+
 def session_problem(session):
-    """Why a loaded session cannot be used, or None if it can."""
-    if not isinstance(session, dict) or not isinstance(session.get("id"), str):
-        return "it is not a session object"
-    history, memory = session.get("history"), session.get("memory")
-    if not isinstance(history, list) or not all(
-            isinstance(item, dict) and isinstance(item.get("content"), str)
-            and (item.get("role") in ("user", "assistant")
-                 or item.get("role") == "tool" and isinstance(item.get("name"), str)
-                 and isinstance(item.get("args"), dict))
-            for item in history):
-        return "its history is not a list of transcript items"
-    if not (isinstance(memory, dict) and isinstance(memory.get("task"), str)
-            and isinstance(memory.get("files"), list) and isinstance(memory.get("notes"), list)):
-        return "its memory is not {task, files, notes}"
-    if not all(isinstance(session.get(key, []), list) for key in ("undo", "compactions", "stats")):
-        return "its undo, compactions or stats entry is not a list"
-    for change in session.get("undo", []):
-        if not (isinstance(change, dict) and isinstance(change.get("path"), str)
-                and isinstance(change.get("tool"), str) and isinstance(change.get("sha256"), str)
-                and (change.get("copy") is None or re.fullmatch(UNDO_COPY_NAME, str(change.get("copy"))))):
-            return "an undo entry is malformed"
-    for compaction in session.get("compactions", []):
-        if not (isinstance(compaction, dict) and isinstance(compaction.get("summary"), str)
-                and isinstance(compaction.get("start"), int) and 0 <= compaction["start"] <= len(history)):
-            return "a compaction record is malformed"
+    """Why a loaded session cannot be used, or None if it can: it is checked like any untrusted input."""
+    problem = shape_problem(session, SESSION_SHAPE)
+    if problem:
+        return problem
+    if any(change["copy"] is not None and not re.fullmatch(UNDO_COPY_NAME, change["copy"])
+           for change in session.get("undo", [])):
+        return "an undo entry names a copy the agent did not make"
+    if any(not 0 <= compaction["start"] <= len(session["history"]) for compaction in session.get("compactions", [])):
+        return "a compaction record points outside the history"
     return None
 
 
@@ -1484,6 +1544,19 @@ class SessionMemory:
         self.note_tool(call["name"], call["args"], result)
         self.record({"role": "tool", **call, "content": result})
 
+    def tell_workspace_changes(self, fresh):
+        """On resume: tell the model once what changed in the repository since the session last ran.
+
+        The prompt's prefix keeps the snapshot the session began with, byte for
+        byte, so the server's cache still holds it; the news goes at the end.
+        """
+        seen = self.session.get("workspace_seen", self.session["workspace"])
+        lines = fresh.changes_since(seen)
+        self.session["workspace_seen"] = {key: getattr(fresh, key) for key in ("branch", "status", "recent_commits")}
+        if lines:
+            self.record({"role": "user", "content": "[the repository changed since this session last ran]\n"
+                                                    + "\n".join(lines)})
+
     def reset(self):
         """Forget the transcript and memory of this session (the undo list stays)."""
         self.session["history"] = []
@@ -1530,21 +1603,39 @@ class SessionMemory:
 # 6. Delegation: a bounded, read-only helper agent for side investigations
 # ---------------------------------------------------------------------------
 
+HELPER_RULES = """Helper's task:
+- The transcript above is the main agent's work so far. It asked you, a read-only helper, for the task below.
+- Use only {tools}; other tools are refused. At most {steps} tool calls.
+- Then answer with <final>what you found</final>, which the main agent will read. Your own steps follow."""
+MIN_HELPER_CHARS = 3 * ITEM_CHARS   # room a helper needs for a few steps of its own
+
+
 class Delegation:
-    """Component 6: hand a sub-task to a child agent that can look but not touch."""
+    """Component 6: hand a sub-task to a child agent that can look but not touch.
+
+    The child's prompt is the parent's prompt as it stands (prefix and
+    transcript), then the helper's rules and task, then the child's own steps.
+    So the server's cache, which holds the parent's last prompt, serves the
+    child's first call; and when the child returns, the parent's next prompt
+    shares everything up to its own transcript's end with the child's last.
+    """
 
     def tool_delegate(self, args):
         """Run a read-only child agent on a sub-task and return its answer."""
         if self.depth >= self.max_depth:
             raise ValueError("delegation depth limit reached")
+        safe_tools = [name for name, (risky, *_) in TOOL_INFO.items() if not risky and name != "delegate"]
+        rules = HELPER_RULES.format(tools=", ".join(safe_tools), steps=args["max_steps"])
+        prefix = f"{self.prefix}\n\nTranscript:\n{self.history_text()}\n\n{rules}"
+        if self.prompt_budget - len(prefix) < MIN_HELPER_CHARS:
+            raise ValueError("too little of the context window is left for a helper; do this step yourself")
         child = type(self)(
             self.model_client, self.workspace, self.session_store.children(),
             approval_policy="never", read_only=True, max_steps=args["max_steps"],
             max_new_tokens=self.max_new_tokens, depth=self.depth + 1, max_depth=self.max_depth,
-            num_ctx=self.num_ctx, display=self.display,
+            num_ctx=self.num_ctx, display=self.display, prefix=prefix,
         )
         child.session["memory"]["task"] = args["task"]
-        child.session["memory"]["notes"] = [clip(self.history_text(), 300)]
         return "delegate_result:\n" + child.ask(args["task"])
 
 
@@ -1777,14 +1868,16 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
 
     def __init__(self, model_client, workspace, session_store, session=None, approval_policy="ask",
                  max_steps=6, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, depth=0, max_depth=1, read_only=False,
-                 num_ctx=DEFAULT_NUM_CTX, display=None):
+                 num_ctx=DEFAULT_NUM_CTX, display=None, prefix=None):
         self.model_client = model_client
-        self.workspace = workspace
         self.root = Path(workspace.repo_root).resolve()
         self.session_store = session_store
         self.session = session or new_session(self.root)
         for key in ("undo", "compactions", "stats"):   # sessions saved by older versions lack these
             self.session.setdefault(key, [])
+        saved = self.session.get("workspace")   # prompts start with the snapshot the session began with
+        self.workspace = WorkspaceContext(**{key: saved[key] for key in WORKSPACE_SHAPE}) if saved else workspace
+        self.session["workspace"] = asdict(self.workspace)
         self.approval_policy = approval_policy
         self.max_steps = max_steps
         self.max_new_tokens = max_new_tokens
@@ -1795,10 +1888,12 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
         self.num_ctx = num_ctx
         self.prompt_budget = int((num_ctx - max_new_tokens - TEMPLATE_TOKENS) * CHARS_PER_TOKEN)
         self.tools = self.build_tools()
-        self.prefix = self.build_prefix()
-        self.last_prompt = ""   # the previous request's prompt, to measure cache reuse
+        self.prefix = prefix or self.build_prefix()   # a helper's prefix extends its parent's prompt
         self.stopped_by_limit = False   # did the last request end at a limit rather than with an answer?
         self.rebuild_transcript()
+        self.last_prompt = self.rebuilt_last_prompt()   # the previous request's prompt, to measure cache reuse
+        if saved:
+            self.tell_workspace_changes(workspace)
 
     @property
     def session_path(self):
@@ -1862,7 +1957,7 @@ def describe_call(name, args):
 
 def figures_line(figures):
     """One model call's figures in a line, for --verbose."""
-    line = (f"prompt {figures['prompt_chars']:,} chars, "
+    line = (f"prompt {figures['prompt_chars']:,} of {figures['budget_chars']:,} chars, "
             f"{figures['reused_chars'] / max(figures['prompt_chars'], 1):.0%} reused from the last")
     if "prompt_eval_count" in figures:
         line += (f"; {figures['prompt_eval_count']:,} prompt tokens in "
@@ -1874,7 +1969,7 @@ def figures_line(figures):
 
 def stats_cell(row, key, width, scale=1):
     """A right-aligned figure of a stats row ('-' if the server did not send it); ns shown as s."""
-    if key not in row:
+    if not isinstance(row.get(key), (int, float)):
         return "-".rjust(width)
     return f"{row[key] / scale:>{width},.2f}" if scale != 1 else f"{row[key]:>{width},}"
 
@@ -1896,8 +1991,13 @@ def stats_table(stats):
     keys = {key for row in stats for key, value in row.items() if isinstance(value, (int, float))}
     totals = {key: sum(row.get(key, 0) for row in stats) for key in keys}
     header = " call prompt chars reused prompt tokens cached tok eval s new tokens gen s"
-    return "\n".join([header, *[stats_row(str(n), row) for n, row in enumerate(stats, 1)],
-                      stats_row("total", totals)])
+    lines = [header, *[stats_row(str(n), row) for n, row in enumerate(stats, 1)], stats_row("total", totals)]
+    last = stats[-1]
+    if isinstance(last.get("budget_chars"), int) and isinstance(last.get("prompt_chars"), int):
+        lines.append(f"The last prompt used {last['prompt_chars']:,} of the {last['budget_chars']:,} chars "
+                     f"--num-ctx allows ({last['prompt_chars'] / max(last['budget_chars'], 1):.0%}); "
+                     "past that, older steps are compacted.")
+    return "\n".join(lines)
 
 
 class TerminalDisplay(Display):
@@ -2061,6 +2161,7 @@ def build_welcome(agent, model, host):
     rows = [
         ("workspace", str(agent.root)),
         ("model", f"{model} at {host}"),
+        ("context", f"{agent.num_ctx:,} tokens (prompts up to {agent.prompt_budget:,} chars)"),
         ("branch", agent.workspace.branch),
         ("approval", agent.approval_policy),
         ("session", agent.session["id"]),
@@ -2119,8 +2220,9 @@ def build_arg_parser():
                         help=f"longest model reply, in tokens (default: {DEFAULT_MAX_NEW_TOKENS})")
     parser.add_argument("--temperature", type=float, default=0.2, help="sampling temperature (default: 0.2)")
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold (default: 0.9)")
-    parser.add_argument("--num-ctx", type=positive_int, default=DEFAULT_NUM_CTX,
-                        help=f"context window in tokens, fixed for the session (default: {DEFAULT_NUM_CTX})")
+    parser.add_argument("--num-ctx", type=positive_int,
+                        help=f"context window in tokens, sent with every request (default: the model's own, "
+                             f"at most {DEFAULT_NUM_CTX})")
     parser.add_argument("--no-stream", action="store_true", help="show replies only once they are complete")
     parser.add_argument("--verbose", action="store_true", help="print each model call's figures")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -2165,8 +2267,8 @@ class CannotStart(Exception):
         self.code = code
 
 
-def check_server(client):
-    """Before the first request: does Ollama answer, and does it have the model?"""
+def check_server(client, num_ctx):
+    """Before the first request: does Ollama answer, with the model? Returns the context window to use."""
     try:
         models = client.installed_models()
     except OllamaUnreachable as exc:
@@ -2177,13 +2279,16 @@ def check_server(client):
         raise CannotStart(f"The model {client.model} is not pulled (installed: {', '.join(models) or 'none'}). "
                           f"Pull it with: ollama pull {client.model}", EXIT_ERROR)
     context_length = client.read_model_info()
-    if context_length and client.num_ctx > context_length:
-        say(f"warning: --num-ctx {client.num_ctx} is more than {client.model} was trained for "
-            f"({context_length}); use --num-ctx {context_length} or less.")
+    if num_ctx is None:   # Ollama would silently cut a prompt longer than what the model takes
+        return min(DEFAULT_NUM_CTX, context_length or DEFAULT_NUM_CTX)
+    if context_length and num_ctx > context_length:
+        raise CannotStart(f"--num-ctx {num_ctx} is more than {client.model} takes ({context_length} tokens); "
+                          f"use --num-ctx {context_length} or less.", EXIT_USAGE)
+    return num_ctx
 
 
 def start_agent(args):
-    """Everything before the first request: the repository, the session, the model and the checks."""
+    """Everything before the first request: the repository, the model and its window, the session."""
     cwd = Path(args.cwd).expanduser()
     if not cwd.is_dir():
         raise CannotStart(f"--cwd {args.cwd} is not a folder; give the repository to work in.", EXIT_USAGE)
@@ -2193,6 +2298,11 @@ def start_agent(args):
     if planted:
         raise CannotStart(f"{planted} is a symlink, and the agent never follows links in its own folder "
                           f"{STATE_DIR}; remove the link (it came with the repository) and start again.", EXIT_USAGE)
+    display = TerminalDisplay(verbose=args.verbose)
+    client = OllamaModelClient(args.model, args.host, args.temperature, args.top_p, args.ollama_timeout)
+    client.num_ctx = check_server(client, args.num_ctx)
+    if display.live and not args.no_stream:
+        client.on_text, client.on_thinking = display.model_text, display.model_thinking
     store = SessionStore(state / "sessions")
     try:
         session = resumed_session(store, args.resume) if args.resume else None
@@ -2201,28 +2311,19 @@ def start_agent(args):
                           EXIT_USAGE) from None
     except ValueError as exc:
         raise CannotStart(f"{exc}; start without --resume, or use --resume latest.", EXIT_USAGE) from None
-    display = TerminalDisplay(verbose=args.verbose)
-    client = OllamaModelClient(args.model, args.host, args.temperature, args.top_p, args.ollama_timeout,
-                               num_ctx=args.num_ctx)
-    if display.live and not args.no_stream:
-        client.on_text, client.on_thinking = display.model_text, display.model_thinking
     no_one_to_ask = args.approval == "ask" and not sys.stdin.isatty()
     agent = MiniAgent(client, workspace, store, session=session,
                       approval_policy="never" if no_one_to_ask else args.approval,
                       max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
-                      num_ctx=args.num_ctx, display=display)
+                      num_ctx=client.num_ctx, display=display)
     if session is None:
         store.lock(agent.session["id"])
-    try:
-        room = agent.prompt_budget - len(agent.prefix)
-        if room < MIN_TRANSCRIPT_CHARS:
-            needed = args.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
-            raise CannotStart(f"--num-ctx {args.num_ctx} leaves no room for the transcript; use {needed} or more.",
-                              EXIT_USAGE)
-        check_server(client)
-    except BaseException:
+    room = agent.prompt_budget - len(agent.prefix)
+    if room < MIN_TRANSCRIPT_CHARS:
         store.unlock(agent.session["id"])
-        raise
+        needed = client.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
+        raise CannotStart(f"--num-ctx {client.num_ctx} leaves no room for the transcript; use {needed} or more.",
+                          EXIT_USAGE)
     return agent, display
 
 

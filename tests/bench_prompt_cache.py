@@ -1,10 +1,13 @@
 """Benchmark: how much of each prompt the server's prefix cache can reuse.
 
-Runs a scripted three-turn session (about 24 model requests, with 200-line file
-reads, shell output and a search) through the real CLI against the local test
-server, then prints the figures of issue "prompt cache":
+Runs a scripted four-turn session through the real CLI against the local test
+server, in a git repository whose `git status` the agent's own writes change:
+200-line file reads, shell output, a search, edits, three restarts with
+--resume, and a delegation to a helper.  Then it prints the figures of the
+issues "prompt cache" and "the cache survives restarts and delegation":
 
     python tests/bench_prompt_cache.py
+    python tests/bench_prompt_cache.py --agent /path/to/older/mini_coding_agent.py   # before a change
     python tests/bench_prompt_cache.py --replay-on http://127.0.0.1:11434 --replay-model smollm2:135m
 
 --replay-on re-sends the captured prompts, in order, to a real Ollama-compatible
@@ -14,7 +17,9 @@ prompt-evaluation time. Not collected by pytest (the name does not start with te
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import OllamaFixture, run_cli  # noqa: E402
+from conftest import MODULE, OllamaFixture  # noqa: E402
 
 import mini_coding_agent as mca  # noqa: E402
 
@@ -41,7 +46,7 @@ def module_text(name, functions):
 
 
 def make_repo(root):
-    """A small but realistic project: docs, a package of ~250-line modules, tests."""
+    """A small but realistic project, committed to git: docs, a package of ~250-line modules, tests."""
     (root / "src" / "app").mkdir(parents=True)
     (root / "tests").mkdir()
     readme = ["# demo-app", "", "A small data pipeline used to try mini-coding-agent.", ""]
@@ -53,6 +58,9 @@ def make_repo(root):
     (root / "src" / "app" / "core.py").write_text(module_text("core", 55))
     (root / "src" / "app" / "cli.py").write_text(module_text("cli", 50))
     (root / "tests" / "test_core.py").write_text(module_text("test_core", 30))
+    for command in (["init", "-q", "-b", "main"], ["add", "."],
+                    ["-c", "user.email=bench@example.com", "-c", "user.name=bench", "commit", "-q", "-m", "start"]):
+        subprocess.run(["git", *command], cwd=root, check=True, capture_output=True)
 
 
 def tool(name, **args):
@@ -60,15 +68,15 @@ def tool(name, **args):
 
 
 SHELL = "python -c \"import sys; [print(f'tests/test_core.py::test_{i} PASSED') for i in range(60)]\""
+HELPER_TASK = "Find which functions in src/app/cli.py take a retries argument"
 TURNS = [
     ("Find where the pipeline steps are defined and summarise core.py", [
         tool("list_files", path="."),
         tool("read_file", path="README.md", start=1, end=200),
         tool("search", pattern="def core_step_1", path="src"),
         tool("read_file", path="src/app/core.py", start=1, end=200),
-        tool("read_file", path="src/app/core.py", start=200, end=280),
         tool("run_shell", command=SHELL, timeout=30),
-        tool("list_files", path="src/app"),
+        '<tool name="write_file" path="NOTES.md"><content># Notes\n\ncore.py has 55 steps.\n</content></tool>',
         "<final>core.py defines 55 pipeline steps, core_step_0 to core_step_54.</final>",
     ]),
     ("Add a docstring line to core_step_3 and run the tests", [
@@ -76,23 +84,24 @@ TURNS = [
         '<tool name="patch_file" path="src/app/core.py"><old_text>    """Apply step 3 of the core '
         'pipeline to the data."""</old_text><new_text>    """Apply step 3 of the core pipeline to the '
         'data (tripled)."""</new_text></tool>',
-        tool("read_file", path="src/app/core.py", start=1, end=40),
         tool("run_shell", command=SHELL, timeout=30),
-        tool("read_file", path="tests/test_core.py", start=1, end=200),
         '<tool name="write_file" path="tests/test_step3.py"><content>from app.core import core_step_3\n\n\n'
         'def test_step3():\n    assert core_step_3([1, 2, 3]) is not None\n</content></tool>',
-        tool("run_shell", command="python -m pytest -q tests/test_step3.py || true", timeout=60),
         "<final>Patched core_step_3's docstring and added tests/test_step3.py.</final>",
     ]),
-    ("Now check cli.py for the same pattern", [
-        tool("search", pattern="retries", path="src/app"),
-        tool("read_file", path="src/app/cli.py", start=1, end=200),
-        tool("read_file", path="src/app/cli.py", start=1, end=200),
-        tool("read_file", path="src/app/core.py", start=1, end=40),
+    ("Now check cli.py for the same pattern; let a helper look", [
+        tool("read_file", path="src/app/cli.py", start=1, end=120),
+        tool("delegate", task=HELPER_TASK, max_steps=3),
+        tool("search", pattern="retries", path="src/app/cli.py"),        # the helper's steps
+        tool("read_file", path="src/app/cli.py", start=1, end=60),
+        "<final>Every cli_step_N function takes retries.</final>",        # the helper's answer
         tool("run_shell", command="git status --short || true", timeout=10),
         tool("list_files", path="tests"),
-        tool("read_file", path="tests/test_step3.py", start=1, end=20),
         "<final>cli.py follows the same pattern; no change needed.</final>",
+    ]),
+    ("Summarise what this session changed", [
+        tool("run_shell", command="git diff --stat || true", timeout=10),
+        "<final>NOTES.md and tests/test_step3.py are new; core.py has one docstring changed.</final>",
     ]),
 ]
 
@@ -109,17 +118,43 @@ def prefix_figures(prompts):
     return reuse, kept, fresh
 
 
-def run_session(server, repo):
-    """The three turns through the CLI, one-shot, the later ones with --resume latest."""
-    started = time.perf_counter()
+def run_session(server, repo, agent):
+    """The turns through the CLI, one-shot, each after the first with --resume latest.
+
+    Returns the wall time and the index of each turn's first prompt.
+    """
+    started, firsts = time.perf_counter(), []
     for number, (request, replies) in enumerate(TURNS):
         server.script(*replies)
+        firsts.append(len(server.prompts))
         resume = ["--resume", "latest"] if number else []
-        done = run_cli("--cwd", str(repo), "--host", server.url, "--approval", "auto", "--max-steps", "12",
-                       *resume, request, timeout=120)
+        done = subprocess.run([sys.executable, str(agent), "--cwd", str(repo), "--host", server.url, "--approval",
+                               "auto", "--max-steps", "12", *resume, request], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "NO_COLOR": "1"})
         if done.returncode != 0:
             sys.exit(f"turn {number + 1} failed: {done.stderr[-800:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, firsts
+
+
+def kept_share(now, before):
+    """The share of the previous prompt (what the server's cache holds) that a prompt reuses."""
+    return mca.common_prefix_length(now, before) / len(before)
+
+
+def restart_and_helper_figures(prompts, firsts):
+    """Reuse at each resume, at the helper's first call, and at the parent's first call after the helper."""
+    print("\nat each resume (share of the previous prompt reused; target >= 0.90):")
+    for turn, first in enumerate(firsts[1:], 2):
+        print(f"  turn {turn}: {kept_share(prompts[first], prompts[first - 1]):.3f}")
+    helper = [n for n, prompt in enumerate(prompts)
+              if prompt.rsplit("Current user request:\n", 1)[-1].startswith(HELPER_TASK)]
+    before, after = prompts[helper[0] - 1], prompts[helper[-1] + 1]
+    print(f"helper's first call: {kept_share(prompts[helper[0]], before):.3f} of the parent's last prompt "
+          "(target >= 0.90)")
+    own = mca.common_prefix_length(after, before)
+    served = mca.common_prefix_length(after, prompts[helper[-1]])
+    print(f"parent after the helper: {served:,} chars served from the helper's last prompt, where its own "
+          f"previous prompt would give {own:,} (target: at least that)")
 
 
 def time_build_and_save(repo, items=1000, rounds=50):
@@ -161,6 +196,7 @@ def replay(prompts, host, model, num_ctx):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent", type=Path, default=MODULE, help="the agent file to run (to compare versions)")
     parser.add_argument("--replay-on", metavar="HOST", help="a real Ollama-compatible server to replay on")
     parser.add_argument("--replay-model", default="smollm2:135m", help="model name on that server")
     args = parser.parse_args()
@@ -168,24 +204,24 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         repo = Path(folder)
         make_repo(repo)
-        wall = run_session(server, repo)
+        wall, firsts = run_session(server, repo, args.agent)
         prompts = server.prompts
         num_ctx = {request["options"].get("num_ctx") for request in server.generate_requests}
-        sessions = list((repo / ".mini-coding-agent" / "sessions").glob("*.json"))
-        compactions = json.loads(sessions[0].read_text())["compactions"]
         reuse, kept, fresh = prefix_figures(prompts)
         sizes = [len(prompt) for prompt in prompts]
-        print(f"requests:             {len(prompts)} (num_ctx sent: {sorted(num_ctx)}; "
-              f"compactions: {len(compactions)})")
+        print(f"agent:                {args.agent}")
+        print(f"requests:             {len(prompts)} in {len(TURNS)} CLI runs (num_ctx sent: {sorted(num_ctx)})")
         print(f"prompt chars:         mean {statistics.mean(sizes):,.0f}, max {max(sizes):,}")
         print(f"prefix reuse:         mean {statistics.mean(reuse):.3f}, min {min(reuse):.3f} "
               "(share of each prompt that repeats the previous one)")
         print(f"previous prompt kept: mean {statistics.mean(kept):.3f}, min {min(kept):.3f} "
               "(share of the previous prompt, the server's cache, that the next one reuses)")
-        print(f"fresh chars:          {fresh:,} of {sum(sizes):,} ({fresh / sum(sizes):.1%})")
-        print(f"wall time:            {wall:.2f} s for 3 CLI runs")
-        millis, items = time_build_and_save(repo)
-        print(f"record + prompt:      {millis:.2f} ms per step at {items} history items")
+        print(f"fresh chars:          {fresh:,} of {sum(sizes):,} ({fresh / sum(sizes):.1%}) evaluated afresh")
+        print(f"wall time:            {wall:.2f} s for {len(TURNS)} CLI runs")
+        restart_and_helper_figures(prompts, firsts)
+        if args.agent == MODULE:
+            millis, items = time_build_and_save(repo)
+            print(f"\nrecord + prompt:      {millis:.2f} ms per step at {items} history items")
         if args.replay_on:
             replay(prompts, args.replay_on, args.replay_model, sorted(num_ctx)[0])
     server.close()

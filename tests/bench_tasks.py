@@ -164,8 +164,8 @@ FIX_BUG_FILES = {
 
 
 def fix_bug_check(repo, answer):
-    untouched = (repo / "test_stats.py").read_text() == FIX_BUG_FILES["test_stats.py"]
-    return untouched and unittest_passes(repo), "tests pass, test file untouched" if untouched else "test changed"
+    untouched, passes = (repo / "test_stats.py").read_text() == FIX_BUG_FILES["test_stats.py"], unittest_passes(repo)
+    return untouched and passes, f"tests pass: {passes}, test file untouched: {untouched}"
 
 
 # --- implement: a function from its docstring, checked by tests the agent never sees

@@ -176,11 +176,21 @@ def test_a_server_that_is_not_quite_ollama_gets_a_warning(ollama, repo):
     assert "not with Ollama's model list" in done.stderr
 
 
-def test_num_ctx_beyond_the_models_context_length_is_warned(ollama, repo):
+def test_num_ctx_beyond_the_models_context_length_stops_before_any_request(ollama, repo):
     ollama.context_length = 8192
-    ollama.script("<final>ok</final>")
     done = agent_cli(ollama, repo, "--num-ctx", "16384", "hi")
-    assert "--num-ctx 16384 is more than" in done.stderr and done.returncode == 0
+    assert done.returncode == 2 and ollama.generate_requests == []
+    assert done.stderr == "error: --num-ctx 16384 is more than qwen3.5:4b takes (8192 tokens); " \
+                          "use --num-ctx 8192 or less.\n"
+
+
+@pytest.mark.parametrize("model_length, sent", [(8192, 8192), (32768, 16384), (None, 16384)])
+def test_without_num_ctx_the_window_comes_from_the_model(ollama, repo, model_length, sent):
+    ollama.context_length = model_length   # None: /api/show does not say
+    ollama.script("<final>ok</final>")
+    done = agent_cli(ollama, repo, "hi")
+    assert done.returncode == 0 and ollama.generate_requests[0]["options"]["num_ctx"] == sent
+    assert f"{sent:,} tokens" in done.stderr   # the welcome box says which window is in force
 
 
 def test_resume_latest_skips_a_damaged_session(ollama, repo):
@@ -459,3 +469,45 @@ def test_a_request_stopped_by_a_limit_exits_non_zero_with_the_reason_on_stderr(o
     done = agent_cli(ollama, repo, "--max-steps", "2", "loop")
     assert done.returncode == mca.EXIT_LIMIT and done.stdout == ""
     assert "Stopped after 2 tool steps" in done.stderr
+
+
+# --- a session keeps the server's cache across restarts ---------------------------------
+
+def git_project(tmp_path):
+    from test_workspace import git
+    repo = tmp_path / "project"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "dev@example.com"],
+                 ["config", "user.name", "Dev"]):
+        git(repo, *args)
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "first")
+    return repo
+
+
+def test_a_resumed_session_sends_the_same_prefix_and_hears_of_changes_once(ollama, tmp_path):
+    repo = git_project(tmp_path)
+    ollama.script('<tool name="write_file" path="b.txt"><content>b</content></tool>', "<final>wrote b</final>")
+    assert agent_cli(ollama, repo, "--approval", "auto", "write b.txt").returncode == 0
+    ollama.script("<final>still here</final>", "<final>and again</final>")
+    assert agent_cli(ollama, repo, "--resume", "latest", "what changed?").returncode == 0
+    assert agent_cli(ollama, repo, "--resume", "latest", "anything else?").returncode == 0
+    first, _, resumed, again = ollama.prompts
+    prefix_end = first.index("\n\nTranscript:\n")
+    assert resumed[:prefix_end] == first[:prefix_end] == again[:prefix_end]
+    assert "?? b.txt" not in first[:prefix_end]   # the prefix is the snapshot the session began with
+    news = "[the repository changed since this session last ran]\n- status now:\n?? b.txt"
+    assert news in resumed and again.count(news) == 1
+    assert mca.common_prefix_length(resumed, ollama.prompts[1]) > 0.9 * len(ollama.prompts[1][:prefix_end])
+
+
+def test_stats_after_a_resume_compare_with_the_sessions_last_prompt(ollama, repo):
+    ollama.script('<tool>{"name": "list_files", "args": {}}</tool>', "<final>listed</final>")
+    assert agent_cli(ollama, repo, "list the files").returncode == 0
+    ollama.script("<final>yes</final>")
+    done = agent_cli(ollama, repo, "--resume", "latest", input="go on\n/stats\n/exit\n")
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["1", "2", "3"]
+    assert int(rows[2][2].rstrip("%")) >= 85   # no longer 0% after a restart
+    assert "The last prompt used" in done.stdout

@@ -2,6 +2,8 @@
 
 from conftest import make_agent
 
+import mini_coding_agent as mca
+
 
 def test_delegate_returns_the_childs_answer(repo):
     agent = make_agent(repo, [
@@ -15,7 +17,7 @@ def test_delegate_returns_the_childs_answer(repo):
     assert tool["content"] == "delegate_result:\nalpha, beta and gamma"
     child_prompt = agent.model_client.prompts[1]
     assert "- task: What does hello.txt hold?" in child_prompt
-    assert "Ask a helper about hello.txt" in child_prompt   # the parent's transcript, as a note
+    assert "Ask a helper about hello.txt" in child_prompt   # the parent's transcript
 
 
 def test_the_child_is_read_only(repo):
@@ -40,7 +42,7 @@ def test_depth_is_bounded(repo):
     ])
     agent.ask("nest")
     child_prompt = agent.model_client.prompts[1]
-    assert "- delegate(" not in child_prompt
+    assert "- Use only list_files, read_file, search; other tools are refused." in child_prompt
     assert "error: unknown tool 'delegate'" in agent.model_client.prompts[2]
     assert len(agent.model_client.prompts) == 4
 
@@ -62,3 +64,27 @@ def test_child_sessions_are_kept_apart_from_resumable_ones(repo):
     store = agent.session_store
     assert store.newest_first() == [agent.session["id"]]
     assert len(list(store.children().root.glob("*.json"))) == 1
+
+
+def test_the_helpers_prompts_extend_the_parents_so_the_cache_serves_both(repo):
+    agent = make_agent(repo, [
+        '<tool>{"name": "read_file", "args": {"path": "README.md"}}</tool>',
+        '<tool>{"name": "delegate", "args": {"task": "What does hello.txt hold?", "max_steps": 2}}</tool>',
+        '<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>',   # the helper's steps
+        "<final>alpha, beta and gamma</final>",
+        "<final>Done.</final>",
+    ])
+    agent.ask("Read the README, then ask a helper about hello.txt")
+    parent_before, child_first, child_last, parent_after = agent.model_client.prompts[1:5]
+    transcript_end = parent_before.index("\n\nMemory:")
+    assert child_first.startswith(parent_before[:transcript_end])   # the parent's prefix and transcript
+    assert child_last.startswith(child_first[:child_first.index("\n\nMemory:")])
+    shared = mca.common_prefix_length(parent_after, child_last)
+    assert shared >= transcript_end   # everything the parent's own previous prompt would have given
+
+
+def test_a_helper_is_refused_when_the_window_has_no_room_for_it(repo):
+    agent = make_agent(repo, ['<tool>{"name": "delegate", "args": {"task": "look"}}</tool>', "<final>ok</final>"],
+                       num_ctx=1800, max_new_tokens=256)
+    agent.ask("delegate")
+    assert "too little of the context window is left for a helper" in agent.session["history"][1]["content"]

@@ -75,7 +75,8 @@ def test_model_calls_are_measured(repo):
     agent.ask("list")
     first, second = agent.session["stats"]
     prompts = agent.model_client.prompts
-    assert first == {"prompt_chars": len(prompts[0]), "reused_chars": 0}
+    assert first == {"prompt_chars": len(prompts[0]), "budget_chars": agent.prompt_budget, "reused_chars": 0,
+                     "items": 1}
     assert second["prompt_chars"] == len(prompts[1])
     assert second["reused_chars"] == mca.common_prefix_length(prompts[0], prompts[1]) > len(agent.prefix)
 

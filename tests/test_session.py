@@ -171,7 +171,7 @@ def test_loading_a_missing_or_malformed_id_says_so(tmp_path, session_id):
 
 @pytest.mark.parametrize("content, problem", [
     ('{"id": "x", "history": [], "memo', "cannot be read"),
-    ("[]", "not a session object"),
+    ("[]", "the session is not an object"),
     ('{"id": "x", "history": {}, "memory": {"task": "", "files": [], "notes": []}}', "history"),
     ('{"id": "x", "history": [{"role": "tool", "content": "c"}], "memory": {"task": "", "files": [], '
      '"notes": []}}', "history"),
@@ -321,7 +321,7 @@ def test_undo_copies_must_be_names_the_agent_made(repo, tmp_path):
     session = saved(agent)
     session["undo"][-1]["copy"] = "../../../../../id_rsa"
     agent.session_path.write_text(json.dumps(session))
-    with pytest.raises(ValueError, match="an undo entry is malformed"):
+    with pytest.raises(ValueError, match="an undo entry names a copy the agent did not make"):
         agent.session_store.load(agent.session["id"])
     with pytest.raises(OSError, match="not the name of an undo copy"):
         agent.session_store.copy(agent.session["id"], "../../../../../id_rsa")
