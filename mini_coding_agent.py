@@ -70,10 +70,13 @@ STATUS_CHARS = 1500      # chars of `git status --short` in the prompt
 MAX_NOTES = 5            # working-memory notes kept, newest last
 MAX_FILES = 8            # recently touched files kept in memory
 NOTE_CHARS = 220         # chars of one note
+MEMORY_PATH_CHARS = 200  # a longer path is not remembered: memory stays a few hundred chars
 MAX_LISTED = 200         # lines of list_files / search output
 MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
 MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
 MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
+SMALL_SESSION_BYTES = 256 << 10   # a session up to this size is rewritten whole at each save (~1 ms)
+MAX_SESSION_BYTES = 512 << 20     # a session file larger than this is not loaded: surely not one of ours
 MAX_CANDIDATES = 32      # places tried as a call's end or a bare call's start: enough for real replies
 MAX_LENIENT_CHARS = 100_000   # sloppy JSON longer than this is not read (the careful reader is slow)
 MAX_JSON_DEPTH = 64      # deeper sloppy JSON is surely not a tool call
@@ -1213,48 +1216,52 @@ SESSION_SHAPE = {     # every field the code reads from a saved session; "?": ol
 }
 
 
-def shape_problem(value, shape, where="the session"):
-    """Where a value loaded from JSON differs from a shape (see SESSION_SHAPE), or None.
+def shape_problem(value, shape):
+    """Where a value loaded from JSON differs from a shape (see SESSION_SHAPE), e.g. `.memory.task is not
+    a str`, or None.
 
     A shape is a type, a literal, a tuple of choices, [shape] for a list of
     them, {key: shape} for an object ("key?" if it may be missing), or
     {str: shape} for an object with any keys.
     """
     if isinstance(shape, tuple):
-        fits = any(shape_problem(value, choice, where) is None for choice in shape)
-        return None if fits else f"{where} is malformed"
+        fits = any(shape_problem(value, choice) is None for choice in shape)
+        return None if fits else " is malformed"
     if isinstance(shape, list):
         if not isinstance(value, list):
-            return f"{where} is not a list"
-        problems = (shape_problem(item, shape[0], f"{where}[{n}]") for n, item in enumerate(value))
-        return next((problem for problem in problems if problem), None)
+            return " is not a list"
+        for n, item in enumerate(value):
+            problem = shape_problem(item, shape[0])
+            if problem:
+                return f"[{n}]{problem}"
+        return None
     if isinstance(shape, dict):
         if not isinstance(value, dict):
-            return f"{where} is not an object"
+            return " is not an object"
         if str in shape:
-            return next((f"{where}[{key!r}] is malformed" for key, item in value.items()
-                         if shape_problem(item, shape[str]) is not None), None)
+            bad = [key for key, item in value.items() if shape_problem(item, shape[str]) is not None]
+            return f"[{bad[0]!r}] is malformed" if bad else None
         for key, part in shape.items():
             name = key.rstrip("?")
             if name not in value:
                 if key.endswith("?"):
                     continue
-                return f"{where} has no {name!r}"
-            problem = shape_problem(value[name], part, f"{where}.{name}".removeprefix("the session."))
+                return f" has no {name!r}"
+            problem = shape_problem(value[name], part)
             if problem:
-                return problem
+                return f".{name}{problem}"
         return None
     if isinstance(shape, type):
         fits = isinstance(value, shape) and not (shape is int and isinstance(value, bool))
-        return None if fits else f"{where} is not {'an' if shape is int else 'a'} {shape.__name__}"
-    return None if value == shape else f"{where} is not {shape!r}"
+        return None if fits else f" is not {'an' if shape is int else 'a'} {shape.__name__}"
+    return None if value == shape else f" is not {shape!r}"
 
 
 def session_problem(session):
     """Why a loaded session cannot be used, or None if it can: it is checked like any untrusted input."""
     problem = shape_problem(session, SESSION_SHAPE)
     if problem:
-        return problem
+        return problem[1:] if problem.startswith(".") else f"the session{problem}"
     if any(change["copy"] is not None and not re.fullmatch(UNDO_COPY_NAME, change["copy"])
            for change in session.get("undo", [])):
         return "an undo entry names a copy the agent did not make"
@@ -1282,39 +1289,91 @@ def process_alive(pid):
     return True
 
 
+def read_limited(path, limit):
+    """The bytes of a regular file, refusing one larger than `limit` (a planted /dev/zero, a runaway file)."""
+    with open_regular(path) as file:
+        if os.fstat(file.fileno()).st_size > limit:
+            raise OSError(f"it is larger than {limit >> 20} MB")
+        return file.read()
+
+
+def field_marks(session):
+    """What each field of a session holds now, to tell later what changed: a list by its length and
+    last item (items are never changed once added), anything else by its JSON."""
+    return {key: ("list", len(value), value[-1] if value else None) if isinstance(value, list)
+            else ("value", json.dumps(value)) for key, value in session.items()}
+
+
+def changes_since(session, marks):
+    """The fields that changed since `marks`: items added to a list under "KEY+", other values under "KEY"."""
+    changes = {}
+    for key, value in session.items():
+        mark = marks.get(key, ())
+        grown = isinstance(value, list) and mark[:1] == ("list",) and mark[1] <= len(value) and \
+            (mark[1] == 0 or value[mark[1] - 1] is mark[2])
+        if grown and len(value) > mark[1]:
+            changes[key + "+"] = value[mark[1]:]
+        elif not grown and ("value", json.dumps(value)) != mark:
+            changes[key] = value
+    return changes
+
+
 class SessionStore:
-    """Sessions as one JSON file each under `.mini-coding-agent/sessions/`, saved atomically."""
+    """Sessions under `.mini-coding-agent/sessions/`: `<id>.json`, and for a large one a journal beside it.
+
+    A small session is written whole at every save, atomically.  A large one
+    would cost a long rewrite at every step, so a save appends only what changed
+    to `<id>.jsonl`, each line naming the file it extends; when the journal has
+    grown as large as the file, the file is written whole again and the journal
+    goes.  A crash at any moment leaves the session loadable: a torn last line
+    is ignored, and so is a journal whose file was rewritten.
+    """
 
     def __init__(self, root):
         self.root = Path(root)
-        self.encoded = {}   # session id -> (items encoded, last item, their JSON): encode each once
+        self.on_disk = {}   # session id -> its file's token and size, the journal's size, and field marks
 
     def path(self, session_id, suffix=".json"):
-        """The file that holds a session (or its lock, or its undo folder); the id must be a plain name."""
+        """The file that holds a session (or its journal, lock, or undo folder); the id must be a plain name."""
         if not re.fullmatch(r"[\w.-]+", session_id) or session_id.startswith("."):
             raise ValueError(f"{session_id!r} is not a session id (see the files in {self.root})")
         return self.root / f"{session_id}{suffix}"
 
     def save(self, session):
-        """Write a session to its file and return the path; a crash leaves the old file whole."""
+        """Save a session and return the path of its file."""
         own_folder(self.root)
-        path = self.path(session["id"])
-        rest = json.dumps({key: value for key, value in session.items() if key != "history"})
-        # json.dumps writes ASCII, so any string survives; rest[1:] is `"id": ..., }`
-        write_atomic(path, b'{"history": [', self.history_json(session), b"], ", rest[1:].encode(),
-                     mode=0o600)   # sessions hold file contents: for the user's eyes only
-        return path
+        disk = self.on_disk.get(session["id"])
+        if disk is None or disk["file"] < SMALL_SESSION_BYTES:
+            self.write_whole(session)
+            return self.path(session["id"])
+        changes = changes_since(session, disk["marks"])
+        line = (json.dumps({"journal": disk["token"], "changes": changes}) + "\n").encode()
+        if disk["journal"] + len(line) > disk["file"]:
+            self.write_whole(session)
+        elif changes:
+            self.append(session["id"], disk["journal"], line)
+            disk["journal"] += len(line)
+            disk["marks"] = field_marks(session)
+        return self.path(session["id"])
 
-    def history_json(self, session):
-        """The history's items as JSON; only items added since the last save are encoded (saves stay fast)."""
-        history = session["history"]
-        count, last, encoded = self.encoded.get(session["id"], (0, None, bytearray()))
-        if count > len(history) or count and history[count - 1] is not last:
-            count, encoded = 0, bytearray()   # the history was replaced (a reset): encode it afresh
-        for item in history[count:]:
-            encoded += (b"," if encoded else b"") + json.dumps(item).encode()
-        self.encoded[session["id"]] = (len(history), history[-1] if history else None, encoded)
-        return encoded
+    def write_whole(self, session):
+        """Write the whole session as its file; any journal it had is then out of date, and goes."""
+        token = secrets.token_hex(8)
+        data = json.dumps({**session, "journal": token}).encode()   # ASCII: any string survives
+        write_atomic(self.path(session["id"]), data, mode=0o600)   # sessions hold file contents: user only
+        self.path(session["id"], ".jsonl").unlink(missing_ok=True)
+        self.on_disk[session["id"]] = {"token": token, "file": len(data), "journal": 0, "marks": field_marks(session)}
+
+    def append(self, session_id, good_bytes, line):
+        """Add a line to a session's journal, after its last whole line (a torn one is overwritten)."""
+        fd = os.open(self.path(session_id, ".jsonl"), os.O_RDWR | os.O_CREAT | O_NOFOLLOW | O_BINARY, 0o600)
+        try:
+            os.lseek(fd, good_bytes, os.SEEK_SET)
+            os.write(fd, line)
+            os.ftruncate(fd, good_bytes + len(line))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def load(self, session_id):
         """Read a session back; raise ValueError with one clear reason if it cannot be."""
@@ -1322,16 +1381,42 @@ class SessionStore:
         if not os.path.lexists(path):
             raise ValueError(f"there is no session file {path}")
         try:
-            with open_regular(path) as file:
-                session = json.loads(file.read().decode("utf-8"))
-        except (OSError, ValueError) as exc:
+            data = read_limited(path, MAX_SESSION_BYTES)
+            session = json.loads(data)
+            token = session.pop("journal", None) if isinstance(session, dict) else None
+            journal, good = self.journal_of(session_id, token)
+            for changes in journal:
+                for key, value in changes.items():
+                    if key.endswith("+"):
+                        session[key[:-1]].extend(value)
+                    else:
+                        session[key] = value
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             raise ValueError(f"the session file {path} cannot be read ({exc})") from None
         problem = session_problem(session)
         if not problem and session["id"] != session_id:
             problem = f"it holds the session {session['id']!r}, not {session_id!r}"
         if problem:
             raise ValueError(f"the session file {path} is damaged: {problem}")
+        self.on_disk[session_id] = {"token": token, "file": len(data), "journal": good,
+                                    "marks": field_marks(session)}
         return session
+
+    def journal_of(self, session_id, token):
+        """The changes a session's journal holds for this file, and how many bytes of whole lines it has."""
+        path = self.path(session_id, ".jsonl")
+        if token is None or not os.path.lexists(path):
+            return [], 0
+        changes, good = [], 0
+        for line in read_limited(path, MAX_SESSION_BYTES).splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break   # the last line, torn by a crash: what it held was never saved
+            entry = json.loads(line)
+            if entry.get("journal") != token:
+                return [], 0   # the journal of an older file, rewritten whole since: start afresh
+            changes.append(entry["changes"])
+            good += len(line)
+        return changes, good
 
     def newest_first(self):
         """The ids of all saved sessions, the most recently saved first."""
@@ -1459,10 +1544,15 @@ class SessionMemory:
         return item
 
     def note_tool(self, name, args, result):
-        """Update working memory after a tool ran: files touched and a one-line note."""
+        """Update working memory after a tool ran: files touched and a one-line note.
+
+        Only what happened is remembered: a path a tool refused is not, so no
+        reply can fill the memory (and every later prompt) with junk.
+        """
         memory = self.session["memory"]
         path = args.get("path")
-        if name in ("read_file", "write_file", "patch_file") and isinstance(path, str):
+        touched = name in ("read_file", "write_file", "patch_file") and not result.startswith("error:")
+        if touched and isinstance(path, str) and len(path) <= MEMORY_PATH_CHARS:
             memory["files"] = [f for f in memory["files"] if f != path][-(MAX_FILES - 1):] + [path]
         self.add_note(f"{name}: {one_line(result)}")
 
@@ -1580,23 +1670,23 @@ class SessionMemory:
         change = self.session["undo"][-1]
         what = f"the {change['tool']} of {change['path']}"
         try:
-            path = self.writable(change["path"])   # the session file may have been planted: check it as a tool would
-        except ValueError as exc:
+            message = self.revert(change)
+        except (OSError, ValueError) as exc:   # the session may be planted, the file gone or moved away
             return f"Cannot undo {what}: {exc}."
+        self.session["undo"].pop()
+        self.record({"role": "user", "content": f"/undo: Undid {what}: {message}"})
+        return f"Undid {what}: {message}"
+
+    def revert(self, change):
+        """Put back what a file held before one change; raise if it changed since, or cannot be."""
+        path = self.writable(change["path"])   # checked as a tool's path: the session file is not trusted
         if not path.is_file() or sha256(path.read_bytes()) != change["sha256"]:
-            return f"Cannot undo {what}: the file changed on disk after the agent wrote it."
+            raise ValueError("the file changed on disk after the agent wrote it")
         if change["copy"] is None:
             path.unlink()
-            message = f"Undid {what}: removed the file, which did not exist before."
-        else:
-            try:
-                write_atomic(path, self.session_store.copy(self.session["id"], change["copy"]))
-            except OSError as exc:
-                return f"Cannot undo {what}: the saved copy is unreadable ({exc})."
-            message = f"Undid {what}: restored its earlier content."
-        self.session["undo"].pop()
-        self.record({"role": "user", "content": f"/undo: {message}"})
-        return message
+            return "removed the file, which did not exist before."
+        write_atomic(path, self.session_store.copy(self.session["id"], change["copy"]))
+        return "restored its earlier content."
 
 
 # ---------------------------------------------------------------------------
@@ -1643,6 +1733,9 @@ class Delegation:
 # The model: prompt in, text out
 # ---------------------------------------------------------------------------
 
+MAX_INFO_BYTES = 16 << 20      # a reply of /api/tags or /api/show, or a reply's fixed part: its context ids
+REPLY_BYTES_PER_TOKEN = 1024   # ... plus this per token asked for (a streamed token's line is ~150 bytes)
+MAX_LINE_BYTES = 4 << 20       # one line of a stream; the last carries the context ids
 COUNTERS = ("prompt_eval_count", "prompt_eval_cached_count", "prompt_eval_duration",
             "eval_count", "eval_duration")   # what Ollama reports about a reply; any may be missing
 
@@ -1675,9 +1768,41 @@ def checked_reply(reply):
     return reply
 
 
-def read_json(response):
+def reply_pieces(response, deadline, limit):
+    """The bytes of a reply as they arrive, stopped past the deadline or the size limit.
+
+    A server may trickle a byte at a time (each read then ends well within the
+    timeout) or never stop, so the whole reply is held to one deadline and size.
+    """
+    if not hasattr(response, "read1"):   # a stand-in response with only read(), as tests use
+        yield response.read()
+        return
+    received = 0
+    while piece := response.read1(65536):
+        received += len(piece)
+        if received > limit:
+            raise RuntimeError(f"Ollama's reply passed {limit >> 20} MB without ending; it was cut off.")
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        yield piece
+    if response.length:   # bytes the server announced and never sent
+        raise http.client.IncompleteRead(b"", response.length)
+
+
+def reply_lines(pieces):
+    """The lines of a streamed reply; a line that never ends is refused."""
+    pending = b""
+    for piece in pieces:
+        *lines, pending = (pending + piece).split(b"\n")
+        yield from lines
+        if len(pending) > MAX_LINE_BYTES:
+            raise RuntimeError(f"Ollama sent a line over {MAX_LINE_BYTES >> 20} MB; it was cut off.")
+    yield pending
+
+
+def read_json(pieces):
     """Read a whole JSON reply."""
-    body = response.read()
+    body = b"".join(pieces)
     try:
         return checked_reply(json.loads(body))
     except ValueError:
@@ -1753,7 +1878,8 @@ class OllamaModelClient:
                         "top_p": self.top_p, "num_ctx": self.num_ctx},
         }
         try:
-            reply = self.call("/api/generate", payload, self.read_stream if self.on_text else read_json)
+            reply = self.call("/api/generate", payload, self.read_stream if self.on_text else read_json,
+                              limit=MAX_INFO_BYTES + max_new_tokens * REPLY_BYTES_PER_TOKEN)
         except RuntimeError as exc:
             if self.think is False and "does not support thinking" in str(exc):
                 self.think = None   # one Ollama release refused think=false for models that cannot think
@@ -1768,10 +1894,10 @@ class OllamaModelClient:
             self.last_stats["thinking_chars"] = len(reply["thinking"])   # eval_count includes it
         return reply["response"]
 
-    def read_stream(self, response):
+    def read_stream(self, received):
         """Read a streamed reply, one JSON object per line, passing each piece of text on."""
         pieces, thinking = [], []
-        for line in response:
+        for line in reply_lines(received):
             if not line.strip():
                 continue
             try:
@@ -1789,14 +1915,18 @@ class OllamaModelClient:
                 return {**chunk, "response": "".join(pieces), "thinking": "".join(thinking)}
         raise RuntimeError(f"The connection to Ollama at {self.host} closed before the reply was complete.")
 
-    def call(self, path, payload=None, read=read_json, timeout=None):
-        """One HTTP request (GET without payload, else POST); every failure becomes one RuntimeError."""
+    def call(self, path, payload=None, read=read_json, timeout=None, limit=MAX_INFO_BYTES):
+        """One HTTP request (GET without payload, else POST); every failure becomes one RuntimeError.
+
+        The whole reply must arrive within the timeout, and be no larger than `limit` bytes.
+        """
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(f"{self.host}{path}", data=data,
                                          headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + (timeout or self.timeout)
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                return read(response)
+                return read(reply_pieces(response, deadline, limit))
         except urllib.error.HTTPError as exc:   # a subclass of URLError: catch it first
             raise RuntimeError(self.http_error(exc)) from None
         except urllib.error.URLError as exc:
@@ -1928,17 +2058,23 @@ DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
 EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 130   # one-shot exit codes (see --help)
 
 
-def say(message):
-    """Tell the user something that is not an answer: on stderr, so stdout holds only answers."""
-    print(message, file=sys.stderr)
-
-
 def paint(text, style, stream):
-    """Text made safe for a terminal, and coloured if the stream is a terminal and NO_COLOR is unset."""
+    """Text made safe for a terminal (whoever wrote it), and coloured if the stream is a terminal
+    and NO_COLOR is unset."""
     text = CONTROL_CHARS.sub("", text)
-    if not stream.isatty() or os.environ.get("NO_COLOR"):
+    if style is None or not stream.isatty() or os.environ.get("NO_COLOR"):
         return text
     return f"\x1b[{STYLES[style]}m{text}\x1b[0m"
+
+
+def say(message, style=None):
+    """Tell the user something that is not an answer: on stderr, so stdout holds only answers."""
+    print(paint(message, style, sys.stderr), file=sys.stderr)
+
+
+def show(text):
+    """Print what a REPL command shows, on stdout, made safe: it may hold model-written text."""
+    print(paint(text, None, sys.stdout))
 
 
 def describe_call(name, args):
@@ -1969,7 +2105,7 @@ def figures_line(figures):
 
 def stats_cell(row, key, width, scale=1):
     """A right-aligned figure of a stats row ('-' if the server did not send it); ns shown as s."""
-    if not isinstance(row.get(key), (int, float)):
+    if key not in row:
         return "-".rjust(width)
     return f"{row[key] / scale:>{width},.2f}" if scale != 1 else f"{row[key]:>{width},}"
 
@@ -1988,12 +2124,13 @@ def stats_table(stats):
     """The /stats report: one row per model call of the session, then the totals."""
     if not stats:
         return "No model calls yet in this session."
-    keys = {key for row in stats for key, value in row.items() if isinstance(value, (int, float))}
-    totals = {key: sum(row.get(key, 0) for row in stats) for key in keys}
+    rows = [{key: value for key, value in row.items() if isinstance(value, (int, float))}   # only figures:
+            for row in stats]                                                               # not done_reason
+    totals = {key: sum(row.get(key, 0) for row in rows) for key in set().union(*rows)}
     header = " call prompt chars reused prompt tokens cached tok eval s new tokens gen s"
-    lines = [header, *[stats_row(str(n), row) for n, row in enumerate(stats, 1)], stats_row("total", totals)]
-    last = stats[-1]
-    if isinstance(last.get("budget_chars"), int) and isinstance(last.get("prompt_chars"), int):
+    lines = [header, *[stats_row(str(n), row) for n, row in enumerate(rows, 1)], stats_row("total", totals)]
+    last = rows[-1]
+    if "budget_chars" in last and "prompt_chars" in last:
         lines.append(f"The last prompt used {last['prompt_chars']:,} of the {last['budget_chars']:,} chars "
                      f"--num-ctx allows ({last['prompt_chars'] / max(last['budget_chars'], 1):.0%}); "
                      "past that, older steps are compacted.")
@@ -2106,7 +2243,7 @@ class TerminalDisplay(Display):
             sys.stderr.write("\n")
 
     def tool_started(self, name, args):
-        say(paint(f"-> {describe_call(name, args)}", "cyan", sys.stderr))
+        say(f"-> {describe_call(name, args)}", "cyan")
 
     def tool_finished(self, name, result):
         lines = result.splitlines() or ["(no output)"]
@@ -2114,20 +2251,20 @@ class TerminalDisplay(Display):
         shown = [f"   {line[:PREVIEW_WIDTH]}" for line in lines[:PREVIEW_LINES]]
         if len(lines) > PREVIEW_LINES:
             shown.append(f"   ... {len(lines) - PREVIEW_LINES} more lines")
-        say(paint("\n".join(shown), style, sys.stderr))
+        say("\n".join(shown), style)
 
     def notice(self, text):
-        say(paint(text, "yellow", sys.stderr))
+        say(text, "yellow")
 
     def step_figures(self, figures):
         if self.verbose:
-            say(paint(f"   [{figures_line(figures)}]", "dim", sys.stderr))
+            say(f"   [{figures_line(figures)}]", "dim")
 
     def approval(self, name, preview):
         self.stop_ticker()
         for line in preview.splitlines():
             style = "bold" if line.startswith(("+++", "---")) else DIFF_STYLES.get(line[:1], "bold")
-            say(paint(line, style, sys.stderr))
+            say(line, style)
         sys.stderr.write(paint(APPROVAL_QUESTION.format(name=name), "yellow", sys.stderr))
         sys.stderr.flush()
 
@@ -2194,8 +2331,8 @@ def positive_float(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
     return value
 
 
@@ -2338,7 +2475,7 @@ def run_request(agent, display, request):
         say(f"error: unexpected {type(exc).__name__}: {exc}")
         return EXIT_ERROR
     if agent.stopped_by_limit:   # not an answer: scripts must not take it for one
-        say(paint(answer, "yellow", sys.stderr))
+        say(answer, "yellow")
         return EXIT_LIMIT
     display.answer(answer)
     return 0
@@ -2390,23 +2527,43 @@ def run_repl(agent, display):
             readline.write_history_file(history_file)
 
 
+def session_info(agent):
+    """What /session shows: where the session is kept, and how much it and its undo copies take."""
+    store, session_id = agent.session_store, agent.session["id"]
+    files = [store.path(session_id, suffix) for suffix in (".json", ".jsonl")]
+    undo = store.path(session_id, ".undo")
+    copies = [path for path in undo.iterdir() if path.suffix == ".bak"] if undo.is_dir() else []
+    size = sum(path.stat().st_size for path in files if path.exists())
+    return (f"{agent.session_path}\n{len(agent.session['history'])} transcript items, {size / 1024:,.0f} KB; "
+            f"{len(copies)} undo copies in {undo.name}, {sum(c.stat().st_size for c in copies) / 1024:,.0f} KB")
+
+
+def reset_command(agent):
+    agent.reset()
+    return "Session history and memory cleared."
+
+
+COMMANDS = {   # REPL command -> what it shows
+    "/help": lambda agent: HELP,
+    "/memory": lambda agent: agent.memory_text(),
+    "/session": session_info,
+    "/stats": lambda agent: stats_table(agent.session["stats"]),
+    "/undo": lambda agent: agent.undo(),
+    "/reset": reset_command,
+}
+
+
 def run_line(agent, display, line):
-    """Carry out one REPL line: a slash command or a request."""
-    if line == "/help":
-        print(HELP)
-    elif line == "/memory":
-        print(agent.memory_text())
-    elif line == "/session":
-        print(agent.session_path)
-    elif line == "/stats":
-        print(stats_table(agent.session["stats"]))
-    elif line == "/undo":
-        print(agent.undo())
-    elif line == "/reset":
-        agent.reset()
-        print("Session history and memory cleared.")
-    elif line.startswith("/"):
-        say(f"Unknown command {line.split()[0]}; /help lists the commands.")
+    """Carry out one REPL line: a /command, or a request (a line like `/etc/hosts is empty?` is one)."""
+    word = line.split(maxsplit=1)[0] if line else ""
+    if re.fullmatch(r"/[a-z]+", word):
+        if word not in COMMANDS:
+            say(f"Unknown command {word}; /help lists the commands.")
+            return
+        try:
+            show(COMMANDS[word](agent))
+        except Exception as exc:   # no command may end the session with a traceback
+            say(f"error: {word} failed: {exc}")
     elif line:
         try:
             run_request(agent, display, line)
@@ -2425,6 +2582,9 @@ def main(argv=None):
     except CannotStart as exc:
         say(f"error: {exc}")
         return exc.code
+    except KeyboardInterrupt:
+        say("\nInterrupted before the session started; nothing was saved.")
+        return EXIT_INTERRUPTED
     say(build_welcome(agent, args.model, args.host))
     if agent.approval_policy != args.approval:
         say("Input is not a terminal, so risky tools will be denied; --approval auto allows them.")

@@ -37,6 +37,7 @@ class OllamaHandler(BaseHTTPRequestHandler):
         server = self.server.fixture
         server.requests.append({"method": "GET", "path": self.path})
         if self.path == "/api/tags":
+            time.sleep(server.tags_delay)
             if server.tags_body is not None:
                 self.send_raw(200, server.tags_body)
                 return
@@ -87,6 +88,9 @@ class OllamaHandler(BaseHTTPRequestHandler):
         reply = server.next_reply()
         if isinstance(reply, str):
             reply = {"text": reply}
+        if "serve" in reply:   # the test writes the whole HTTP response itself
+            reply["serve"](self)
+            return
         time.sleep(reply.get("delay", 0))
         if "status" in reply:
             body = reply.get("raw_body")
@@ -165,7 +169,7 @@ class OllamaFixture:
 
     A reply is a string (the model's text) or a dict with any of: text, chunks,
     thinking_chunks, chunk_delay, delay, status + error / raw_body, raw_body, drop,
-    stream_error, done_reason, counters.
+    stream_error, done_reason, counters; or {"serve": function(handler)} to answer by hand.
     """
 
     def __init__(self):
@@ -177,6 +181,7 @@ class OllamaFixture:
         self.show_extra = {}          # more of /api/show's reply, e.g. capabilities, thinking
         self.refuses_think = False    # answer 400 to any `think`, as one Ollama release did
         self.tags_body = None
+        self.tags_delay = 0           # seconds before /api/tags answers
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), OllamaHandler)
         self.httpd.daemon_threads = True

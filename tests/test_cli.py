@@ -511,3 +511,62 @@ def test_stats_after_a_resume_compare_with_the_sessions_last_prompt(ollama, repo
     assert [row[0] for row in rows] == ["1", "2", "3"]
     assert int(rows[2][2].rstrip("%")) >= 85   # no longer 0% after a restart
     assert "The last prompt used" in done.stdout
+
+
+# --- never a traceback, and nothing drives the terminal --------------------------------
+
+OSC52 = "\x1b]52;c;cm0gLXJmIH4=\x07"   # would write the user's clipboard
+
+
+def test_model_written_text_cannot_drive_the_terminal_through_memory(ollama, repo):
+    ollama.script(f"<final>done {OSC52} and \x1b[2J</final>")
+    done = agent_cli(ollama, repo, input="hello\n/memory\n/exit\n")
+    assert done.returncode == 0 and "done" in done.stdout
+    assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout + done.stderr
+
+
+def test_a_servers_error_text_cannot_drive_the_terminal(ollama, repo):
+    ollama.script({"status": 500, "error": f"boom {OSC52}\x1b[2J"})
+    done = agent_cli(ollama, repo, "hi")
+    assert done.returncode == 1 and "boom" in done.stderr and "\x1b" not in done.stderr
+
+
+@posix_only
+def test_a_folder_name_cannot_drive_the_terminal_from_the_welcome_box(ollama, tmp_path):
+    folder = tmp_path / f"evil{OSC52}name"
+    folder.mkdir()
+    ollama.script("<final>ok</final>")
+    done = run_cli("--cwd", str(folder), "--host", ollama.url, "hi")
+    assert done.returncode == 0 and "evil" in done.stderr and "\x1b" not in done.stderr
+
+
+def test_an_infinite_timeout_is_a_usage_error_not_a_traceback(ollama, repo):
+    done = agent_cli(ollama, repo, "--ollama-timeout", "inf", "hi")
+    assert done.returncode == 2 and "must be a number above 0, got inf" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@posix_only
+def test_ctrl_c_while_starting_up_is_one_sentence(ollama, repo):
+    ollama.tags_delay = 5
+    starting = subprocess.Popen([sys.executable, str(MODULE), "--cwd", str(repo), "--host", ollama.url, "hi"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not ollama.requests and time.monotonic() < deadline:   # the start-up check is under way
+        time.sleep(0.02)
+    starting.send_signal(signal.SIGINT)
+    out, err = starting.communicate(timeout=10)
+    assert starting.returncode == 130 and out == ""
+    assert err == "\nInterrupted before the session started; nothing was saved.\n"
+
+
+@posix_only
+@pytest.mark.parametrize("planted", ["/dev/zero", "/dev/stdin"])
+def test_a_planted_session_file_that_is_a_device_is_refused_at_once(ollama, repo, planted):
+    sessions = repo / ".mini-coding-agent" / "sessions"
+    sessions.mkdir(parents=True)
+    (sessions / "20260101-000000-abcdef.json").symlink_to(planted)
+    started = time.monotonic()
+    done = agent_cli(ollama, repo, "--resume", "latest", "hi", timeout=20)
+    assert time.monotonic() - started < 10 and done.returncode == 2
+    assert "is a symlink" in done.stderr and "Traceback" not in done.stderr

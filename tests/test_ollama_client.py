@@ -246,3 +246,74 @@ def test_the_client_calls_urlopen_so_a_patched_urlopen_still_works(monkeypatch):
     assert client.complete("hello", 12) == "<final>ok</final>"
     assert sent["url"] == "http://127.0.0.1:11434/api/generate" and sent["timeout"] == 30
     assert sent["body"]["stream"] is False and sent["body"]["think"] is False and sent["body"]["raw"] is False
+
+
+# --- a server cannot make a request take forever or fill the memory ---------------------
+
+def trickle(handler):
+    body = json.dumps({"response": "<final>slowly</final>", "done": True}).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    try:
+        for byte in body:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(0.05)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def endless_stream(handler, line=None):
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/x-ndjson")
+    handler.end_headers()
+    piece = line or (json.dumps({"response": "x" * 60000, "done": False}) + "\n").encode()
+    try:
+        while True:
+            handler.wfile.write(piece)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    handler.close_connection = True
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_trickling_server_is_held_to_one_deadline_for_the_whole_reply(ollama, stream):
+    ollama.script({"serve": trickle})
+    client = client_for(ollama, timeout=0.5)
+    if stream:
+        client.on_text = lambda text: None
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not answer within 0.5 s"):
+        client.complete("hi", 10)
+    assert time.monotonic() - started < 1.5
+
+
+def test_an_endless_stream_is_cut_off_at_a_size_from_num_predict(ollama):
+    ollama.script({"serve": endless_stream})
+    client = client_for(ollama, timeout=60)
+    client.on_text = lambda text: None
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="passed 16 MB without ending"):
+        client.complete("hi", 512)
+    assert time.monotonic() - started < 20
+
+
+def test_a_line_that_never_ends_is_refused(ollama):
+    ollama.script({"serve": lambda handler: endless_stream(handler, b"y" * 65536)})
+    client = client_for(ollama, timeout=60)
+    client.on_text = lambda text: None
+    with pytest.raises(RuntimeError, match="a line over 4 MB"):
+        client.complete("hi", 512)
+
+
+def test_a_redirect_to_another_host_is_not_followed(ollama):
+    def redirect(handler):
+        handler.send_response(302)
+        handler.send_header("Location", "http://192.0.2.1/api/generate")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    ollama.script({"serve": redirect})
+    with pytest.raises(RuntimeError, match="redirect to http://192.0.2.1/api/generate, which is not followed"):
+        client_for(ollama).complete("hi", 10)

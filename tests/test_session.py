@@ -243,8 +243,29 @@ def test_sigkill_during_saves_never_leaves_a_broken_session(tmp_path):
         process.wait()
         session = mca.SessionStore(folder).load("victim")
         assert session["history"][-1]["content"].startswith("x" * 5000)
-    leftovers = [path.name for path in folder.iterdir() if path.name not in ("victim.json", ".gitignore")]
+    leftovers = [path.name for path in folder.iterdir()
+                 if path.name not in ("victim.json", "victim.jsonl", ".gitignore")]
     assert all(name.startswith(".mca-") and name.endswith(".tmp") for name in leftovers)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
+def test_sigkill_while_a_large_session_appends_to_its_journal_loses_nothing_saved(tmp_path):
+    folder = tmp_path / "sessions"
+    for delay in (0.6, 0.7, 0.8, 0.9, 1.1, 1.3):   # the session is past SMALL_SESSION_BYTES by then
+        process = subprocess.Popen([sys.executable, "-c", SAVER, str(folder)], stdout=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+        assert process.stdout.readline() == b"saving\n"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        store = mca.SessionStore(folder)
+        session = store.load("victim")
+        numbers = [int(item["content"][5000:]) for item in session["history"]]
+        assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 60
+        store.save(session)   # a torn line is written over, and the journal goes on
+        assert [item["content"] for item in mca.SessionStore(folder).load("victim")["history"]] == \
+            [item["content"] for item in session["history"]]
+    assert (folder / "victim.jsonl").exists() or (folder / "victim.json").stat().st_size > mca.SMALL_SESSION_BYTES
 
 
 # --- undo ------------------------------------------------------------------------
@@ -368,3 +389,57 @@ def test_an_empty_reply_is_recorded_as_an_empty_response(repo):
     assert agent.ask("hi") == "ok"
     assert "empty response" in agent.session["history"][1]["content"]
     assert agent.session["history"][1]["role"] == "assistant"
+
+
+# --- sessions from other versions, and memory that holds only what happened -------------
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda s: s["stats"].append({"prompt_chars": "lots"}), None),               # shown as '-' by /stats
+    (lambda s: s["undo"][0].pop("sha256"), "undo[0] has no 'sha256'"),
+    (lambda s: s["memory"].update(notes=[{"note": 1}]), "memory.notes[0] is not a str"),
+    (lambda s: s["history"].append({"role": "tool", "content": "x"}), "history[3] is malformed"),
+    (lambda s: s.update(workspace={"cwd": "."}), "workspace has no 'repo_root'"),
+    (lambda s: [s.pop(key) for key in ("undo", "compactions", "stats", "workspace")], None),   # merely old
+])
+def test_a_session_from_another_version_is_named_or_upgraded_and_no_command_raises(repo, change, problem):
+    agent = planted_session(repo)
+    session = saved(agent)
+    change(session)
+    agent.session_path.write_text(json.dumps(session))
+    store = mca.SessionStore(agent.session_store.root)
+    if problem:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            store.load(agent.session["id"])
+        return
+    resumed = mca.MiniAgent.from_session(mca.FakeModelClient([]), make_workspace(repo), store, agent.session["id"])
+    for command in ("/stats", "/memory", "/session", "/undo", "/help"):
+        assert mca.COMMANDS[command](resumed)
+
+
+def test_no_repl_command_ends_the_session_with_a_traceback(repo, capsys, monkeypatch):
+    agent = make_agent(repo, [])
+    monkeypatch.setattr(agent, "undo", lambda: 1 / 0)
+    mca.run_line(agent, mca.Display(), "/undo")
+    assert capsys.readouterr().err == "error: /undo failed: division by zero\n"
+
+
+def test_refused_paths_never_enter_the_memory_and_the_prompt_keeps_fitting(repo):
+    long_paths = [f'<tool>{{"name": "read_file", "args": {{"path": "{"x" * 2000}{n}"}}}}</tool>' for n in range(8)]
+    agent = make_agent(repo, [*long_paths, "<final>gave up</final>", "<final>still fine</final>"],
+                       num_ctx=8192, max_steps=10)
+    agent.ask("read them")
+    assert agent.session["memory"]["files"] == []
+    assert len(agent.memory_text()) < 2000
+    assert agent.ask("and now?") == "still fine"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symlinks need POSIX here")
+def test_undo_of_a_path_that_now_leads_outside_is_one_sentence(repo, tmp_path):
+    agent = make_agent(repo, ['<tool name="write_file" path="sub/a.txt"><content>mine</content></tool>',
+                              "<final>ok</final>"])
+    agent.ask("write sub/a.txt")
+    outside = tmp_path / "outside"
+    (repo / "sub").rename(outside)
+    (repo / "sub").symlink_to(outside)
+    assert agent.undo() == "Cannot undo the write_file of sub/a.txt: path escapes workspace: sub/a.txt."
+    assert (outside / "a.txt").read_text() == "mine"
