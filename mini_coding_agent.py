@@ -36,6 +36,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import stat
@@ -72,6 +73,8 @@ MAX_FILES = 8            # recently touched files kept in memory
 NOTE_CHARS = 220         # chars of one note
 MEMORY_PATH_CHARS = 200  # a longer path is not remembered: memory stays a few hundred chars
 MAX_LISTED = 200         # lines of list_files / search output
+MAX_COUNTED = 10_000     # ... and how far past that the entries not shown are counted
+READ_LINES = 200         # lines read_file shows when not given an end
 MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
 MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
 MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
@@ -399,7 +402,7 @@ class PromptShape:
 REQUIRED = object()   # marks a tool argument without a default
 TOOL_ARGS = {         # tool name -> {argument: default}
     "list_files": {"path": "."},
-    "read_file": {"path": REQUIRED, "start": 1, "end": 200},
+    "read_file": {"path": REQUIRED, "start": 1, "end": None},   # None: start + READ_LINES - 1
     "search": {"pattern": REQUIRED, "path": "."},
     "run_shell": {"command": REQUIRED, "timeout": 20},
     "write_file": {"path": REQUIRED, "content": REQUIRED},
@@ -428,7 +431,7 @@ TOOL_INFO = {         # tool name -> (needs approval, description, one valid cal
                  '"max_steps": 3}}</tool>'),
 }
 RETRY_ADVICE = "Reply with a valid <tool> call or a non-empty <final> answer."
-APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this session: "
+APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this session{view}: "
 
 
 # How a reply becomes a call.  The prompt teaches one protocol, but small local
@@ -481,7 +484,8 @@ def signature(name):
     parts = []
     for arg, default in TOOL_ARGS[name].items():
         kind = "int" if arg in INT_ARGS else "str"
-        parts.append(f"{arg}: {kind}" if default is REQUIRED else f"{arg}: {kind}={default!r}")
+        shown = f"start+{READ_LINES - 1}" if default is None else repr(default)
+        parts.append(f"{arg}: {kind}" if default is REQUIRED else f"{arg}: {kind}={shown}")
     return ", ".join(parts)
 
 
@@ -754,6 +758,14 @@ def untagged_call(text):
     return None
 
 
+def listing(lines, what, advice):
+    """At most MAX_LISTED lines, saying how many more there were and what to do about it."""
+    if len(lines) <= MAX_LISTED:
+        return "\n".join(lines)
+    more = f"{len(lines) - MAX_LISTED:,}{'+' if len(lines) == MAX_COUNTED else ''}"
+    return "\n".join([*lines[:MAX_LISTED], f"({more} more {what} not shown; {advice})"])
+
+
 def text_lines(file):
     """The lines of a file opened in binary mode, decoded; reads only as far as the caller goes."""
     for chunk in iter(lambda: file.readline(4 * MAX_LINE_CHARS), b""):
@@ -887,7 +899,9 @@ class ToolUse:
             value = args.get(arg, default)
             if value is REQUIRED:
                 raise ValueError(repr(arg))
-            if arg in INT_ARGS:
+            if value is None and default is None:   # read_file's end: worked out below
+                pass
+            elif arg in INT_ARGS:
                 if isinstance(value, str) and value.strip().isdigit() and len(value) < 10:
                     value = int(value)
                 if not isinstance(value, int) or isinstance(value, bool):
@@ -897,6 +911,8 @@ class ToolUse:
             elif not value.strip() and arg not in MAY_BE_EMPTY:
                 raise ValueError(f"{arg} must not be empty")
             checked[arg] = value
+        if name == "read_file" and checked["end"] is None:   # so "read on with start=201" just works
+            checked["end"] = checked["start"] + READ_LINES - 1
         if name == "read_file" and not 1 <= checked["start"] <= checked["end"]:
             raise ValueError("need 1 <= start <= end")
         if name == "run_shell" and not 1 <= checked["timeout"] <= 120:
@@ -917,19 +933,29 @@ class ToolUse:
         """Ask whether a risky tool may run, following the approval policy."""
         if self.read_only or self.approval_policy == "never":
             return False
-        if self.approval_policy == "auto" or name in self.always_approved:
-            return True
-        self.display.approval(name, self.preview(name, args))
-        try:
-            answer = input("").strip().lower()
-        except EOFError:
-            return False
+        preview = self.preview(name, args)
+        if self.approval_policy == "auto" or name in self.always_approved or not preview:
+            return True   # no preview: an edit that changes nothing, nothing to ask about
+        whole = False
+        while True:
+            self.display.approval(name, preview, whole)
+            try:
+                answer = input("").strip().lower()
+            except EOFError:
+                answer = ""
+            if answer not in ("v", "view"):
+                break
+            whole = True   # show the whole diff, then ask again
         if answer in ("a", "always"):
             self.always_approved.add(name)
-        return answer in ("y", "yes", "a", "always")
+        allowed = answer in ("y", "yes", "a", "always")
+        if not allowed:
+            self.display.notice(f"Denied{' (Enter means no)' if not answer else ''}: {name} was not run.")
+        return allowed
 
     def preview(self, name, args):
-        """What a risky call would do, for a person to judge: the command, or a diff of the edit."""
+        """What a risky call would do, for a person to judge: the command, or the whole diff of the edit
+        ('' for an edit that changes nothing)."""
         if name == "run_shell":
             return f"run_shell in {self.root} (timeout {args['timeout']} s):\n  $ {args['command']}"
         try:
@@ -943,7 +969,7 @@ class ToolUse:
         new = args["content"] if name == "write_file" else old.replace(args["old_text"], args["new_text"])
         diff = difflib.unified_diff(old.splitlines(), new.splitlines(), f"a/{args['path']}",
                                     f"b/{args['path']}", lineterm="")
-        return clip("\n".join(diff), MAX_TOOL_OUTPUT) or f"{name} {args['path']}: no change"
+        return "\n".join(diff)
 
     def run_tool(self, name, args):
         """Run one tool call through every check; always returns text, never raises."""
@@ -1019,11 +1045,14 @@ class ToolUse:
         folder = self.path(args["path"])
         if not folder.is_dir():
             raise ValueError(f"not a folder: {args['path']}")
-        entries = [entry for entry in folder.iterdir()
-                   if folded(entry.name) not in IGNORED_DIRS and is_inside(entry.resolve(), self.root)]
+        entries = [entry for entry in folder.iterdir() if folded(entry.name) not in IGNORED_DIRS]
+        broken = sorted(entry.name for entry in entries if not entry.exists())   # a dangling or looping link
+        entries = [entry for entry in entries if entry.exists() and is_inside(entry.resolve(), self.root)]
         entries.sort(key=lambda entry: (not entry.is_dir(), entry.name))
         lines = [f"[{'D' if entry.is_dir() else 'F'}] {self.relative(entry)}" for entry in entries]
-        return "\n".join(lines[:MAX_LISTED]) or "(empty)"
+        if broken:
+            lines.append(f"(skipped {len(broken)} broken or looping symlinks: {', '.join(broken[:5])})")
+        return listing(lines, "entries", "list a subfolder") or "(empty)"
 
     def tool_read_file(self, args):
         """Numbered lines start..end of a text file, reading no further than needed."""
@@ -1051,7 +1080,7 @@ class ToolUse:
             matches = self.search_with_ripgrep(args["pattern"], folder)
         else:
             matches = self.search_in_files(args["pattern"], folder)
-        return "\n".join(matches[:MAX_LISTED]) or "(no matches)"
+        return listing(matches, "matches", "narrow the pattern or the path") or "(no matches)"
 
     def search_with_ripgrep(self, pattern, folder):
         """Search with ripgrep: fast, and it skips what .gitignore lists."""
@@ -1062,7 +1091,7 @@ class ToolUse:
             command.append(self.relative(folder))
         with subprocess.Popen(command, cwd=self.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, encoding="utf-8", errors="replace") as process:
-            matches = [line.rstrip("\n") for line in itertools.islice(process.stdout, MAX_LISTED)]
+            matches = [line.rstrip("\n") for line in itertools.islice(process.stdout, MAX_COUNTED)]
             process.kill()
         return matches
 
@@ -1076,7 +1105,7 @@ class ToolUse:
                 for number, line in enumerate(text_lines(handle), 1):
                     if needle in line.lower():
                         matches.append(f"{self.relative(file)}:{number}:{line}")
-                        if len(matches) == MAX_LISTED:
+                        if len(matches) == MAX_COUNTED:
                             return matches
         return matches
 
@@ -1514,10 +1543,10 @@ class Display:
     def model_finished(self):
         """The model call ended, well or not."""
 
-    def tool_started(self, name, args):
-        """A tool call is about to run."""
+    def tool_started(self, name, args, depth):
+        """A tool call is about to run (depth > 0: a delegated helper's call)."""
 
-    def tool_finished(self, name, result):
+    def tool_finished(self, name, result, depth):
         """A tool call ran (or was refused)."""
 
     def notice(self, text):
@@ -1526,9 +1555,9 @@ class Display:
     def step_figures(self, figures):
         """The figures of a model call (see PromptShape.record_stats)."""
 
-    def approval(self, name, preview):
-        """Show what a risky call would do and ask; the answer is read with input()."""
-        sys.stderr.write(f"{preview}\n{APPROVAL_QUESTION.format(name=name)}")
+    def approval(self, name, preview, whole):
+        """Show what a risky call would do (`whole`: all of a long diff) and ask; input() reads the answer."""
+        sys.stderr.write(f"{preview}\n{APPROVAL_QUESTION.format(name=name, view='')}")
         sys.stderr.flush()
 
 
@@ -1626,11 +1655,11 @@ class SessionMemory:
     def run_call(self, call):
         """Run a tool call, show it, and record it with its result (saying how a dialect was read)."""
         note = call.pop("note", None)
-        self.display.tool_started(call["name"], call["args"])
+        self.display.tool_started(call["name"], call["args"], self.depth)
         result = self.run_tool(call["name"], call["args"])
         if note:
             result = f"(ran {call['name']}; {note})\n{result}"
-        self.display.tool_finished(call["name"], result)
+        self.display.tool_finished(call["name"], result, self.depth)
         self.note_tool(call["name"], call["args"], result)
         self.record({"role": "tool", **call, "content": result})
 
@@ -2054,6 +2083,7 @@ CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n:
 STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 PREVIEW_LINES = 4        # lines of a tool's result shown on screen
 PREVIEW_WIDTH = 200      # ... each cut to this many chars
+APPROVAL_HEAD, APPROVAL_TAIL = 40, 20   # lines of a long diff shown before asking; [v] shows the rest
 DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
 EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 130   # one-shot exit codes (see --help)
 
@@ -2075,6 +2105,19 @@ def say(message, style=None):
 def show(text):
     """Print what a REPL command shows, on stdout, made safe: it may hold model-written text."""
     print(paint(text, None, sys.stdout))
+
+
+def shell_preview(lines):
+    """The lines of a shell result worth seeing at a glance: its exit code and the end of each output,
+    where a failing test run's summary and a traceback's last lines are."""
+    shown, part = [lines[0]], []
+    for line in [*lines[1:], "stderr:"]:
+        if line in ("stdout:", "stderr:"):
+            shown += [*(["..."] if len(part) > PREVIEW_LINES else []), *part[-PREVIEW_LINES:]]
+            part = []
+        elif line != "(empty)":
+            part.append(line)
+    return shown
 
 
 def describe_call(name, args):
@@ -2242,16 +2285,17 @@ class TerminalDisplay(Display):
         elif self.printed or self.thinking:
             sys.stderr.write("\n")
 
-    def tool_started(self, name, args):
-        say(f"-> {describe_call(name, args)}", "cyan")
+    def tool_started(self, name, args, depth):
+        helper = "helper " if depth else ""
+        say(f"{'    ' * depth}-> {helper}{describe_call(name, args)}", "cyan")
 
-    def tool_finished(self, name, result):
+    def tool_finished(self, name, result, depth):
         lines = result.splitlines() or ["(no output)"]
+        shown = shell_preview(lines) if name == "run_shell" else lines[:PREVIEW_LINES]
+        if name != "run_shell" and len(lines) > PREVIEW_LINES:
+            shown.append(f"... {len(lines) - PREVIEW_LINES} more lines")
         style = "red" if result.startswith("error:") else "dim"
-        shown = [f"   {line[:PREVIEW_WIDTH]}" for line in lines[:PREVIEW_LINES]]
-        if len(lines) > PREVIEW_LINES:
-            shown.append(f"   ... {len(lines) - PREVIEW_LINES} more lines")
-        say("\n".join(shown), style)
+        say("\n".join(f"{'    ' * depth}   {line[:PREVIEW_WIDTH]}" for line in shown), style)
 
     def notice(self, text):
         say(text, "yellow")
@@ -2260,12 +2304,19 @@ class TerminalDisplay(Display):
         if self.verbose:
             say(f"   [{figures_line(figures)}]", "dim")
 
-    def approval(self, name, preview):
+    def approval(self, name, preview, whole):
         self.stop_ticker()
-        for line in preview.splitlines():
-            style = "bold" if line.startswith(("+++", "---")) else DIFF_STYLES.get(line[:1], "bold")
+        lines = preview.splitlines()
+        cut = not whole and len(lines) > APPROVAL_HEAD + APPROVAL_TAIL
+        if cut:   # the head and the tail; [v] shows all of it
+            hidden = len(lines) - APPROVAL_HEAD - APPROVAL_TAIL
+            lines = [*lines[:APPROVAL_HEAD], f"... {hidden} lines not shown: answer v to see them all ...",
+                     *lines[-APPROVAL_TAIL:]]
+        for line in lines:
+            style = "bold" if line.startswith(("+++", "---", "...")) else DIFF_STYLES.get(line[:1], "bold")
             say(line, style)
-        sys.stderr.write(paint(APPROVAL_QUESTION.format(name=name), "yellow", sys.stderr))
+        question = APPROVAL_QUESTION.format(name=name, view=" / [v]iew the whole diff" if cut else "")
+        sys.stderr.write(paint(question, "yellow", sys.stderr))
         sys.stderr.flush()
 
     def answer(self, text):
@@ -2301,7 +2352,8 @@ def build_welcome(agent, model, host):
         ("context", f"{agent.num_ctx:,} tokens (prompts up to {agent.prompt_budget:,} chars)"),
         ("branch", agent.workspace.branch),
         ("approval", agent.approval_policy),
-        ("session", agent.session["id"]),
+        ("session", agent.session["id"] + (f" (resumed, {len(agent.session['history'])} items)"
+                                           if agent.session["history"] else "")),
     ]
     title = ["MINI CODING AGENT", "a coding agent on your own machine"]
     if inner >= 50:
@@ -2340,12 +2392,17 @@ def build_arg_parser():
     """The command-line flags: the reference's, with its defaults, and a few of our own."""
     parser = argparse.ArgumentParser(
         prog="mini-coding-agent",
-        description="A small coding agent for local models served by Ollama.")
+        description="A small coding agent for local models served by Ollama.",
+        epilog="Exit status of a one-shot request: 0 it was answered; 1 an error (server, model); "
+               "2 bad usage or a session that cannot be used; 3 a limit (--max-steps, malformed replies) "
+               "stopped it, with the reason on stderr; 130 interrupted. "
+               "Environment: OLLAMA_HOST (as for Ollama itself), MINI_CODING_AGENT_MODEL, NO_COLOR.")
     parser.add_argument("prompt", nargs="*",
                         help="answer this request once and exit; without it, start an interactive session")
     parser.add_argument("--cwd", default=".", help="the repository to work in (default: .)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Ollama model (default: {DEFAULT_MODEL})")
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"Ollama server (default: {DEFAULT_HOST})")
+    parser.add_argument("--model", help=f"Ollama model (default: $MINI_CODING_AGENT_MODEL, else {DEFAULT_MODEL})")
+    parser.add_argument("--host", help=f"Ollama server, in any form Ollama takes (default: $OLLAMA_HOST, else "
+                                       f"{DEFAULT_HOST})")
     parser.add_argument("--ollama-timeout", type=positive_float, default=300,
                         help="seconds to wait for one model reply (default: 300)")
     parser.add_argument("--resume", metavar="ID|latest", help="go on with a saved session")
@@ -2366,11 +2423,44 @@ def build_arg_parser():
     return parser
 
 
-def resume_hint(agent):
-    """How to go on with this session later (if anything was saved)."""
+def this_program():
+    """How this program was started, as the start of a command someone can paste anywhere."""
+    started = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if started is None or started.suffix == ".py":   # `python mini_coding_agent.py` or `python -m ...`
+        return [sys.executable, str(started or Path(__file__).resolve())]
+    on_path = shutil.which(started.name)
+    return [started.name] if on_path and Path(on_path).resolve() == started else [str(started)]
+
+
+def resume_hint(agent, args):
+    """How to go on with this session later (if anything was saved), as a command that works when pasted."""
     if not agent.session_path.exists():
         return "Nothing was done, so no session was saved."
-    return f"The session is saved; go on with: mini-coding-agent --resume {agent.session['id']}"
+    command = [*this_program(), "--cwd", str(agent.root)]
+    for flag in ("host", "model"):
+        if getattr(args, flag):
+            command += [f"--{flag}", getattr(args, flag)]
+    join = shlex.join if os.name == "posix" else subprocess.list2cmdline
+    return f"The session is saved; go on with: {join([*command, '--resume', agent.session['id']])}"
+
+
+def ollama_host(text):
+    """An Ollama address in any form Ollama itself takes (host, host:port, :port, scheme://host:port)
+    as a URL; 0.0.0.0 means this machine. Raises ValueError for what is not an address."""
+    text = text.strip().strip("\"'")
+    scheme, has_scheme, rest = text.partition("://")
+    if not has_scheme:
+        scheme, rest = "http", text
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{scheme}:// is not http:// or https://")
+    hostport, _, path = rest.partition("/")
+    if any(char.isspace() for char in hostport):
+        raise ValueError("it holds a space")
+    parts = urllib.parse.urlsplit(f"//{hostport}")
+    port = parts.port or ({"http": 80, "https": 443}[scheme] if has_scheme else 11434)   # as Ollama does
+    host = parts.hostname or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
 
 
 def held_session(store, session_id):
@@ -2435,8 +2525,16 @@ def start_agent(args):
     if planted:
         raise CannotStart(f"{planted} is a symlink, and the agent never follows links in its own folder "
                           f"{STATE_DIR}; remove the link (it came with the repository) and start again.", EXIT_USAGE)
+    host_given = args.host if args.host is not None else os.environ.get("OLLAMA_HOST", "")
+    try:
+        host = ollama_host(host_given)
+    except ValueError as exc:
+        source = "--host" if args.host is not None else "OLLAMA_HOST"
+        raise CannotStart(f"{source} {host_given!r} is not an address Ollama takes ({exc}); use one like "
+                          "127.0.0.1:11434 or http://my-server:11434.", EXIT_USAGE) from None
+    model = args.model or os.environ.get("MINI_CODING_AGENT_MODEL") or DEFAULT_MODEL
     display = TerminalDisplay(verbose=args.verbose)
-    client = OllamaModelClient(args.model, args.host, args.temperature, args.top_p, args.ollama_timeout)
+    client = OllamaModelClient(model, host, args.temperature, args.top_p, args.ollama_timeout)
     client.num_ctx = check_server(client, args.num_ctx)
     if display.live and not args.no_stream:
         client.on_text, client.on_thinking = display.model_text, display.model_thinking
@@ -2482,7 +2580,7 @@ def run_request(agent, display, request):
 
 
 def read_request():
-    """One request from the REPL; a line ending in a backslash goes on on the next line."""
+    """One request from the REPL; a line ending in a backslash goes on on the next line (a paste is one)."""
     lines = [input("mini-coding-agent> ")]
     while lines[-1].endswith("\\"):
         lines[-1] = lines[-1][:-1]
@@ -2496,8 +2594,9 @@ def enable_line_editing(history_file):
         import readline  # not on every platform, and it changes input(): only for the REPL
     except ImportError:
         return None
-    if os.environ.get("NO_COLOR"):
-        readline.parse_and_bind("set enable-bracketed-paste off")   # no escape codes at all
+    # Bracketed paste makes a pasted traceback one request, not one per line; Python leaves it off.
+    # It needs escape codes on the terminal, which NO_COLOR asks us not to send.
+    readline.parse_and_bind(f"set enable-bracketed-paste {'off' if os.environ.get('NO_COLOR') else 'on'}")
     try:
         readline.read_history_file(history_file)
     except OSError:
@@ -2506,19 +2605,25 @@ def enable_line_editing(history_file):
     return readline
 
 
-def run_repl(agent, display):
-    """Read requests and slash commands until /exit, end of input or Ctrl-C at the prompt."""
+def run_repl(agent, display, args):
+    """Read requests and slash commands until /exit, end of input, or Ctrl-C at an empty prompt."""
     history_file = agent.root / STATE_DIR / "repl-history"
     readline = enable_line_editing(history_file) if sys.stdin.isatty() else None
     try:
         while True:
             try:
                 line = read_request()
-            except (EOFError, KeyboardInterrupt):
-                say(f"\n{resume_hint(agent)}")
+            except KeyboardInterrupt:
+                if readline and readline.get_line_buffer():   # a half-typed line: clear it, as shells do
+                    say("")
+                    continue
+                say(f"\n{resume_hint(agent, args)}")
+                return 0
+            except EOFError:
+                say(f"\n{resume_hint(agent, args)}")
                 return 0
             if line in ("/exit", "/quit"):
-                say(resume_hint(agent))
+                say(resume_hint(agent, args))
                 return 0
             run_line(agent, display, line)
     finally:
@@ -2585,15 +2690,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         say("\nInterrupted before the session started; nothing was saved.")
         return EXIT_INTERRUPTED
-    say(build_welcome(agent, args.model, args.host))
+    say(build_welcome(agent, agent.model_client.model, agent.model_client.host))
     if agent.approval_policy != args.approval:
         say("Input is not a terminal, so risky tools will be denied; --approval auto allows them.")
     try:
         if not args.prompt:
-            return run_repl(agent, display)
+            return run_repl(agent, display, args)
         return run_request(agent, display, " ".join(args.prompt))
     except KeyboardInterrupt:
-        say(f"\nInterrupted. {resume_hint(agent)}")
+        say(f"\nInterrupted. {resume_hint(agent, args)}")
         return EXIT_INTERRUPTED
     finally:
         agent.session_store.unlock(agent.session["id"])

@@ -28,6 +28,7 @@ def sessions(repo):
 def test_help_lists_every_flag():
     done = run_cli("--help")
     assert done.returncode == 0
+    assert "3 a limit (--max-steps, malformed replies) stopped it" in " ".join(done.stdout.split())
     for flag in FLAGS:
         assert flag in done.stdout
 
@@ -88,7 +89,7 @@ def test_the_repl_reads_requests_and_slash_commands_from_stdin(ollama, repo):
     assert "Unknown command /nope" in done.stderr
     assert "Session history and memory cleared." in out
     assert out.rstrip().endswith("mini-coding-agent>")
-    assert "go on with: mini-coding-agent --resume" in done.stderr
+    assert f"go on with: {sys.executable} {MODULE} --cwd {repo} --host {ollama.url} --resume" in done.stderr
 
 
 @pytest.mark.parametrize("ending", ["/quit\n", "", "/exit\nnever read\n"])
@@ -570,3 +571,71 @@ def test_a_planted_session_file_that_is_a_device_is_refused_at_once(ollama, repo
     done = agent_cli(ollama, repo, "--resume", "latest", "hi", timeout=20)
     assert time.monotonic() - started < 10 and done.returncode == 2
     assert "is a symlink" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- Ollama's own conventions for the host, and the model from the environment ---------
+
+@pytest.mark.parametrize("form", ["{host}:{port}", "{host}", ":{port}", "http://{host}:{port}", "0.0.0.0:{port}",
+                                  "  http://{host}:{port}/  "])
+def test_the_host_takes_every_form_ollama_does(ollama, repo, form):
+    host, port = "127.0.0.1", ollama.url.rsplit(":", 1)[1]
+    if form == "{host}":   # no port means Ollama's own port
+        assert mca.ollama_host("localhost") == "http://localhost:11434"
+        return
+    ollama.script("<final>reached</final>")
+    done = run_cli("--cwd", str(repo), "--host", form.format(host=host, port=port), "hi")
+    assert done.returncode == 0 and done.stdout == "reached\n"
+
+
+def test_ollama_host_and_the_model_can_come_from_the_environment(ollama, repo):
+    ollama.models.append("tiny:1b")
+    ollama.script("<final>from the environment</final>")
+    done = run_cli("--cwd", str(repo), "hi",
+                   env={"OLLAMA_HOST": ollama.url.removeprefix("http://"), "MINI_CODING_AGENT_MODEL": "tiny:1b"})
+    assert done.returncode == 0 and done.stdout == "from the environment\n"
+    assert ollama.generate_requests[0]["model"] == "tiny:1b"
+
+
+@pytest.mark.parametrize("host, source", [("ftp://example.com", "--host"), ("my host:1", "--host"),
+                                          ("localhost:99999", "--host"), ("localhost:port", "OLLAMA_HOST")])
+def test_a_bad_host_is_one_sentence(repo, host, source):
+    args = ["--host", host] if source == "--host" else []
+    done = run_cli("--cwd", str(repo), *args, "hi", env={"OLLAMA_HOST": host})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"error: {source} {host!r} is not an address Ollama takes")
+
+
+def test_a_line_starting_with_a_path_is_a_request_not_a_command(ollama, repo):
+    ollama.script("<final>because it is listed in .gitignore</final>")
+    done = agent_cli(ollama, repo, input="/etc/hosts is ignored, why?\n/exit\n")
+    assert "because it is listed" in done.stdout and "Unknown command" not in done.stderr
+    assert "Current user request:\n/etc/hosts is ignored, why?" in ollama.prompts[0]
+
+
+def test_the_welcome_box_says_when_a_session_is_resumed(ollama, repo):
+    ollama.script("<final>one</final>", "<final>two</final>")
+    first = agent_cli(ollama, repo, "first")
+    assert "(resumed" not in first.stderr
+    again = agent_cli(ollama, repo, "--resume", "latest", "second")
+    assert "(resumed, 2 items)" in again.stderr
+
+
+# --- packaging ----------------------------------------------------------------------------
+
+def test_the_sdist_carries_its_tests_and_they_pass(tmp_path):
+    pytest.importorskip("hatchling", reason="the README's test command installs hatchling to build the sdist")
+    if (MODULE.parent / "PKG-INFO").exists():
+        pytest.skip("this is the unpacked sdist itself")
+    built = subprocess.run([sys.executable, "-c", "import sys; from hatchling.build import build_sdist; "
+                            "print(build_sdist(sys.argv[1]))", str(tmp_path)], cwd=MODULE.parent,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    import tarfile
+    with tarfile.open(tmp_path / built.stdout.strip()) as archive:
+        archive.extractall(tmp_path, filter="data") if sys.version_info >= (3, 12) else archive.extractall(tmp_path)
+    [unpacked] = [path for path in tmp_path.iterdir() if path.is_dir()]
+    assert (unpacked / "tests" / "conftest.py").exists() and (unpacked / "LICENSE").exists()
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"], cwd=unpacked,
+                           capture_output=True, text=True, timeout=900)
+    assert tests.returncode == 0, tests.stdout[-2000:]
+    assert " passed" in tests.stdout.splitlines()[-1]

@@ -21,7 +21,7 @@ def test_every_section_label_stands_alone_in_this_order(repo):
 
 def test_the_prefix_lists_each_tool_once_with_its_signature(repo):
     prefix = make_agent(repo, []).prefix
-    assert "- read_file(path: str, start: int=1, end: int=200) [safe] " in prefix
+    assert "- read_file(path: str, start: int=1, end: int=start+199) [safe] " in prefix
     assert "- run_shell(command: str, timeout: int=20) [approval required] " in prefix
     assert "- write_file(path: str, content: str) [approval required] " in prefix
     assert "- delegate(task: str, max_steps: int=3) [safe] " in prefix

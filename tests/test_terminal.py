@@ -149,18 +149,62 @@ def test_ctrl_c_during_a_shell_command_kills_it_and_returns_to_the_prompt(ollama
     assert not (repo / "finished.txt").exists()
 
 
+def press_until(terminal, key, text, tries=5):
+    """Press a key until `text` appears: a key pressed while readline is between showing its prompt and
+    waiting for input is only acted on at the next key, a race in readline itself."""
+    for _ in range(tries):
+        terminal.type(key)
+        try:
+            return terminal.expect(text, timeout=1)
+        except AssertionError:
+            continue
+    raise AssertionError(f"{text!r} never appeared; output was:\n{terminal.output[-2000:]}")
+
+
 @pytest.mark.parametrize("keys", ["\x03", "\x04"])
-def test_ctrl_c_or_ctrl_d_at_the_prompt_leaves_with_the_resume_command(ollama, start, keys):
-    ollama.script("<final>noted</final>")
+def test_ctrl_c_or_ctrl_d_at_an_empty_prompt_leaves_with_a_resume_command_that_works(ollama, start, repo, keys):
+    ollama.script("<final>noted</final>", "<final>I remember</final>")
     terminal = start()
     terminal.expect(PROMPT)
     terminal.type("remember me\n")
     terminal.expect("noted")
     terminal.expect(PROMPT)
-    terminal.type(keys)
-    terminal.expect("go on with: mini-coding-agent --resume ")
+    press_until(terminal, keys, "go on with: ")
+    terminal.expect("\n")
     assert terminal.finish() == 0
     assert "Traceback" not in terminal.output
+    hint = terminal.output.split("go on with: ")[1].splitlines()[0]
+    pasted = subprocess.run(["bash", "-c", hint + " 'what did I ask?'"], cwd="/", capture_output=True,
+                            text=True, env={**os.environ, "NO_COLOR": "1"}, timeout=30)
+    assert pasted.returncode == 0 and pasted.stdout == "I remember\n"
+    assert "remember me" in ollama.prompts[-1]
+
+
+def test_ctrl_c_clears_a_half_typed_line_and_the_session_goes_on(ollama, start):
+    ollama.script("<final>the real question was answered</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("a half-typed thou")
+    terminal.expect("thou")
+    press_until(terminal, "\x03", PROMPT)
+    terminal.type("the real question\n")
+    terminal.expect("the real question was answered")
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+    assert ollama.prompts[0].rstrip().endswith("Current user request:\nthe real question")
+
+
+def test_a_pasted_traceback_is_one_request(ollama, start):
+    ollama.script("<final>one request</final>")
+    terminal = start(env={"NO_COLOR": ""})
+    terminal.expect(PROMPT)
+    paste = 'Traceback (most recent call last):\n  File "a.py", line 1\nZeroDivisionError: division by zero'
+    terminal.type(f"\x1b[200~{paste}\x1b[201~")
+    terminal.type("\n")
+    terminal.expect("one request")
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+    assert len(ollama.prompts) == 1 and ollama.prompts[0].rstrip().endswith(paste)
 
 
 def test_leaving_before_any_request_saves_nothing(start, repo):
@@ -349,5 +393,77 @@ def test_a_streamed_write_is_shown_once_as_its_summary(ollama, start, repo):
     terminal.expect("written")
     assert "line 7 of a long file" not in terminal.output and "-> write_file long.txt" in terminal.output
     assert (repo / "long.txt").read_text() == body
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+
+
+def test_a_shell_result_shows_its_exit_code_and_the_end_of_its_output(ollama, start):
+    command = "python3 -c \"import sys; [print('ok', n) for n in range(30)]; sys.exit('Error: the last line')\""
+    ollama.script('<tool>{"name": "run_shell", "args": {"command": ' + json.dumps(command) + "}}</tool>",
+                  "<final>seen</final>")
+    terminal = start("--approval", "auto")
+    terminal.expect(PROMPT)
+    terminal.type("run it\n")
+    shown = terminal.expect("seen")
+    assert "exit_code: 1" in shown and "ok 29" in shown and "Error: the last line" in shown
+    assert "ok 3\r\n" not in shown   # the start of a long output is not what matters
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+
+
+def test_a_helpers_steps_are_indented(ollama, start):
+    ollama.script('<tool>{"name": "delegate", "args": {"task": "look at hello.txt"}}</tool>',
+                  '<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>',
+                  "<final>alpha</final>", "<final>the helper saw alpha</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("ask a helper\n")
+    shown = terminal.expect("the helper saw alpha")
+    assert "\r-> delegate: look at hello.txt" in shown and "\r    -> helper read_file hello.txt" in shown
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+
+
+def test_a_long_diff_can_be_seen_whole_before_approving(ollama, start, repo):
+    content = "".join(f"new line {n}\n" for n in range(100))
+    ollama.script(f'<tool name="write_file" path="big.txt"><content>{content}</content></tool>', "<final>ok</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("write big.txt\n")
+    first = terminal.expect("[v]iew the whole diff: ")
+    assert "+new line 10\r\n" in first and "+new line 50\r\n" not in first and "+new line 99" in first
+    assert "lines not shown: answer v to see them all" in first
+    terminal.type("v\n")
+    whole = terminal.expect("this session: ")
+    assert all(f"+new line {n}\r\n" in whole for n in range(100))
+    terminal.type("y\n")
+    terminal.expect("ok")
+    assert (repo / "big.txt").read_text() == content
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+
+
+def test_enter_at_the_approval_question_denies_and_says_so(ollama, start, repo):
+    ollama.script('<tool name="write_file" path="new.txt"><content>x</content></tool>', "<final>fine</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("write new.txt\n")
+    terminal.expect("this session: ")
+    terminal.type("\n")
+    terminal.expect("Denied (Enter means no): write_file was not run.")
+    terminal.expect("fine")
+    assert not (repo / "new.txt").exists()
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0
+
+
+def test_an_edit_that_changes_nothing_is_not_asked_about(ollama, start, repo):
+    ollama.script('<tool name="write_file" path="hello.txt"><content>alpha\nbeta\ngamma\n</content></tool>',
+                  "<final>unchanged</final>")
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("rewrite hello.txt as it is\n")
+    shown = terminal.expect("unchanged")
+    assert "approve write_file?" not in shown and "wrote hello.txt" in shown
     terminal.type("/exit\n")
     assert terminal.finish() == 0

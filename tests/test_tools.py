@@ -512,3 +512,33 @@ def test_a_runaway_command_is_stopped_once_its_output_passes_the_cap(repo):
     assert time.monotonic() - started < 10
     assert result.startswith(f"exit_code: stopped (killed once its output passed {mca.SHELL_OUTPUT_CAP >> 20} MB")
     assert "y\ny\n" in result and processes_running("yes") == []
+
+
+# --- feedback the model can act on ------------------------------------------------------
+
+def test_read_files_continuation_hint_works_as_written(repo):
+    (repo / "long.txt").write_text("".join(f"line {n}\n" for n in range(1, 451)))
+    agent = make_agent(repo, [])
+    first = agent.run_tool("read_file", {"path": "long.txt"})
+    assert first.endswith("(more lines follow; read on with start=201)")
+    second = agent.run_tool("read_file", {"path": "long.txt", "start": 201})
+    assert " 201: line 201" in second and " 400: line 400" in second
+    assert second.endswith("(more lines follow; read on with start=401)")
+
+
+@pytest.mark.parametrize("tool, args", [("list_files", {"path": "many"}), ("search", {"pattern": "needle"})])
+def test_cut_listings_say_how_much_more_there_is(repo, tool, args):
+    (repo / "many").mkdir()
+    for n in range(230):
+        (repo / "many" / f"{n:03}").write_text("needle\n")
+    result = make_agent(repo, []).run_tool(tool, args)
+    lines = result.splitlines()
+    assert len(lines) == 201 and lines[-1].startswith("(30 more ") and "not shown" in lines[-1]
+
+
+@needs_symlinks
+def test_a_symlink_loop_is_skipped_with_a_note(repo):
+    (repo / "loop").symlink_to(repo / "loop")
+    (repo / "dangling").symlink_to(repo / "nowhere")
+    result = make_agent(repo, []).run_tool("list_files", {"path": "."})
+    assert "[F] hello.txt" in result and "(skipped 2 broken or looping symlinks: dangling, loop)" in result
