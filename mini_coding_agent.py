@@ -5,9 +5,9 @@ tool call or one final answer, runs the tool, records the result, and asks
 again until the model answers.  Everything a production coding agent (Claude
 Code, Codex CLI) has is here in miniature, as six components:
 
-  1. Live repo context           WorkspaceContext (build, text)
+  1. Live repo context           WorkspaceContext (build, text), repo_map
   2. Prompt shape, cache reuse   PromptShape: build_prefix, memory_text, prompt,
-                                 record_stats
+                                 messages (the same as chat turns), record_stats
   3. Tools, validation, approval ToolUse: build_tools, parse, validate_tool,
                                  approve, run_tool, path, tool_<name>
   4. Context reduction           clip, ContextReduction: render, history_text,
@@ -23,7 +23,8 @@ build_arg_parser, TerminalDisplay, main) comes last.
 Concessions, to stay small: the standard library only; one model call per
 step and no parallel tools; the model speaks a text protocol (<tool>, <final>)
 rather than a server-side tool API, so any completion model can drive it;
-characters stand in for tokens (2.5 per token, on the safe side).
+characters stand in for tokens (2.5 per token, on the safe side); the map of
+the repository in the prompt covers the first 100 files git lists.
 """
 
 import argparse
@@ -67,6 +68,12 @@ CHARS_PER_TOKEN = 2.5    # conservative: code and numbered lines measured 2.96-3
 TEMPLATE_TOKENS = 64     # room for the chat template Ollama wraps around our prompt
 MIN_TRANSCRIPT_CHARS = 8 * ITEM_CHARS   # a smaller --num-ctx could not show a few recent steps
 DOC_CHARS = 1200         # chars of each project doc (README.md, ...) in the prompt
+MAP_FILES = 100          # files in the prompt's map of the repository: a small project's all
+MAP_DEFINITIONS = 8      # ... each with its first few top-level definitions
+MAP_CHARS = 3000         # chars of the whole map (~1,200 tokens); a big repository's map is cut
+MAP_READ_CHARS = 50_000  # chars of a file looked at for its definitions
+MAX_NAMED_FILES = 3      # files a request names that are read before the model starts
+SOURCE_SUFFIXES = (".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".rb", ".php", ".sh")   # code files
 STATUS_CHARS = 1500      # chars of `git status --short` in the prompt
 MAX_NOTES = 5            # working-memory notes kept, newest last
 MAX_FILES = 8            # recently touched files kept in memory
@@ -229,6 +236,54 @@ def read_doc(path, root, limit):
     return text if len(text) <= limit else text[:limit] + "\n...[more in the file]"
 
 
+TOP_LEVEL_DEFINITION = re.compile(   # a line that starts at column 0 and defines something, in most languages
+    r"(?:async def|def|class|function|export|const|let|var|func|fn|pub|struct|type|interface) "
+    r"|\[|[A-Za-z_][\w.]*\s*[:=]")   # ... or is a section or setting of a config file
+
+
+def repo_files(root):
+    """The repository's files, relative to root: git's list, else a walk that skips ignored folders."""
+    ok, listing = git_runner(root)("ls-files", "-z")
+    if ok:
+        return [name for name in listing.split("\0") if name]
+    names = []
+    for parent, folders, files in os.walk(root):   # does not descend into symlinked folders
+        folders[:] = sorted(name for name in folders if folded(name) not in IGNORED_DIRS)
+        names += [(Path(parent) / name).relative_to(root).as_posix() for name in sorted(files)]
+        if len(names) >= MAX_COUNTED:
+            break
+    return names
+
+
+def repo_map(root):
+    """One line per file: its path and its top-level definitions, so the model knows where to look.
+
+    Small models that are shown only a request start by guessing paths; with
+    the map in the prompt they read the right file first.
+    """
+    lines = []
+    for name in repo_files(root)[:MAP_FILES]:
+        text = read_doc(root / name, root, MAP_READ_CHARS) or ""
+        found = [] if "\0" in text else [line.strip().rstrip(":{").strip()[:80] for line in text.splitlines()
+                                          if TOP_LEVEL_DEFINITION.match(line)]
+        lines.append(f"- {name}" + (f": {'; '.join(found[:MAP_DEFINITIONS])}" if found else ""))
+    return clip("\n".join(lines), MAP_CHARS)
+
+
+def named_files(request, names):
+    """The files among `names` that a request names, by path or by a file name only one of them has."""
+    paths, by_file_name = set(names), {}
+    for name in names:
+        by_file_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+    found = []
+    for word in re.findall(r"[\w./-]+\.\w+", request):
+        word = word.removeprefix("./")
+        matches = [word] if word in paths else by_file_name.get(word, [])
+        if len(matches) == 1 and matches[0] not in found:
+            found.append(matches[0])
+    return found[:MAX_NAMED_FILES]
+
+
 @dataclass
 class WorkspaceContext:
     """A snapshot of the repository, taken once at start."""
@@ -239,6 +294,7 @@ class WorkspaceContext:
     status: str = "clean"
     recent_commits: list = field(default_factory=list)
     project_docs: dict = field(default_factory=dict)
+    files: str = ""   # the map of the repository's files (repo_map)
 
     @classmethod
     def build(cls, cwd):
@@ -268,6 +324,7 @@ class WorkspaceContext:
             status=clip(status or "clean", STATUS_CHARS) if status_ok else f"unknown ({status})",
             recent_commits=log.splitlines() if has_log else [],
             project_docs=docs,
+            files=repo_map(root),
         )
 
     def changes_since(self, seen):
@@ -293,6 +350,7 @@ class WorkspaceContext:
             f"- status:\n{self.status}",
             f"- recent_commits:\n{commits}",
             f"- project_docs:\n{docs or '(none)'}",
+            *([f"- files, with their top-level definitions:\n{self.files}"] if self.files else []),
         ])
 
 
@@ -309,6 +367,36 @@ RULES = """Rules:
 - Do not repeat an identical tool call that did not help; try something else.
 - Required arguments must not be empty.
 - Read the code before writing tests for it."""
+
+
+def example_path(files):
+    """A source file from the workspace's map (else README.md), for the prompt's examples."""
+    names = [line[2:].split(": ", 1)[0] for line in files.splitlines() if line.startswith("- ")]
+    code = [name for name in names if name.endswith(SOURCE_SUFFIXES) and "test" not in name]
+    return (code or names or ["README.md"])[0]
+
+
+def chat_turns(item, rendered):
+    """One transcript item (and its text as render() made it) as chat turns."""
+    if item["role"] == "user":
+        return [{"role": "user", "content": clip(item["content"], REQUEST_CHARS)}]
+    said = rendered.removeprefix("[assistant] ")
+    if item["role"] == "assistant" and said.startswith("Runtime notice"):   # the unusable reply is not kept
+        return [{"role": "assistant", "content": "(a reply that could not be read)"},
+                {"role": "user", "content": said}]
+    if item["role"] == "assistant":
+        return [{"role": "assistant", "content": f"<final>{said}</final>"}]
+    call = json.dumps({"name": item["name"], "args": item["args"]}, ensure_ascii=False)
+    result = rendered.split("\n", 1)[1]   # after the call's line
+    return [{"role": "assistant", "content": f"<tool>{one_line(call, ARGS_CHARS)}</tool>"},
+            {"role": "user", "content": f"Result of {one_line(item['name'], 60)}:\n{result}"}]
+
+
+def flat_text(prompt):
+    """A prompt as one text, as the server's chat template lays out chat turns (for measuring reuse)."""
+    if isinstance(prompt, str):
+        return prompt
+    return "".join(f"<|{turn['role']}|>\n{turn['content']}\n" for turn in prompt)
 
 
 def common_prefix_length(a, b):
@@ -337,8 +425,13 @@ class PromptShape:
             f"{tool['description']}"
             for name, tool in self.tools.items()
         ]
-        examples = [tool["example"] for tool in self.tools.values()]
-        examples.append("<final>Done: README.md now documents the --verbose flag.</final>")
+        path = example_path(self.workspace.files)
+        examples = [   # a model copies an example's values: a real path, and placeholders for the rest
+            f'<tool>{{"name": "read_file", "args": {{"path": "{path}"}}}}</tool>',
+            f'<tool name="patch_file" path="{path}"><old_text>lines copied exactly from the file</old_text>'
+            "<new_text>the lines that replace them</new_text></tool>",
+            "<final>your answer to the request</final>",
+        ]
         return "\n\n".join([
             "You are mini-coding-agent, a careful coding assistant working in a local repository.",
             RULES,
@@ -367,12 +460,47 @@ class PromptShape:
             self.compact(room)
             history = self.history_text()
         if len(history) > room:
-            raise RuntimeError(f"The prompt does not fit in --num-ctx {self.num_ctx} tokens; "
-                               "start with a larger --num-ctx.")
+            raise self.overflow()
         return f"{self.prefix}\n\nTranscript:\n{history}\n\n{tail}"
+
+    def overflow(self):
+        """The error for a prompt that cannot be made to fit the context window."""
+        return RuntimeError(f"The prompt does not fit in --num-ctx {self.num_ctx} tokens; "
+                            "start with a larger --num-ctx.")
+
+    def messages(self, user_message):
+        """The same prompt as chat turns, for /api/chat: the prefix as the system message, then one
+        turn per step, ending with the newest result; no memory block and no repeated request.
+
+        Small models follow a conversation better than a transcript inside one
+        message (see the README's figures).  The turns fit the same budget as
+        prompt(), and they too only grow at their end, between compactions.
+        """
+        self.prompt(user_message)   # compacts, if the transcript no longer fits
+        turns = self.turns(len(self.transcript))
+        size = len(flat_text(turns))
+        if size > self.prompt_budget:   # many short steps: each turn's wrapping adds up
+            wrapping = (size - len(self.prefix)) / len(self.history_text())   # chat chars per transcript char
+            self.compact(int((self.prompt_budget - len(self.prefix)) / wrapping))
+            turns = self.turns(len(self.transcript))
+        if len(flat_text(turns)) > self.prompt_budget:
+            raise self.overflow()
+        return turns
+
+    def turns(self, shown):
+        """The system message (a helper: its parent's turns), the summary of compacted items, and the
+        first `shown` items, as chat turns."""
+        turns = list(self.lead_turns) or [{"role": "system", "content": self.prefix}]
+        if self.summary():
+            turns.append({"role": "user", "content": self.summary()})
+        items = self.session["history"][self.window_start():][:shown]
+        for item, text in zip(items, self.transcript[:shown], strict=True):
+            turns += chat_turns(item, text)
+        return turns
 
     def record_stats(self, prompt):
         """Keep one model call's figures: size, room, how much the server could reuse, Ollama's counters."""
+        prompt = flat_text(prompt)
         reused = common_prefix_length(prompt, self.last_prompt)
         figures = {"prompt_chars": len(prompt), "budget_chars": self.prompt_budget, "reused_chars": reused,
                    "items": len(self.session["history"])}   # how many items the prompt showed
@@ -391,8 +519,11 @@ class PromptShape:
         covered = stats[-1].get("items") if stats else None
         if not isinstance(covered, int):
             return ""
-        shown = ([self.summary()] if self.summary() else []) + self.transcript[:max(covered - self.window_start(), 0)]
-        return f"{self.prefix}\n\nTranscript:\n" + "\n".join(shown)
+        shown = max(covered - self.window_start(), 0)
+        if getattr(self.model_client, "chat", False):
+            return flat_text(self.turns(shown))
+        return f"{self.prefix}\n\nTranscript:\n" + "\n".join(([self.summary()] if self.summary() else [])
+                                                          + self.transcript[:shown])
 
 
 # ---------------------------------------------------------------------------
@@ -1182,7 +1313,7 @@ class ContextReduction:
             if self.shown_reads.get(args) == (path, item["content"]):
                 content = "(unchanged since the same read above)"
             self.shown_reads[args] = (path, item["content"])
-        return f"[tool:{item['name']}] {clip(args, ARGS_CHARS)}\n{content}"
+        return f"[tool:{one_line(item['name'], 60)}] {one_line(args, ARGS_CHARS)}\n{content}"   # the call: one line
 
     def history_text(self):
         """The transcript as the prompt shows it: summary of compacted items, then the rest verbatim."""
@@ -1231,7 +1362,7 @@ class ContextReduction:
 # ---------------------------------------------------------------------------
 
 WORKSPACE_SHAPE = {"cwd": str, "repo_root": str, "branch": str, "default_branch": str, "status": str,
-                   "recent_commits": [str], "project_docs": {str: str}}
+                   "recent_commits": [str], "project_docs": {str: str}, "files?": str}
 SESSION_SHAPE = {     # every field the code reads from a saved session; "?": older versions did not write it
     "id": str,
     "history": [({"role": ("user", "assistant"), "content": str},
@@ -1596,6 +1727,11 @@ class SessionMemory:
         memory["task"] = memory["task"] or user_message.strip()[:300]
         self.record({"role": "user", "content": user_message})
         try:
+            if self.attach_named_files:
+                # Read the files the request names, as a person would attach them: small
+                # models then edit the right file instead of guessing one.
+                for path in named_files(user_message, repo_files(self.root)):
+                    self.run_call({"name": "read_file", "args": {"path": path}})
             return self.work_on(user_message)
         except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
             self.record({"role": "assistant", "content": "interrupted by the user"})
@@ -1634,10 +1770,16 @@ class SessionMemory:
 
     def next_reply(self, user_message):
         """One model call: ("tool" | "final" | "retry" | "thinking", payload); a reply cut short is never run."""
-        prompt = self.prompt(user_message)
+        chat = getattr(self.model_client, "chat", False)   # a client that takes chat turns says so
+        prompt = self.messages(user_message) if chat else self.prompt(user_message)
         self.display.model_started(self.depth)
         try:
             raw = self.model_client.complete(prompt, self.max_new_tokens)
+        except NoSuchEndpoint:
+            if not chat:
+                raise
+            self.model_client.chat = False   # a server without /api/chat: one prompt string from now on
+            return self.next_reply(user_message)
         finally:
             self.display.model_finished()
         figures = self.record_stats(prompt)
@@ -1733,7 +1875,8 @@ class Delegation:
     """Component 6: hand a sub-task to a child agent that can look but not touch.
 
     The child's prompt is the parent's prompt as it stands (prefix and
-    transcript), then the helper's rules and task, then the child's own steps.
+    transcript, or chat turns), then the helper's rules and task, then the
+    child's own steps.
     So the server's cache, which holds the parent's last prompt, serves the
     child's first call; and when the child returns, the parent's next prompt
     shares everything up to its own transcript's end with the child's last.
@@ -1753,6 +1896,7 @@ class Delegation:
             approval_policy="never", read_only=True, max_steps=args["max_steps"],
             max_new_tokens=self.max_new_tokens, depth=self.depth + 1, max_depth=self.max_depth,
             num_ctx=self.num_ctx, display=self.display, prefix=prefix,
+            lead_turns=[*self.turns(len(self.transcript)), {"role": "user", "content": rules}],
         )
         child.session["memory"]["task"] = args["task"]
         return "delegate_result:\n" + child.ask(args["task"])
@@ -1788,12 +1932,20 @@ class OllamaUnreachable(RuntimeError):
     """Nothing answers at the Ollama host."""
 
 
+class NoSuchEndpoint(RuntimeError):
+    """The server does not know the API path asked for (an old Ollama has no /api/chat)."""
+
+
 def checked_reply(reply):
-    """A decoded Ollama reply, or the RuntimeError it stands for."""
+    """A decoded Ollama reply, or the RuntimeError it stands for; /api/chat's message becomes
+    /api/generate's fields, so the rest of the client reads one shape."""
     if not isinstance(reply, dict):
         raise RuntimeError("Ollama sent JSON that is not an object.")
     if "error" in reply:
         raise RuntimeError(f"Ollama error: {reply['error']}")
+    message = reply.get("message")
+    if isinstance(message, dict):
+        return {**reply, "response": message.get("content", ""), "thinking": message.get("thinking", "")}
     return reply
 
 
@@ -1894,20 +2046,25 @@ class OllamaModelClient:
         self.temperature, self.top_p, self.timeout = temperature, top_p, timeout
         self.num_ctx = num_ctx   # sent with every request: a change would reload the model
         self.think = False       # thinking off; a model that cannot turn it off gets its lowest level
+        self.chat = True         # the agent sends chat turns (/api/chat); False: one prompt (/api/generate)
         self.on_text = None      # set to a function to stream replies to it as they arrive
         self.on_thinking = None  # ... and one for the thinking a thinking model streams first
         self.last_stats = {}     # Ollama's counters for the last reply
 
     def complete(self, prompt, max_new_tokens):
-        """Send one prompt and return the model's whole reply (its thinking, if any, is not part of it)."""
+        """Send a prompt (one string, or a list of chat turns) and return the model's whole reply
+        (its thinking, if any, is not part of it)."""
+        chat = isinstance(prompt, list)
         payload = {
-            "model": self.model, "prompt": prompt, "stream": self.on_text is not None, "raw": False,
+            "model": self.model, **({"messages": prompt} if chat else {"prompt": prompt, "raw": False}),
+            "stream": self.on_text is not None,
             **({} if self.think is None else {"think": self.think}),
             "options": {"num_predict": max_new_tokens, "temperature": self.temperature,
                         "top_p": self.top_p, "num_ctx": self.num_ctx},
         }
         try:
-            reply = self.call("/api/generate", payload, self.read_stream if self.on_text else read_json,
+            reply = self.call("/api/chat" if chat else "/api/generate", payload,
+                              self.read_stream if self.on_text else read_json,
                               limit=MAX_INFO_BYTES + max_new_tokens * REPLY_BYTES_PER_TOKEN)
         except RuntimeError as exc:
             if self.think is False and "does not support thinking" in str(exc):
@@ -1957,7 +2114,10 @@ class OllamaModelClient:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return read(reply_pieces(response, deadline, limit))
         except urllib.error.HTTPError as exc:   # a subclass of URLError: catch it first
-            raise RuntimeError(self.http_error(exc)) from None
+            message = self.http_error(exc)
+            if exc.code == 404 and not message.startswith("Ollama has no model"):
+                raise NoSuchEndpoint(message) from None
+            raise RuntimeError(message) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
                 raise RuntimeError(self.timeout_error(timeout)) from None
@@ -1987,7 +2147,7 @@ class OllamaModelClient:
         if 300 <= exc.code < 400:
             return (f"Ollama at {self.host} answered with a redirect to {exc.headers.get('Location')}, which "
                     "is not followed to another host; give --host the server's own address.")
-        if exc.code == 404 and "not found" in str(text):
+        if exc.code == 404 and "model" in str(text):   # a missing path says only "404 page not found"
             return f"Ollama has no model {self.model!r}; pull it with `ollama pull {self.model}`."
         return f"Ollama request failed with HTTP {exc.code}: {clip(str(text), 300)}"
 
@@ -2027,7 +2187,7 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
 
     def __init__(self, model_client, workspace, session_store, session=None, approval_policy="ask",
                  max_steps=6, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, depth=0, max_depth=1, read_only=False,
-                 num_ctx=DEFAULT_NUM_CTX, display=None, prefix=None):
+                 num_ctx=DEFAULT_NUM_CTX, display=None, prefix=None, lead_turns=(), attach_named_files=False):
         self.model_client = model_client
         self.root = Path(workspace.repo_root).resolve()
         self.session_store = session_store
@@ -2035,19 +2195,22 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
         for key in ("undo", "compactions", "stats"):   # sessions saved by older versions lack these
             self.session.setdefault(key, [])
         saved = self.session.get("workspace")   # prompts start with the snapshot the session began with
-        self.workspace = WorkspaceContext(**{key: saved[key] for key in WORKSPACE_SHAPE}) if saved else workspace
+        fields = [key.rstrip("?") for key in WORKSPACE_SHAPE]
+        self.workspace = WorkspaceContext(**{key: saved[key] for key in fields if key in saved}) if saved else workspace
         self.session["workspace"] = asdict(self.workspace)
         self.approval_policy = approval_policy
         self.max_steps = max_steps
         self.max_new_tokens = max_new_tokens
         self.depth, self.max_depth = depth, max_depth
         self.read_only = read_only
+        self.attach_named_files = attach_named_files   # read the files a request names first (the CLI does)
         self.always_approved = set()   # tools the user said [a]lways to, this session
         self.display = display or Display()
         self.num_ctx = num_ctx
         self.prompt_budget = int((num_ctx - max_new_tokens - TEMPLATE_TOKENS) * CHARS_PER_TOKEN)
         self.tools = self.build_tools()
         self.prefix = prefix or self.build_prefix()   # a helper's prefix extends its parent's prompt
+        self.lead_turns = lead_turns   # ... and so do its chat turns
         self.stopped_by_limit = False   # did the last request end at a limit rather than with an answer?
         self.rebuild_transcript()
         self.last_prompt = self.rebuilt_last_prompt()   # the previous request's prompt, to measure cache reuse
@@ -2073,7 +2236,7 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
 HELP = """Commands:
   /help      list these commands
   /memory    show the agent's working memory
-  /session   show the path of the session file
+  /session   show where the session is kept and how much it takes
   /stats     show each model call's prompt size, cache reuse and timings
   /undo      undo the agent's last file change (one per call)
   /reset     forget this session's transcript and memory
@@ -2550,7 +2713,7 @@ def start_agent(args):
     agent = MiniAgent(client, workspace, store, session=session,
                       approval_policy="never" if no_one_to_ask else args.approval,
                       max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
-                      num_ctx=client.num_ctx, display=display)
+                      num_ctx=client.num_ctx, display=display, attach_named_files=True)
     if session is None:
         store.lock(agent.session["id"])
     room = agent.prompt_budget - len(agent.prefix)

@@ -146,8 +146,9 @@ def restart_and_helper_figures(prompts, firsts):
     print("\nat each resume (share of the previous prompt reused; target >= 0.90):")
     for turn, first in enumerate(firsts[1:], 2):
         print(f"  turn {turn}: {kept_share(prompts[first], prompts[first - 1]):.3f}")
-    helper = [n for n, prompt in enumerate(prompts)
-              if prompt.rsplit("Current user request:\n", 1)[-1].startswith(HELPER_TASK)]
+    helper = [n for n, prompt in enumerate(prompts)   # the helper's prompts hold its task and rules
+              if prompt.rsplit("Current user request:\n", 1)[-1].startswith(HELPER_TASK)
+              or f"<|user|>\n{HELPER_TASK}" in prompt]
     before, after = prompts[helper[0] - 1], prompts[helper[-1] + 1]
     print(f"helper's first call: {kept_share(prompts[helper[0]], before):.3f} of the parent's last prompt "
           "(target >= 0.90)")
@@ -174,15 +175,17 @@ def time_build_and_save(repo, items=1000, rounds=50):
     return (time.perf_counter() - started) / rounds * 1000, len(agent.session["history"])
 
 
-def replay(prompts, host, model, num_ctx):
-    """Send the captured prompts to a real server in order; print what its cache did."""
+def replay(requests, host, model, num_ctx):
+    """Send the captured prompts (or chat turns) to a real server in order; print what its cache did."""
     print(f"\nreplay on {host} ({model}, num_ctx {num_ctx}):")
     print(f"{'req':>4} {'prompt tok':>11} {'cached tok':>11} {'eval s':>8}")
     total = cached = seconds = 0
-    for number, prompt in enumerate(prompts, 1):
-        body = json.dumps({"model": model, "prompt": prompt, "stream": False, "raw": False, "think": False,
+    for number, sent in enumerate(requests, 1):
+        chat = "messages" in sent
+        body = json.dumps({"model": model, **({"messages": sent["messages"]} if chat else {"prompt": sent["prompt"]}),
+                           "stream": False, "think": False,
                            "options": {"num_predict": 1, "num_ctx": num_ctx, "temperature": 0}}).encode()
-        request = urllib.request.Request(f"{host.rstrip('/')}/api/generate", data=body,
+        request = urllib.request.Request(f"{host.rstrip('/')}/api/{'chat' if chat else 'generate'}", data=body,
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=900) as response:
             reply = json.loads(response.read())
@@ -223,7 +226,7 @@ def main():
             millis, items = time_build_and_save(repo)
             print(f"\nrecord + prompt:      {millis:.2f} ms per step at {items} history items")
         if args.replay_on:
-            replay(prompts, args.replay_on, args.replay_model, sorted(num_ctx)[0])
+            replay(server.generate_requests, args.replay_on, args.replay_model, sorted(num_ctx)[0])
     server.close()
 
 

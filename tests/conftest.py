@@ -75,7 +75,7 @@ class OllamaHandler(BaseHTTPRequestHandler):
                 self.send_json(200, {"model_info": {"qwen3.context_length": server.context_length},
                                      **server.show_extra})
             return
-        if self.path != "/api/generate":
+        if self.path not in ("/api/generate", "/api/chat") or (self.path == "/api/chat" and not server.chat):
             self.send_raw(404, b"404 page not found", "text/plain")
             return
         if payload.get("model") not in server.models:
@@ -106,8 +106,15 @@ class OllamaHandler(BaseHTTPRequestHandler):
         else:
             self.answer(reply, payload)
 
+    def text_fields(self, text, thinking=None):
+        """A reply's text (and thinking) as /api/generate or /api/chat carries it."""
+        if self.path == "/api/chat":
+            return {"message": {"role": "assistant", "content": text,
+                                **({"thinking": thinking} if thinking is not None else {})}}
+        return {"response": text, **({"thinking": thinking} if thinking is not None else {})}
+
     def final_fields(self, reply, text):
-        fields = {"model": MODEL, "created_at": "2026-11-24T00:00:00Z", "response": text, "done": True,
+        fields = {"model": MODEL, "created_at": "2026-11-24T00:00:00Z", **self.text_fields(text), "done": True,
                   "done_reason": reply.get("done_reason", "stop"), "total_duration": 2_000_000,
                   "prompt_eval_count": 100, "prompt_eval_duration": 1_000_000,
                   "eval_count": 10, "eval_duration": 500_000}
@@ -118,7 +125,7 @@ class OllamaHandler(BaseHTTPRequestHandler):
         text = reply.get("text", "".join(reply.get("chunks", [])))
         fields = self.final_fields(reply, text)
         if "thinking_chunks" in reply:   # only the whole reply carries the thinking; the stream sent it in pieces
-            fields["thinking"] = "".join(reply["thinking_chunks"])
+            fields.update(self.text_fields(text, "".join(reply["thinking_chunks"])))
         body = json.dumps(fields).encode()
         if reply.get("drop"):
             self.send_response(200)
@@ -139,11 +146,11 @@ class OllamaHandler(BaseHTTPRequestHandler):
         pieces = reply.get("chunks") or [reply.get("text", "")]
         try:
             for thought in reply.get("thinking_chunks", []):
-                self.chunk({"model": MODEL, "created_at": "2026-11-24T00:00:00Z", "response": "",
-                            "thinking": thought, "done": False})
+                self.chunk({"model": MODEL, "created_at": "2026-11-24T00:00:00Z",
+                            **self.text_fields("", thought), "done": False})
                 time.sleep(reply.get("chunk_delay", 0))
             for piece in pieces:
-                self.chunk({"model": MODEL, "created_at": "2026-11-24T00:00:00Z", "response": piece,
+                self.chunk({"model": MODEL, "created_at": "2026-11-24T00:00:00Z", **self.text_fields(piece),
                             "done": False})
                 time.sleep(reply.get("chunk_delay", 0))
             if reply.get("drop"):
@@ -182,6 +189,7 @@ class OllamaFixture:
         self.refuses_think = False    # answer 400 to any `think`, as one Ollama release did
         self.tags_body = None
         self.tags_delay = 0           # seconds before /api/tags answers
+        self.chat = True              # serve /api/chat; False: an old server with /api/generate only
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), OllamaHandler)
         self.httpd.daemon_threads = True
@@ -203,8 +211,8 @@ class OllamaFixture:
 
     @property
     def prompts(self):
-        """Every prompt the agent sent to /api/generate, in order."""
-        return [request["prompt"] for request in self.generate_requests]
+        """Every prompt the agent sent, in order (chat turns as one text, as the agent measures them)."""
+        return [mca.flat_text(request.get("messages", request.get("prompt"))) for request in self.generate_requests]
 
     def close(self):
         self.httpd.shutdown()

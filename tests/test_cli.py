@@ -102,7 +102,7 @@ def test_the_repl_leaves_on_quit_or_end_of_input(ollama, repo, ending):
 def test_a_line_ending_in_backslash_continues(ollama, repo):
     ollama.script("<final>ok</final>")
     agent_cli(ollama, repo, input="first line \\\nsecond line\n")
-    assert "Current user request:\nfirst line \nsecond line" in ollama.prompts[0]
+    assert ollama.prompts[0].endswith("<|user|>\nfirst line \nsecond line\n")   # the last chat turn
 
 
 def test_without_a_terminal_risky_tools_are_denied(ollama, repo):
@@ -495,7 +495,7 @@ def test_a_resumed_session_sends_the_same_prefix_and_hears_of_changes_once(ollam
     assert agent_cli(ollama, repo, "--resume", "latest", "what changed?").returncode == 0
     assert agent_cli(ollama, repo, "--resume", "latest", "anything else?").returncode == 0
     first, _, resumed, again = ollama.prompts
-    prefix_end = first.index("\n\nTranscript:\n")
+    prefix_end = first.index("<|user|>")   # the end of the system message
     assert resumed[:prefix_end] == first[:prefix_end] == again[:prefix_end]
     assert "?? b.txt" not in first[:prefix_end]   # the prefix is the snapshot the session began with
     news = "[the repository changed since this session last ran]\n- status now:\n?? b.txt"
@@ -609,7 +609,7 @@ def test_a_line_starting_with_a_path_is_a_request_not_a_command(ollama, repo):
     ollama.script("<final>because it is listed in .gitignore</final>")
     done = agent_cli(ollama, repo, input="/etc/hosts is ignored, why?\n/exit\n")
     assert "because it is listed" in done.stdout and "Unknown command" not in done.stderr
-    assert "Current user request:\n/etc/hosts is ignored, why?" in ollama.prompts[0]
+    assert ollama.prompts[0].endswith("<|user|>\n/etc/hosts is ignored, why?\n")
 
 
 def test_the_welcome_box_says_when_a_session_is_resumed(ollama, repo):

@@ -104,6 +104,16 @@ def test_a_200_step_session_stays_within_budget_and_sees_its_latest_results(repo
     assert "Rules:" in prompts[-1] and "Tools:" in prompts[-1]
 
 
+def test_chat_turns_of_many_short_steps_stay_within_budget(repo):
+    calls = [shell_call(f"echo {n}") for n in range(400)]
+    agent = make_agent(repo, calls + ["<final>finished</final>"], max_steps=401, num_ctx=4096)
+    agent.model_client.chat = True   # each step is two turns, whose wrapping the text transcript has not
+    assert agent.ask("many small steps") == "finished"
+    sizes = [len(mca.flat_text(turns)) for turns in agent.model_client.prompts]
+    assert max(sizes) <= agent.prompt_budget and agent.session["compactions"]
+    assert agent.model_client.prompts[-1][-1]["content"].startswith("Result of run_shell:\nexit_code: 0\nstdout:\n399")
+
+
 def test_compaction_is_rare_big_and_recorded(repo):
     agent = long_session(repo, 200, num_ctx=8192)
     compactions = agent.session["compactions"]
@@ -115,7 +125,7 @@ def test_compaction_is_rare_big_and_recorded(repo):
                  if len(now) < len(before)]
     assert len(shrinking) == len(compactions)
     steady = [share for n, share in enumerate(reuse) if n not in shrinking and n > 10]
-    assert min(steady) > 0.85 and max(reuse[n] for n in shrinking) < 0.5
+    assert min(steady) > 0.8 and max(reuse[n] for n in shrinking) < 0.5   # steps add ~1,400 chars to ~9,000
     last = compactions[-1]
     assert last["summary"].startswith("[summary]") and 0 < last["start"] < len(agent.session["history"])
     assert agent.history_text().startswith("[summary]")

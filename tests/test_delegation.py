@@ -83,6 +83,24 @@ def test_the_helpers_prompts_extend_the_parents_so_the_cache_serves_both(repo):
     assert shared >= transcript_end   # everything the parent's own previous prompt would have given
 
 
+def test_in_chat_turns_the_helper_goes_on_from_the_parents_turns(repo):
+    agent = make_agent(repo, [
+        '<tool>{"name": "delegate", "args": {"task": "What does hello.txt hold?", "max_steps": 2}}</tool>',
+        '<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>',   # the helper's steps
+        "<final>alpha, beta and gamma</final>",
+        "<final>Done.</final>",
+    ])
+    agent.model_client.chat = True
+    agent.ask("Ask a helper about hello.txt")
+    parent_before, child_first, child_last, parent_after = agent.model_client.prompts
+    assert child_first[:len(parent_before)] == parent_before   # the server's cache serves all of it
+    assert child_first[-2]["content"].startswith("Helper's task:") and child_first[-1]["content"] == \
+        "What does hello.txt hold?"
+    assert child_last[:len(child_first)] == child_first
+    assert parent_after[:len(parent_before)] == parent_before
+    assert parent_after[-1]["content"].startswith("Result of delegate:\ndelegate_result:\nalpha, beta")
+
+
 def test_a_helper_is_refused_when_the_window_has_no_room_for_it(repo):
     agent = make_agent(repo, ['<tool>{"name": "delegate", "args": {"task": "look"}}</tool>', "<final>ok</final>"],
                        num_ctx=1800, max_new_tokens=256)

@@ -5,7 +5,7 @@ import socket
 import time
 
 import pytest
-from conftest import MODEL
+from conftest import MODEL, make_workspace
 
 import mini_coding_agent as mca
 
@@ -31,6 +31,40 @@ def test_complete_posts_the_generate_payload_and_returns_the_text(ollama):
     assert body["model"] == MODEL and body["prompt"] == "hello"
     assert body["stream"] is False and body["raw"] is False and body["think"] is False
     assert body["options"] == {"num_predict": 12, "temperature": 0.2, "top_p": 0.9, "num_ctx": 8192}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_turns_go_to_api_chat_and_the_message_comes_back(ollama, stream):
+    ollama.script({"chunks": ["<final>", "hi</final>"], "thinking_chunks": ["hm"]})
+    client, pieces, thoughts = client_for(ollama), [], []
+    if stream:
+        client.on_text, client.on_thinking = pieces.append, thoughts.append
+    turns = [{"role": "system", "content": "rules"}, {"role": "user", "content": "hello"}]
+    assert client.complete(turns, 12) == "<final>hi</final>"
+    request = ollama.requests[-1]
+    assert request["path"] == "/api/chat" and request["body"]["messages"] == turns
+    assert "prompt" not in request["body"] and "raw" not in request["body"]
+    assert request["body"]["options"]["num_predict"] == 12 and request["body"]["think"] is False
+    assert (pieces, thoughts) == ((["<final>", "hi</final>"], ["hm"]) if stream else ([], []))
+    assert client.last_stats["thinking_chars"] == 2 and client.last_stats["prompt_eval_count"] == 100
+
+
+def test_a_server_without_api_chat_is_sent_one_prompt_from_then_on(ollama, tmp_path):
+    ollama.chat = False   # an Ollama older than /api/chat, or a server that copies only /api/generate
+    ollama.script('<tool>{"name": "list_files", "args": {}}</tool>', "<final>two files</final>")
+    store = mca.SessionStore(tmp_path / "sessions")
+    agent = mca.MiniAgent(client_for(ollama), make_workspace(tmp_path), store)
+    assert agent.ask("list the files") == "two files"
+    paths = [request["path"] for request in ollama.requests]
+    assert paths == ["/api/chat", "/api/generate", "/api/generate"]
+    assert ollama.prompts[-1].rstrip().endswith("Current user request:\nlist the files")
+
+
+def test_a_missing_model_on_api_chat_is_not_taken_for_a_missing_endpoint(ollama):
+    client = mca.OllamaModelClient("nope:1b", ollama.url, 0.2, 0.9, 10)
+    with pytest.raises(RuntimeError, match="Ollama has no model 'nope:1b'") as caught:
+        client.complete([{"role": "user", "content": "hi"}], 5)
+    assert not isinstance(caught.value, mca.NoSuchEndpoint) and client.chat is True
 
 
 def test_num_ctx_is_the_same_on_every_request(ollama):

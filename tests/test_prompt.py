@@ -1,8 +1,9 @@
 """Component 2: the prompt's sections, its append-only layout, the budget, and the cache figures."""
 
+import json
 import re
 
-from conftest import make_agent
+from conftest import make_agent, make_workspace
 
 import mini_coding_agent as mca
 
@@ -33,11 +34,25 @@ def test_delegate_is_offered_only_below_the_depth_limit(repo):
     assert "- delegate(" not in make_agent(repo, [], depth=1, max_depth=1).prefix
 
 
-def test_every_example_in_the_prefix_parses(repo):
-    prefix = make_agent(repo, []).prefix
-    examples = prefix.split("Valid response examples:\n")[1].split("\n\nWorkspace:")[0].splitlines()
-    assert len(examples) == 8
-    assert all(mca.MiniAgent.parse(line)[0] in ("tool", "final") for line in examples)
+def examples_of(prefix):
+    return prefix.split("Valid response examples:\n")[1].split("\n\nWorkspace:")[0].splitlines()
+
+
+def test_every_example_parses_and_shows_both_call_forms_and_an_answer(repo):
+    examples = examples_of(make_agent(repo, []).prefix)
+    kinds = [mca.MiniAgent.parse(line)[0] for line in examples]
+    assert kinds == ["tool", "tool", "final"]
+    assert examples[0].startswith("<tool>{") and examples[1].startswith('<tool name="patch_file"')
+
+
+def test_examples_name_a_real_source_file_and_hold_no_values_worth_copying(repo):
+    workspace = make_workspace(repo)
+    workspace.files = "- README.md\n- tests/test_app.py: def test_one()\n- src/app.py: def main()"
+    agent = mca.MiniAgent(mca.FakeModelClient([]), workspace, mca.SessionStore(repo / "sessions"))
+    examples = examples_of(agent.prefix)
+    assert '"path": "src/app.py"' in examples[0] and 'path="src/app.py"' in examples[1]
+    assert examples[2] == "<final>your answer to the request</final>"
+    assert "def main" not in "\n".join(examples) and "hello" not in "\n".join(examples)
 
 
 def test_the_prefix_is_built_once_and_never_changes(repo):
@@ -104,3 +119,44 @@ def test_stats_table_shows_each_call_and_totals():
     assert lines[2].split() == ["2", "1,200", "75%", "350", "-", "-", "20", "-"]
     assert lines[3].split() == ["total", "2,200", "41%", "650", "-", "2.00", "20", "-"]
     assert mca.stats_table([]) == "No model calls yet in this session."
+
+
+# --- the same prompt as chat turns (what OllamaModelClient is sent) -------------------
+
+def test_chat_turns_are_the_prefix_then_one_turn_per_step_ending_with_the_newest_result(repo):
+    agent = make_agent(repo, ['<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>',
+                              "<tool>{\"name\": </tool>", "<final>it says alpha</final>"])
+    agent.ask("What is in hello.txt?")
+    turns = agent.messages("What is in hello.txt?")
+    assert turns[0] == {"role": "system", "content": agent.prefix}
+    assert [turn["role"] for turn in turns[1:]] == ["user", "assistant", "user", "assistant", "user", "assistant"]
+    assert turns[1]["content"] == "What is in hello.txt?"
+    assert json.loads(turns[2]["content"].removeprefix("<tool>").removesuffix("</tool>")) == \
+        {"name": "read_file", "args": {"path": "hello.txt"}}   # the call, as the model should write it
+    assert turns[3]["content"].startswith("Result of read_file:\n") and "1: alpha" in turns[3]["content"]
+    assert turns[4]["content"] == "(a reply that could not be read)"   # not the junk, which it would copy
+    assert turns[5]["content"].startswith("Runtime notice")
+    assert turns[6]["content"] == "<final>it says alpha</final>"
+
+
+def test_chat_turns_only_grow_at_their_end(repo):
+    replies = [f'<tool>{{"name": "read_file", "args": {{"path": "hello.txt", "start": {n}}}}}</tool>'
+               for n in (1, 2, 3)] + ["<final>done</final>"]
+    agent = make_agent(repo, replies)
+    agent.model_client.chat = True   # a client that says so is sent chat turns
+    agent.ask("read it")
+    sent = agent.model_client.prompts
+    assert len(sent) == 4 and all(isinstance(turns, list) for turns in sent)
+    for earlier, later in zip(sent, sent[1:], strict=False):
+        assert later[:len(earlier)] == earlier
+    assert agent.session["stats"][-1]["reused_chars"] == len(mca.flat_text(sent[-2]))
+
+
+def test_a_session_saved_before_the_map_existed_keeps_its_prefix(repo):
+    agent = make_agent(repo, ["<final>one</final>"])
+    agent.ask("hi")
+    session = json.loads(agent.session_path.read_text())
+    del session["workspace"]["files"]
+    workspace = mca.WorkspaceContext(**{**session["workspace"], "files": "- new.py: def new()"})
+    resumed = mca.MiniAgent(agent.model_client, workspace, agent.session_store, session=session)
+    assert resumed.prefix == agent.prefix and "new.py" not in resumed.prefix

@@ -443,3 +443,18 @@ def test_undo_of_a_path_that_now_leads_outside_is_one_sentence(repo, tmp_path):
     (repo / "sub").symlink_to(outside)
     assert agent.undo() == "Cannot undo the write_file of sub/a.txt: path escapes workspace: sub/a.txt."
     assert (outside / "a.txt").read_text() == "mine"
+
+
+def test_the_cli_agent_reads_the_files_a_request_names_before_the_model_starts(repo):
+    agent = make_agent(repo, ["<final>it greets</final>"], attach_named_files=True)
+    assert agent.ask("What does hello.txt say? And nothing.txt?") == "it greets"
+    item = agent.session["history"][1]
+    assert (item["role"], item["name"], item["args"]) == ("tool", "read_file", {"path": "hello.txt"})
+    assert "2: beta" in item["content"] and len(agent.session["history"]) == 3
+    assert "[tool:read_file]" in agent.model_client.prompts[0]   # the model saw it
+
+
+def test_a_library_agent_reads_nothing_unasked(repo):
+    agent = make_agent(repo, ["<final>ok</final>"])
+    agent.ask("What does hello.txt say?")
+    assert [item["role"] for item in agent.session["history"]] == ["user", "assistant"]

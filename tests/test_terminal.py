@@ -191,7 +191,7 @@ def test_ctrl_c_clears_a_half_typed_line_and_the_session_goes_on(ollama, start):
     terminal.expect("the real question was answered")
     terminal.type("/exit\n")
     assert terminal.finish() == 0
-    assert ollama.prompts[0].rstrip().endswith("Current user request:\nthe real question")
+    assert ollama.prompts[0].endswith("<|user|>\nthe real question\n")
 
 
 def test_a_pasted_traceback_is_one_request(ollama, start):

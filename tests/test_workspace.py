@@ -134,3 +134,51 @@ def test_a_worktree_set_outside_the_repository_does_not_move_the_root(git_repo, 
     git(git_repo, "config", "core.worktree", str(outside))
     context = mca.WorkspaceContext.build(git_repo)
     assert context.repo_root == str(git_repo.resolve())
+
+
+# --- the map of the repository's files, and the files a request names ----------------
+
+def test_the_map_lists_tracked_files_with_their_top_level_definitions(git_repo):
+    (git_repo / "pkg" / "calc.py").write_text("import os\n\nRATE = 3\n\ndef add(a, b):\n    def inner():\n"
+                                             "        pass\n    return a + b\n\nclass Box:\n    pass\n")
+    (git_repo / "logo.png").write_bytes(b"\x89PNG\0\0def fake():\n")
+    git(git_repo, "add", ".")
+    context = mca.WorkspaceContext.build(git_repo)
+    lines = context.files.splitlines()
+    assert "- pkg/calc.py: RATE = 3; def add(a, b); class Box" in lines   # nested `def inner` is not top level
+    assert "- logo.png" in lines   # a binary file: its name only
+    assert "- files, with their top-level definitions:\n- AGENTS.md" in context.text()
+
+
+def test_the_map_never_reads_through_a_link_out_of_the_repository(git_repo, tmp_path):
+    (tmp_path / "secret.py").write_text("def TOKEN_abc123(): pass\n")
+    (git_repo / "notes.py").symlink_to(tmp_path / "secret.py")
+    git(git_repo, "add", ".")
+    files = mca.WorkspaceContext.build(git_repo).files
+    assert "- notes.py" in files.splitlines() and "TOKEN_abc123" not in files
+
+
+def test_the_map_of_a_folder_outside_git_walks_it_skipping_ignored_folders(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.js").write_text("export function main() {\n}\n")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    files = mca.WorkspaceContext.build(tmp_path).files
+    assert files.splitlines() == ["- src/app.js: export function main()"]
+
+
+def test_a_large_repository_map_is_cut_to_its_budget(git_repo):
+    for n in range(300):
+        (git_repo / f"module_{n:03}.py").write_text(f"def function_number_{n}():\n    pass\n")
+    git(git_repo, "add", ".")
+    files = mca.WorkspaceContext.build(git_repo).files
+    assert len(files) <= mca.MAP_CHARS + 60 and "[truncated" in files
+
+
+def test_the_files_a_request_names_are_found_by_path_or_by_a_name_only_one_file_has():
+    names = ["src/app.py", "src/util.py", "tests/test_app.py", "a/config.toml", "b/config.toml"]
+    assert mca.named_files("fix ./src/util.py and app.py.", names) == ["src/util.py", "src/app.py"]
+    assert mca.named_files("change config.toml", names) == []   # two files have that name: no guess
+    assert mca.named_files("look at a/config.toml, app.py, util.py, test_app.py", names) == \
+        ["a/config.toml", "src/app.py", "src/util.py"]   # at most MAX_NAMED_FILES
+    assert mca.named_files("what does missing.py do?", names) == []
