@@ -639,3 +639,15 @@ def test_the_sdist_carries_its_tests_and_they_pass(tmp_path):
                            capture_output=True, text=True, timeout=900)
     assert tests.returncode == 0, tests.stdout[-2000:]
     assert " passed" in tests.stdout.splitlines()[-1]
+
+
+def test_a_request_naming_a_file_gets_it_read_first_and_sent_as_chat_turns(ollama, repo):
+    ollama.script("<final>alpha, beta, gamma</final>")
+    done = agent_cli(ollama, repo, "What does hello.txt hold?")
+    assert done.returncode == 0 and done.stdout.strip() == "alpha, beta, gamma"
+    assert "read_file hello.txt" in done.stderr   # the user sees the read, as any step
+    sent = ollama.generate_requests[0]["messages"]
+    assert [turn["role"] for turn in sent] == ["system", "user", "assistant", "user"]
+    assert "- files, with their top-level definitions:\n- README.md\n- hello.txt" in sent[0]["content"]
+    assert sent[3]["content"].startswith("Result of read_file:\n") and "3: gamma" in sent[3]["content"]
+    assert ollama.requests[-1]["path"] == "/api/chat"

@@ -25,6 +25,15 @@ CAPTURED = [   # Qwen2.5-Coder-1.5B-Instruct, served by llama.cpp behind Ollama'
     ('<tool>{"name": "delegate", "args": {"task": "Find where the CLI flags are defined", "max_steps": 3}}'
      "</tool>\n<final>Done: The CLI flags for greet.py are defined in the `greet.py` file.</final>",
      ("tool", "delegate", {"task": "Find where the CLI flags are defined", "max_steps": 3})),
+    # ... and in chat turns, with the repository's map and its files read first
+    ('<tool>{"name": "write_file", "args": {"path": "test_stack.py", "content": "<final>Done: test_stack.py '
+     'now contains unit tests for the Stack class.</final>"}}</tool>',   # an answer as the file's text
+     ("tool", "write_file", {"path": "test_stack.py", "content": "<final>Done: test_stack.py now contains "
+                             "unit tests for the Stack class.</final>"})),
+    ('<tool>{"name": "patch_file", "args": {"path": "stats.py", "old_text": "return sum(numbers) / '
+     '(len(numbers) + 1)", "new_text": "return sum(numbers) / len(numbers)"}}</tool>',
+     ("tool", "patch_file", {"path": "stats.py", "old_text": "return sum(numbers) / (len(numbers) + 1)",
+                             "new_text": "return sum(numbers) / len(numbers)"})),
 ]
 
 WRAPPERS = [
