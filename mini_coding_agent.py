@@ -255,6 +255,13 @@ def repo_files(root):
     return names
 
 
+def top_level_definitions(text):
+    """The lines of a source or config file that define something at its top level, shortened."""
+    if "\0" in text:   # a binary file
+        return []
+    return [line.strip().rstrip(":{").strip()[:80] for line in text.splitlines() if TOP_LEVEL_DEFINITION.match(line)]
+
+
 def repo_map(root):
     """One line per file: its path and its top-level definitions, so the model knows where to look.
 
@@ -263,10 +270,8 @@ def repo_map(root):
     """
     lines = []
     for name in repo_files(root)[:MAP_FILES]:
-        text = read_doc(root / name, root, MAP_READ_CHARS) or ""
-        found = [] if "\0" in text else [line.strip().rstrip(":{").strip()[:80] for line in text.splitlines()
-                                          if TOP_LEVEL_DEFINITION.match(line)]
-        lines.append(f"- {name}" + (f": {'; '.join(found[:MAP_DEFINITIONS])}" if found else ""))
+        found = top_level_definitions(read_doc(root / name, root, MAP_READ_CHARS) or "")[:MAP_DEFINITIONS]
+        lines.append(f"- {name}" + (f": {'; '.join(found)}" if found else ""))
     return clip("\n".join(lines), MAP_CHARS)
 
 
@@ -381,9 +386,8 @@ def chat_turns(item, rendered):
     if item["role"] == "user":
         return [{"role": "user", "content": clip(item["content"], REQUEST_CHARS)}]
     said = rendered.removeprefix("[assistant] ")
-    if item["role"] == "assistant" and said.startswith("Runtime notice"):   # the unusable reply is not kept
-        return [{"role": "assistant", "content": "(a reply that could not be read)"},
-                {"role": "user", "content": said}]
+    if item["role"] == "assistant" and said.startswith("Runtime notice"):   # the unusable reply is not kept,
+        return [{"role": "user", "content": said}]   # and no stand-in for it, which a model would copy
     if item["role"] == "assistant":
         return [{"role": "assistant", "content": f"<final>{said}</final>"}]
     call = json.dumps({"name": item["name"], "args": item["args"]}, ensure_ascii=False)
@@ -656,20 +660,22 @@ def lenient_value(text, at, depth):
 
 
 def lenient_container(text, at, depth):
-    """An object or list of sloppy JSON at text[at]; trailing commas are fine."""
+    """An object or list of sloppy JSON at text[at]; trailing commas and bare keys are fine."""
     closing = "}" if text[at] == "{" else "]"
     items, at = ({} if closing == "}" else []), at + 1
     while True:
         at = SPACE.match(text, at).end()
         if text[at:at + 1] == closing:
             return items, at + 1
-        value, at = lenient_value(text, at, depth + 1)
         if closing == "}":
+            bare = WORD.match(text, at)   # a bare key: path="a.py", as in Python or an XML attribute
+            key, at = (bare.group(), bare.end()) if bare else lenient_value(text, at, depth + 1)
             at = SPACE.match(text, at).end()
-            if not isinstance(value, str) or text[at:at + 1] != ":":
-                raise ValueError(f"expected a string key and ':' at {at}")
-            items[value], at = lenient_value(text, at + 1, depth + 1)
+            if not isinstance(key, str) or text[at:at + 1] not in (":", "="):
+                raise ValueError(f"expected a key and ':' at {at}")
+            items[key], at = lenient_value(text, at + 1, depth + 1)
         else:
+            value, at = lenient_value(text, at, depth + 1)
             items.append(value)
         at = SPACE.match(text, at).end()
         if text[at:at + 1] == ",":
@@ -846,7 +852,8 @@ def json_call(text, at, closing, name=None):
         try:
             payload, end = loads_at(text, at)
         except ValueError:
-            return "the tool call was not valid JSON", None
+            return ("the tool call was not valid JSON (for code, the XML form takes text as it is: <tool "
+                    'name="patch_file" path="PATH"><old_text>...</old_text><new_text>...</new_text></tool>)'), None
         call = payload_call(payload, name)
     if end is not None:
         end = SPACE.match(text, end).end()

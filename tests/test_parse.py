@@ -30,6 +30,13 @@ CAPTURED = [   # Qwen2.5-Coder-1.5B-Instruct, served by llama.cpp behind Ollama'
      'now contains unit tests for the Stack class.</final>"}}</tool>',   # an answer as the file's text
      ("tool", "write_file", {"path": "test_stack.py", "content": "<final>Done: test_stack.py now contains "
                              "unit tests for the Stack class.</final>"})),
+    ('<tool>{"name": "patch_file", "args": {"path": "greet.py", "old_text": "return \\"Hello \\" + name", '
+     '"new_text": "return \\"Hello, {}!\\"".format(name)}}</tool>',   # Python in JSON: told to use XML
+     ("retry", "the XML form takes text as it is")),
+    ('<tool>{"name": "patch_file", path="textkit.py", "old_text": "raise NotImplementedError", "new_text": '
+     '"return text.lower().replace(r\'[^a-zA-Z0-9]\', \'-\').strip(\'-\')"}</tool>',   # XML in JSON
+     ("tool", "patch_file", {"path": "textkit.py", "old_text": "raise NotImplementedError",
+                             "new_text": "return text.lower().replace(r'[^a-zA-Z0-9]', '-').strip('-')"})),
     ('<tool>{"name": "patch_file", "args": {"path": "stats.py", "old_text": "return sum(numbers) / '
      '(len(numbers) + 1)", "new_text": "return sum(numbers) / len(numbers)"}}</tool>',
      ("tool", "patch_file", {"path": "stats.py", "old_text": "return sum(numbers) / (len(numbers) + 1)",
@@ -246,6 +253,7 @@ def test_a_write_that_holds_every_tag_reaches_the_disk_intact(repo):
      {"a": "b", "c": [1, 2.5, -300.0], "d": None, "e": True, "f": False}),
     ("{'s': 'it\\'s \"quoted\"\\n', 'u': '\\u00e9'}", {"s": "it's \"quoted\"\n", "u": "é"}),
     ('{"raw": "two\nlines\tand a tab"}', {"raw": "two\nlines\tand a tab"}),
+    ('{path="a.py", start: 3, "end"= 9}', {"path": "a.py", "start": 3, "end": 9}),   # bare keys, = or :
 ])
 def test_lenient_json_reads_what_small_models_write(text, value):
     assert mca.loads_at(text, 0) == (value, len(text))
