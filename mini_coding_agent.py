@@ -174,6 +174,16 @@ def own_folder(folder):
     return folder
 
 
+def files_below(folder, root):
+    """Regular files below a folder, skipping ignored folders and symlinks that leave root."""
+    for parent, folders, files in os.walk(folder):   # does not descend into symlinked folders
+        folders[:] = sorted(name for name in folders if folded(name) not in IGNORED_DIRS)
+        for name in sorted(files):
+            file = Path(parent) / name
+            if file.is_file() and is_inside(file.resolve(), root):
+                yield file
+
+
 def symlink_in(folder):
     """The first symlink in a folder of the agent's own (or the folder itself), or None."""
     if folder.is_symlink():
@@ -246,13 +256,7 @@ def repo_files(root):
     ok, listing = git_runner(root)("ls-files", "-z")
     if ok:
         return [name for name in listing.split("\0") if name]
-    names = []
-    for parent, folders, files in os.walk(root):   # does not descend into symlinked folders
-        folders[:] = sorted(name for name in folders if folded(name) not in IGNORED_DIRS)
-        names += [(Path(parent) / name).relative_to(root).as_posix() for name in sorted(files)]
-        if len(names) >= MAX_COUNTED:
-            break
-    return names
+    return [file.relative_to(root).as_posix() for file in itertools.islice(files_below(root, root), MAX_COUNTED)]
 
 
 def top_level_definitions(text):
@@ -1167,16 +1171,8 @@ class ToolUse:
         return path
 
     def walk_files(self, folder):
-        """Regular files below a folder, skipping ignored folders and symlinks that leave the workspace."""
-        if folder.is_file():
-            yield folder
-            return
-        for parent, folders, files in os.walk(folder):   # does not descend into symlinked folders
-            folders[:] = sorted(name for name in folders if folded(name) not in IGNORED_DIRS)
-            for name in sorted(files):
-                file = Path(parent) / name
-                if file.is_file() and is_inside(file.resolve(), self.root):
-                    yield file
+        """The files a search looks in: the one file given, or the regular files below a folder."""
+        return [folder] if folder.is_file() else files_below(folder, self.root)
 
     def tool_list_files(self, args):
         """One folder's entries as `[D] path` / `[F] path` lines, folders first."""
@@ -2783,13 +2779,10 @@ def run_repl(agent, display, args):
         while True:
             try:
                 line = read_request()
-            except KeyboardInterrupt:
-                if readline and readline.get_line_buffer():   # a half-typed line: clear it, as shells do
-                    say("")
+            except (EOFError, KeyboardInterrupt) as stop:
+                if isinstance(stop, KeyboardInterrupt) and readline and readline.get_line_buffer():
+                    say("")   # Ctrl-C on a half-typed line clears it, as shells do
                     continue
-                say(f"\n{resume_hint(agent, args)}")
-                return 0
-            except EOFError:
                 say(f"\n{resume_hint(agent, args)}")
                 return 0
             if line in ("/exit", "/quit"):
