@@ -1734,7 +1734,8 @@ class SessionMemory:
                 # Read the files the request names, as a person would attach them: small
                 # models then edit the right file instead of guessing one.
                 for path in named_files(user_message, repo_files(self.root)):
-                    self.run_call({"name": "read_file", "args": {"path": path}})
+                    if not self.repeats_last_two("read_file", {"path": path}):   # else it would be refused
+                        self.run_call({"name": "read_file", "args": {"path": path}})
             return self.work_on(user_message)
         except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
             self.record({"role": "assistant", "content": "interrupted by the user"})

@@ -458,3 +458,12 @@ def test_a_library_agent_reads_nothing_unasked(repo):
     agent = make_agent(repo, ["<final>ok</final>"])
     agent.ask("What does hello.txt say?")
     assert [item["role"] for item in agent.session["history"]] == ["user", "assistant"]
+
+
+def test_a_named_file_just_read_twice_is_not_read_again_and_refused(repo):
+    read = '<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>'
+    agent = make_agent(repo, [read, "<final>alpha</final>", "<final>still alpha</final>"], attach_named_files=True)
+    agent.ask("What does hello.txt say?")   # the agent's read, then the model's own identical one
+    agent.ask("And what did hello.txt say before?")
+    results = [item["content"] for item in agent.session["history"] if item["role"] == "tool"]
+    assert len(results) == 2 and not any(result.startswith("error:") for result in results)
