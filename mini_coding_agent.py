@@ -9,11 +9,12 @@ Code, Codex CLI) has is here in miniature, as six components:
   2. Prompt shape, cache reuse   PromptShape: build_prefix, memory_text, prompt,
                                  messages (the same as chat turns), record_stats
   3. Tools, validation, approval ToolUse: build_tools, parse, validate_tool,
-                                 approve, run_tool, path, tool_<name>
+                                 approve, run_tool, path, tool_<name>;
+                                 patched, python_problem (what an edit did)
   4. Context reduction           clip, ContextReduction: render, history_text,
                                  compact
   5. Transcript, memory, resume  SessionStore, SessionMemory: record,
-                                 note_tool, ask, reset, undo
+                                 note_tool, ask, run_calls, reset, undo
   6. Bounded delegation          Delegation.tool_delegate
 
 MiniAgent combines the five component classes; FakeModelClient and
@@ -21,13 +22,16 @@ OllamaModelClient are the two model backends; the command line (build_welcome,
 build_arg_parser, TerminalDisplay, main) comes last.
 
 Concessions, to stay small: the standard library only; one model call per
-step and no parallel tools; the model speaks a text protocol (<tool>, <final>)
-rather than a server-side tool API, so any completion model can drive it;
-characters stand in for tokens (2.5 per token, on the safe side); the map of
-the repository in the prompt covers the first 100 files git lists.
+step, and the calls of one reply run one after another, never in parallel;
+the model speaks a text protocol (<tool>, <final>) rather than a server-side
+tool API, so any completion model can drive it; characters stand in for
+tokens (2.5 per token, on the safe side); the map of the repository in the
+prompt covers the first 100 files git lists; the edit checks (syntax, names
+never defined) are for Python only.
 """
 
 import argparse
+import builtins
 import difflib
 import hashlib
 import http.client
@@ -42,6 +46,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import symtable
 import sys
 import tempfile
 import threading
@@ -82,6 +87,8 @@ MEMORY_PATH_CHARS = 200  # a longer path is not remembered: memory stays a few h
 MAX_LISTED = 200         # lines of list_files / search output
 MAX_COUNTED = 10_000     # ... and how far past that the entries not shown are counted
 READ_LINES = 200         # lines read_file shows when not given an end
+HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
+SYNTAX_CHECK_CHARS = 300_000   # a larger Python file is not compiled after an edit (this takes ~0.1 s)
 MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
 MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
 MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
@@ -251,6 +258,10 @@ TOP_LEVEL_DEFINITION = re.compile(   # a line that starts at column 0 and define
     r"|\[|[A-Za-z_][\w.]*\s*[:=]")   # ... or is a section or setting of a config file
 
 
+DEFINED_NAME = re.compile(r"(?:(?:async|def|class|function|export|const|let|var|func|fn|pub|struct|type|"
+                          r"interface|default)\s+)*\[?([\w.]*)")   # the name a map's definition defines
+
+
 def repo_files(root):
     """The repository's files, relative to root: git's list, else a walk that skips ignored folders."""
     ok, listing = git_runner(root)("ls-files", "-z")
@@ -291,6 +302,16 @@ def named_files(request, names):
         if len(matches) == 1 and matches[0] not in found:
             found.append(matches[0])
     return found[:MAX_NAMED_FILES]
+
+
+def defining_files(files):
+    """Name -> the file that defines it at top level, as the repository map shows them."""
+    defined = {}
+    for line in files.splitlines():
+        path, _, definitions = line.removeprefix("- ").partition(": ")
+        for definition in definitions.split("; ") if definitions else []:
+            defined.setdefault(DEFINED_NAME.match(definition).group(1), path)
+    return defined
 
 
 @dataclass
@@ -438,7 +459,6 @@ class PromptShape:
             f'<tool>{{"name": "read_file", "args": {{"path": "{path}"}}}}</tool>',
             f'<tool name="patch_file" path="{path}"><old_text>lines copied exactly from the file</old_text>'
             "<new_text>the lines that replace them</new_text></tool>",
-            "<final>your answer to the request</final>",
         ]
         return "\n\n".join([
             "You are mini-coding-agent, a careful coding assistant working in a local repository.",
@@ -565,7 +585,7 @@ TOOL_INFO = {         # tool name -> (needs approval, description, one valid cal
     "patch_file": (True, "Replace old_text, which must occur exactly once, with new_text.",
                    '<tool name="patch_file" path="hello.py"><old_text>hello</old_text>'
                    '<new_text>world</new_text></tool>'),
-    "delegate": (False, "Give a read-only helper agent a small investigation; returns its answer.",
+    "delegate": (False, "Ask a helper to find something out; it can read but never change files.",
                  '<tool>{"name": "delegate", "args": {"task": "Find where the CLI flags are defined", '
                  '"max_steps": 3}}</tool>'),
 }
@@ -582,8 +602,9 @@ APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this ses
 #      quoted inside an answer is not run.
 #   3. A call without tags (bare JSON, perhaps in a ``` fence) counts only if it
 #      ends the reply and names a known tool, so JSON shown in an answer is not run.
-#   4. One call per reply: what follows the first call is not run, and its
-#      result says so.
+#   4. A reply's further calls run after the first, while each succeeds
+#      (run_calls); a final answer written before their results is not taken.
+#   5. A file's text wrapped in <final> tags is written without them.
 CALL_OPENING = re.compile(r"<tool(?=[\s>])|<tool_call>|<function=([\w.-]+)>")   # ours; Qwen, Hermes; Llama
 THINKING = (("<think>", "</think>"), ("<thinking>", "</thinking>"))
 NAME_KEYS = ("name", "tool", "function")                   # where a payload names its tool
@@ -608,6 +629,7 @@ SPACE = re.compile(r"\s*")
 NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 WORD = re.compile(r"[A-Za-z_]\w*")
 LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+STRING_END = re.compile(r"\s*(?:[,:=}\]]|$)")   # what may follow a string's closing quote
 STRING_RUNS = {'"': re.compile(r'[^"\\]+'), "'": re.compile(r"[^'\\]+")}
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "/": "/", "\\": "\\",
            '"': '"', "'": "'"}
@@ -616,6 +638,16 @@ ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "/"
 def retry_notice(problem):
     """The message a malformed reply gets back, recorded so the model can fix it."""
     return f"Runtime notice: {problem}. {RETRY_ADVICE}"
+
+
+def notice_problem(notice):
+    """What a retry notice says was wrong, without the advice around it."""
+    return notice.removeprefix("Runtime notice: ").split(f". {RETRY_ADVICE}")[0]
+
+
+def add_note(call, words):
+    """Add to what a call's result will say about how the reply was read."""
+    call["note"] = f"{call['note']}; {words}" if "note" in call else words
 
 
 def signature(name):
@@ -689,15 +721,23 @@ def lenient_container(text, at, depth):
 
 
 def lenient_string(text, at):
-    """A string in single or double quotes, raw newlines allowed; returns (string, end)."""
+    """A string in single or double quotes, raw newlines allowed; returns (string, end).
+
+    A quote that is not followed by what may come after a string (`,` `:` `=`
+    `}` `]` or the end) is taken as part of it: models leave the quotes of code
+    unescaped, as in "return f"{name}!"".
+    """
     quote, parts, at = text[at], [], at + 1
     while at < len(text):
         run = STRING_RUNS[quote].match(text, at)
         if run:
             parts.append(run.group())
             at = run.end()
-        elif text[at] == quote:
+        elif text[at] == quote and STRING_END.match(text, at + 1):
             return "".join(parts), at + 1
+        elif text[at] == quote:
+            parts.append(quote)
+            at += 1
         elif text[at + 1:at + 2] == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[at + 2:at + 6]):
             parts.append(chr(int(text[at + 2:at + 6], 16)))
             at += 6
@@ -764,7 +804,13 @@ def canonical_call(call):
         if tool in TOOL_ARGS and arg not in TOOL_ARGS[tool] and ours in TOOL_ARGS[tool] and ours not in args:
             args[ours] = args.pop(arg)
             renamed.append(arg)
-    return {"name": tool, "args": args, **({"note": f"you wrote {', '.join(renamed)}"} if renamed else {})}
+    notes = [f"you wrote {', '.join(renamed)}"] if renamed else []
+    for arg in ("content", "new_text"):   # a file's text wrapped as an answer, which small models write
+        text = args.get(arg)
+        if isinstance(text, str) and text.strip().startswith("<final>") and text.strip().endswith("</final>"):
+            args[arg] = text.strip()[len("<final>"):-len("</final>")]
+            notes.append(f"the <final> tags around {arg} were dropped: they are not part of a file")
+    return {"name": tool, "args": args, **({"note": "; ".join(notes)} if notes else {})}
 
 
 def read_fields(body, opening, closing=None, whole=None):
@@ -991,6 +1037,91 @@ def run_command(command, cwd, timeout):
         return code, read_capped(out), read_capped(err)
 
 
+def patch_hint(text, old_text):
+    """For a patch whose old_text did not match once: where it occurs, or the line most like it."""
+    lines = text.splitlines()[:HINT_LINES]
+    if old_text in text:
+        found = [str(number) for number, line in enumerate(lines, 1) if old_text.strip() in line]
+        return f" (lines {', '.join(found[:10])}); take in more of the lines around it" if found else ""
+    first = next((line.strip() for line in old_text.splitlines() if line.strip()), "")
+    numbers = {line.strip(): number for number, line in reversed(list(enumerate(lines, 1)))}
+    close = difflib.get_close_matches(first, list(numbers), n=1, cutoff=0.6)
+    if not close:
+        return "; read the file and copy the lines exactly"
+    number = numbers[close[0]]
+    return f"; the nearest is line {number}, copy it exactly: {one_line(lines[number - 1].strip(), ARGS_CHARS)}"
+
+
+def patched(text, args, name):
+    """The text with old_text replaced by new_text, and a note if only other quotes made it match;
+    ValueError, saying where to look, unless old_text occurs exactly once.
+
+    Small models write code's quotes their own way (f'{x}' for f"{x}") even
+    when shown the line, so ' and " count as one when nothing matches as written.
+    """
+    old_text, count, note = args["old_text"], text.count(args["old_text"]), ""
+    at = text.find(old_text) if count == 1 else -1
+    if count == 0:
+        quote_blind = text.replace("'", '"'), old_text.replace("'", '"')   # same length: places still agree
+        if quote_blind[0].count(quote_blind[1]) == 1:
+            at, note = quote_blind[0].find(quote_blind[1]), " (old_text matched once ' and \" were taken as one)"
+    if at == -1:
+        raise ValueError(f"old_text must occur exactly once in {name}, found {count} times"
+                         + patch_hint(text, old_text))
+    return text[:at] + args["new_text"] + text[at + len(old_text):], note
+
+
+def undefined_names(text):
+    """Names a module uses but never defines, imports or finds among the builtins (pyflakes' F821)."""
+    if re.search(r"\bimport\s+\*|\bglobals\(\)", text):   # names made at run time cannot be known
+        return []
+    module = symtable.symtable(text, "module", "exec")
+    tables, defined, used = [module], set(dir(builtins)), set()
+    while tables:
+        table = tables.pop()
+        tables += table.get_children()
+        for symbol in table.get_symbols():
+            at_top = table is module or symbol.is_declared_global()
+            if at_top and (symbol.is_assigned() or symbol.is_imported()):
+                defined.add(symbol.get_name())
+            if symbol.is_referenced() and (table is module or symbol.is_global()):
+                used.add(symbol.get_name())
+    return sorted(name for name in used - defined if not name.startswith("__"))
+
+
+def python_problem(name, text, files=""):
+    """A warning if a Python file just written does not parse, or uses a name it never defines; else "".
+
+    It is compiled, never run.  A real tool's editor shows these at once; a
+    small model that is told fixes its slip, one that is not says "done" over
+    a broken file.
+    """
+    if not name.endswith(".py") or len(text) > SYNTAX_CHECK_CHARS:
+        return ""
+    try:
+        compile(text, name, "exec", dont_inherit=True)
+        missing = undefined_names(text)
+    except SyntaxError as exc:
+        return f"\nwarning: {name} does not parse as Python: {exc.msg} (line {exc.lineno}); fix it"
+    except (ValueError, RecursionError, MemoryError):   # NUL bytes; absurd nesting
+        return ""
+    if not missing:
+        return ""
+    return f"\nwarning: {name} uses names it never defines or imports: {where_defined(name, missing, files)}; fix it"
+
+
+def where_defined(name, missing, files):
+    """The missing names, each with the import that would bring it, where the map shows one beside `name`."""
+    defined, folder = defining_files(files), name.rpartition("/")[0]
+    said = []
+    for word in missing[:5]:
+        home, _, module = defined.get(word, "").rpartition("/")
+        if home == folder and module.endswith(".py"):
+            word += f" (defined in {defined[word]}: from {module.removesuffix('.py')} import {word})"
+        said.append(word)
+    return ", ".join(said)
+
+
 class ToolUse:
     """Component 3: which tools exist, how replies become calls, and the checks on each call."""
 
@@ -1029,9 +1160,8 @@ class ToolUse:
         if isinstance(call, str):
             return "retry", retry_notice(call)
         call = canonical_call(call)
-        if CALL_OPENING.search(text, end) or "<final>" in text[end:]:
-            said = f"{call['note']}; " if "note" in call else ""
-            call["note"] = said + "what followed the call in your reply was not run: one call per reply"
+        if CALL_OPENING.search(text, end):
+            call["rest"] = text[end:]   # run after this one: see run_calls
         return "tool", call
 
     def validate_tool(self, name, args):
@@ -1105,10 +1235,10 @@ class ToolUse:
             old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         except (OSError, ValueError) as exc:
             return f"{name} {args['path']}: {exc}"
-        if name == "patch_file" and old.count(args["old_text"]) != 1:
-            count = old.count(args["old_text"])
-            return f"patch_file {args['path']}: old_text occurs {count} times, so the patch will fail"
-        new = args["content"] if name == "write_file" else old.replace(args["old_text"], args["new_text"])
+        try:
+            new = args["content"] if name == "write_file" else patched(old, args, args["path"])[0]
+        except ValueError as exc:
+            return f"patch_file {args['path']}: {exc}; the patch will fail"
         diff = difflib.unified_diff(old.splitlines(), new.splitlines(), f"a/{args['path']}",
                                     f"b/{args['path']}", lineterm="")
         return "\n".join(diff)
@@ -1253,7 +1383,8 @@ class ToolUse:
         path = self.writable(args["path"])
         path.parent.mkdir(parents=True, exist_ok=True)
         self.write_undoably(path, args["content"].encode("utf-8"), "write_file")
-        return f"wrote {self.relative(path)} ({len(args['content'])} chars)"
+        name, text = self.relative(path), args["content"]
+        return f"wrote {name} ({len(text)} chars){python_problem(name, text, self.workspace.files)}"
 
     def tool_patch_file(self, args):
         """Replace the one occurrence of old_text with new_text (undoably)."""
@@ -1264,12 +1395,12 @@ class ToolUse:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"{args['path']} is not UTF-8 text") from None
-        count = text.count(args["old_text"])
-        if count != 1:
-            raise ValueError(f"old_text must occur exactly once in {args['path']}, found {count} times")
-        new_text = text.replace(args["old_text"], args["new_text"])
+        if args["old_text"] == args["new_text"]:   # small models copy a line and change nothing, then say "done"
+            raise ValueError("new_text is the same as old_text, so the file would not change")
+        new_text, note = patched(text, args, args["path"])
         self.write_undoably(path, new_text.encode("utf-8"), "patch_file")
-        return f"patched {self.relative(path)}"
+        name = self.relative(path)
+        return f"patched {name}{note}{python_problem(name, new_text, self.workspace.files)}"
 
 
 # ---------------------------------------------------------------------------
@@ -1751,11 +1882,9 @@ class SessionMemory:
             kind, payload = self.next_reply(user_message)
             thought_out = thought_out + 1 if kind == "thinking" else 0
             if kind == "tool":
-                steps += 1
-                self.run_call(payload)
+                steps += self.run_calls(payload, self.max_steps - steps)
             elif kind in ("retry", "thinking"):
-                problem = payload.removeprefix("Runtime notice: ").split(f". {RETRY_ADVICE}")[0]
-                self.display.notice(f"The model's reply was not usable ({problem}); asking again.")
+                self.display.notice(f"The model's reply was not usable ({notice_problem(payload)}); asking again.")
                 self.record({"role": "assistant", "content": payload})
             else:
                 self.add_note(f"answer: {one_line(payload)}")
@@ -1798,16 +1927,40 @@ class SessionMemory:
             "file in parts (write_file with the first part, then patch_file to add the rest), or answer "
             "more briefly")
 
-    def run_call(self, call):
-        """Run a tool call, show it, and record it with its result (saying how a dialect was read)."""
-        note = call.pop("note", None)
+    def run_calls(self, call, room):
+        """Run one reply's calls in order while each succeeds, at most `room` of them; return how many ran.
+
+        Small models often write a whole plan in one reply (three edits, then
+        <final>).  Each call runs as if it had had a reply of its own; a final
+        answer written before the results were seen is not taken, so the model
+        is asked again once it has them.
+        """
+        ran = 0
+        while True:
+            ran += 1
+            rest = call.pop("rest", "")
+            kind, following = self.parse(rest) if rest else ("end", None)
+            if kind == "retry":   # a garbled call among good ones: say why it and what follows did not run
+                add_note(call, f"the next call in your reply was not run: {notice_problem(following)}")
+            more = kind == "tool" and ran < room
+            if not self.run_call(call, more) or not more:
+                return ran
+            call = following
+
+    def run_call(self, call, more=False):
+        """Run a tool call, show it, and record it with its result (saying how a dialect was read);
+        True if it succeeded.  `more`: calls follow it in the same reply, which a failure cancels."""
         self.display.tool_started(call["name"], call["args"], self.depth)
         result = self.run_tool(call["name"], call["args"])
-        if note:
-            result = f"(ran {call['name']}; {note})\n{result}"
+        failed = result.startswith("error:")
+        if failed and more:
+            add_note(call, "it failed, so the calls after it in your reply were not run")
+        if "note" in call:
+            result = f"(ran {call['name']}; {call.pop('note')})\n{result}"
         self.display.tool_finished(call["name"], result, self.depth)
         self.note_tool(call["name"], call["args"], result)
         self.record({"role": "tool", **call, "content": result})
+        return not failed
 
     def tell_workspace_changes(self, fresh):
         """On resume: tell the model once what changed in the repository since the session last ran.

@@ -483,8 +483,8 @@ def print_table(runs, totals):
                          for value, width in zip(cells, (6, 6, 9, 11), strict=True))
               + f" {cached:>7.0%} {median(mine, 'new_tokens') or 0:>8g} {median(mine, 'seconds'):>8.1f}")
     print(f"\nsolved {totals['solved']} of {totals['runs']} runs ({totals['solve_rate']:.0%}); per solved run "
-          f"median {totals['median_calls_solved']} calls, {totals['median_tokens_solved']} tokens, "
-          f"{totals['median_seconds_solved']} s; {totals['malformed']} malformed replies; "
+          f"median {totals['median_calls_solved'] or 0:g} calls, {totals['median_tokens_solved'] or 0:.0f} tokens, "
+          f"{totals['median_seconds_solved'] or 0:.1f} s; {totals['malformed']} malformed replies; "
           f"wall time {totals['wall_seconds']:.0f} s")
 
 

@@ -27,9 +27,9 @@ CAPTURED = [   # Qwen2.5-Coder-1.5B-Instruct, served by llama.cpp behind Ollama'
      ("tool", "delegate", {"task": "Find where the CLI flags are defined", "max_steps": 3})),
     # ... and in chat turns, with the repository's map and its files read first
     ('<tool>{"name": "write_file", "args": {"path": "test_stack.py", "content": "<final>Done: test_stack.py '
-     'now contains unit tests for the Stack class.</final>"}}</tool>',   # an answer as the file's text
-     ("tool", "write_file", {"path": "test_stack.py", "content": "<final>Done: test_stack.py now contains "
-                             "unit tests for the Stack class.</final>"})),
+     'now contains unit tests for the Stack class.</final>"}}</tool>',   # an answer as the file's text:
+     ("tool", "write_file", {"path": "test_stack.py", "content": "Done: test_stack.py now contains "   # the
+                             "unit tests for the Stack class."})),   # tags go, the syntax check will speak
     ('<tool>{"name": "patch_file", "args": {"path": "greet.py", "old_text": "return \\"Hello \\" + name", '
      '"new_text": "return \\"Hello, {}!\\"".format(name)}}</tool>',   # Python in JSON: told to use XML
      ("retry", "the XML form takes text as it is")),
@@ -183,12 +183,82 @@ def test_other_names_are_said_back_to_the_model_and_recorded_as_ours(repo):
     assert "(ran run_shell; you wrote bash, cmd)" in agent.model_client.prompts[1]
 
 
-def test_a_second_call_in_one_reply_is_not_run_and_the_model_is_told(repo):
+# Replies that hold a plan: several calls, then an answer (Qwen2.5-Coder-1.5B, renaming a function).
+RENAME_PLAN = (
+    '<tool>{"name": "patch_file", "args": {"path": "test_billing.py", "old_text": "from billing import '
+    'calc_total", "new_text": "from billing import compute_total"}}</tool>\n<tool>{"name": "patch_file", '
+    '"args": {"path": "billing.py", "old_text": "def calc_total(items, tax_rate=0.0)", "new_text": "def '
+    'compute_total(items, tax_rate=0.0)"}}</tool>\n<final>Renamed `calc_total` to `compute_total` in all '
+    'relevant files.</final>')
+GARBLED_PLAN = (
+    '<tool>{"name": "patch_file", "args": {"path": "test_billing.py", "old_text": "from billing import '
+    'calc_total", "new_text": "from billing import compute_total"}}</tool>\n<tool>{"name": "patch_file", '
+    '"args": {"path": "invoice.py", "old_text": calc_total, "new_text": compute_total}}</tool>\n<final>Renamed.'
+    '</final>')
+
+
+def tool_reply(name, **args):
+    return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>\n"
+
+
+@pytest.fixture
+def billing(repo):
+    (repo / "billing.py").write_text("def calc_total(items, tax_rate=0.0):\n    return 0\n")
+    (repo / "test_billing.py").write_text("from billing import calc_total\n")
+    return repo
+
+
+def test_a_plan_in_one_reply_runs_call_by_call_and_its_early_answer_is_not_taken(billing):
+    agent = make_agent(billing, [RENAME_PLAN, "<final>both renamed</final>"])
+    assert agent.ask("rename calc_total") == "both renamed"   # asked again, once the results were seen
+    tools = [item for item in agent.session["history"] if item["role"] == "tool"]
+    assert [(item["args"]["path"], item["content"].split(";")[0]) for item in tools] == [
+        ("test_billing.py", "patched test_billing.py"), ("billing.py", "patched billing.py")]
+    assert "calc_total" not in (billing / "billing.py").read_text() + (billing / "test_billing.py").read_text()
+    assert "patched billing.py" in agent.model_client.prompts[1].split("Transcript:")[1]
+
+
+def test_a_garbled_call_in_a_plan_stops_it_and_the_model_is_told_why(billing):
+    agent = make_agent(billing, [GARBLED_PLAN, "<final>ok</final>"])
+    agent.ask("rename calc_total")
+    [tool] = [item for item in agent.session["history"] if item["role"] == "tool"]
+    assert tool["content"].startswith("(ran patch_file; the next call in your reply was not run: the tool call "
+                                      "was not valid JSON")
+
+
+def test_a_failed_call_in_a_plan_stops_the_rest(billing):
+    plan = (tool_reply("read_file", path="missing.py") + tool_reply("patch_file", path="billing.py",
+            old_text="calc_total", new_text="compute_total"))
+    agent = make_agent(billing, [plan, "<final>ok</final>"])
+    agent.ask("rename")
+    [tool] = [item for item in agent.session["history"] if item["role"] == "tool"]
+    assert "it failed, so the calls after it in your reply were not run" in tool["content"]
+    assert "calc_total" in (billing / "billing.py").read_text()
+
+
+def test_a_plan_counts_each_call_against_the_step_limit(billing):
+    plan = "".join(tool_reply("list_files", path=path) for path in (".", ".", ".", "."))   # the repeat check:
+    agent = make_agent(billing, [plan], max_steps=3)                                  # 3rd fails, so ends
+    assert agent.ask("look") == "Stopped after 3 tool steps: the step limit (--max-steps) was reached."
+    assert sum(item["role"] == "tool" for item in agent.session["history"]) == 3
+
+
+def test_a_files_text_wrapped_as_an_answer_is_written_without_the_tags(repo):
+    reply = ('<tool>{"name": "write_file", "args": {"path": "test_stack.py", "content": "<final>import unittest\\n'
+             '\\nclass TestStack(unittest.TestCase):\\n    pass\\n</final>"}}</tool>')   # Qwen2.5-Coder-1.5B
+    agent = make_agent(repo, [reply, "<final>written</final>"])
+    agent.ask("write tests")
+    assert (repo / "test_stack.py").read_text() == "import unittest\n\nclass TestStack(unittest.TestCase):\n    pass\n"
+    assert "the <final> tags around content were dropped" in agent.session["history"][1]["content"]
+    assert mca.MiniAgent.parse('<tool name="write_file" path="a.md"><content>see <final>x</final> here</content>'
+                               "</tool>")[1]["args"]["content"] == "see <final>x</final> here"
+
+
+def test_calls_after_an_answer_the_model_made_up_are_not_run(repo):
     agent = make_agent(repo, [CAPTURED[0][0], "<final>ok</final>"])
     agent.ask("find main")
     [tool] = [item for item in agent.session["history"] if item["role"] == "tool"]
-    assert tool["name"] == "search" and "not run: one call per reply" in tool["content"]
-    assert "read_file" not in json.dumps(agent.session["history"][1:-1])
+    assert tool["name"] == "search" and "read_file" not in json.dumps(agent.session["history"][1:-1])
 
 
 def test_an_exact_reply_keeps_the_reference_contract():
@@ -236,7 +306,8 @@ def test_two_xml_calls_in_one_reply_stay_apart():
     raw = ('<tool name="write_file" path="a.txt"><content>A</content></tool>\n'
            '<tool name="write_file" path="b.txt"><content>B</content></tool>')
     kind, call = mca.MiniAgent.parse(raw)
-    assert (call["args"], "one call per reply" in call["note"]) == ({"path": "a.txt", "content": "A"}, True)
+    assert call["args"] == {"path": "a.txt", "content": "A"}
+    assert mca.MiniAgent.parse(call["rest"])[1]["args"] == {"path": "b.txt", "content": "B"}
 
 
 def test_a_write_that_holds_every_tag_reaches_the_disk_intact(repo):
@@ -254,6 +325,8 @@ def test_a_write_that_holds_every_tag_reaches_the_disk_intact(repo):
     ("{'s': 'it\\'s \"quoted\"\\n', 'u': '\\u00e9'}", {"s": "it's \"quoted\"\n", "u": "é"}),
     ('{"raw": "two\nlines\tand a tab"}', {"raw": "two\nlines\tand a tab"}),
     ('{path="a.py", start: 3, "end"= 9}', {"path": "a.py", "start": 3, "end": 9}),   # bare keys, = or :
+    ('{"old_text": "return f"{customer}: {total:.2f}"", "n": \'it\'s\'}',   # quotes of code left unescaped
+     {"old_text": 'return f"{customer}: {total:.2f}"', "n": "it's"}),
 ])
 def test_lenient_json_reads_what_small_models_write(text, value):
     assert mca.loads_at(text, 0) == (value, len(text))

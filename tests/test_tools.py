@@ -382,13 +382,66 @@ def test_patch_file_replaces_exactly_one_occurrence(repo):
     assert (repo / "crlf.txt").read_bytes() == b"one\r\n2\r\n"
 
 
-@pytest.mark.parametrize("old_text, count", [("delta", 0), ("a", 5)])
-def test_patch_file_with_no_or_many_matches_leaves_the_file_untouched(repo, old_text, count):
+@pytest.mark.parametrize("old_text, count, hint", [
+    ("zzz", 0, "; read the file and copy the lines exactly"),
+    ("delta", 0, "; the nearest is line 2, copy it exactly: beta"),
+    ("a", 5, " (lines 1, 2, 3); take in more of the lines around it"),
+    ("beta", 1, None)])   # beta -> beta: a patch that changes nothing
+def test_a_patch_that_cannot_apply_leaves_the_file_untouched_and_says_where_to_look(repo, old_text, count, hint):
     before = (repo / "hello.txt").read_bytes()
-    result = make_agent(repo, []).run_tool("patch_file", {"path": "hello.txt", "old_text": old_text, "new_text": "X"})
-    assert result == ("error: tool patch_file failed: old_text must occur exactly once in hello.txt, "
-                      f"found {count} times")
+    result = make_agent(repo, []).run_tool("patch_file", {"path": "hello.txt", "old_text": old_text,
+                                                          "new_text": "beta" if hint is None else "X"})
+    assert result == ("error: tool patch_file failed: " + (
+        "new_text is the same as old_text, so the file would not change" if hint is None else
+        f"old_text must occur exactly once in hello.txt, found {count} times{hint}"))
     assert (repo / "hello.txt").read_bytes() == before
+
+
+def test_a_patch_that_misses_is_shown_the_line_it_meant(repo):
+    (repo / "invoice.py").write_text('def line(customer, items):\n    return f"{customer}: {calc_total(items):.2f}"\n')
+    result = make_agent(repo, []).run_tool("patch_file", {
+        "path": "invoice.py", "old_text": "return f'{customer} {calc_total(items):.2f}'", "new_text": "x"})
+    assert result.endswith('the nearest is line 2, copy it exactly: return f"{customer}: {calc_total(items):.2f}"')
+
+
+def test_a_patch_with_other_quotes_applies_where_that_is_the_only_difference(repo):
+    (repo / "invoice.py").write_text('def line(customer, items):\n    return f"{customer}: {calc_total(items):.2f}"\n')
+    patch = {"path": "invoice.py", "old_text": "return f'{customer}: {calc_total(items):.2f}'",   # as Qwen2.5-Coder
+             "new_text": "return f'{customer}: {compute_total(items):.2f}'"}                  # 1.5B wrote it, twice
+    assert make_agent(repo, []).run_tool("patch_file", patch).startswith(
+        "patched invoice.py (old_text matched once ' and \" were taken as one)\nwarning: ")   # compute_total
+    assert (repo / "invoice.py").read_text() == \
+        "def line(customer, items):\n    return f'{customer}: {compute_total(items):.2f}'\n"
+    (repo / "two.py").write_text("a = 'x'\nb = 'x'\n")   # two places match once quotes are set aside: none taken
+    assert "found 0 times" in make_agent(repo, []).run_tool("patch_file", {"path": "two.py", "old_text": '= "x"',
+                                                                          "new_text": "= 'y'"})
+    assert (repo / "two.py").read_text() == "a = 'x'\nb = 'x'\n"
+
+
+def test_a_python_file_that_uses_a_name_it_never_defines_is_reported(repo):
+    agent = make_agent(repo, [])
+    tests = ("import unittest\n\nclass TestStack(unittest.TestCase):\n    def test_push(self):\n"
+             "        stack = Stack()\n        self.assertEqual(len(stack), 0)\n")   # no `from stack import Stack`
+    assert agent.run_tool("write_file", {"path": "test_stack.py", "content": tests}).endswith(
+        "\nwarning: test_stack.py uses names it never defines or imports: Stack; fix it")
+    agent.workspace.files = "- stack.py: class Stack\n- test_stack.py: class TestStack(unittest.TestCase)"
+    assert agent.run_tool("write_file", {"path": "test_stack.py", "content": tests}).endswith(
+        "\nwarning: test_stack.py uses names it never defines or imports: Stack (defined in stack.py: "
+        "from stack import Stack); fix it")
+    fine = ("import os\nfrom json import *\nG = 1\n\ndef f(a, *rest):\n    global H\n    H = [y for y in rest]\n"
+            "    return os, a, G, H, f, __file__, len, loads\n")
+    assert agent.run_tool("write_file", {"path": "fine.py", "content": fine}) == "wrote fine.py (140 chars)"
+    assert mca.undefined_names(fine.replace("from json import *\n", "")) == ["loads"]
+
+
+def test_a_python_file_that_no_longer_parses_is_reported_with_its_line(repo):
+    agent = make_agent(repo, [])
+    result = agent.run_tool("write_file", {"path": "test_stack.py", "content": "<test>\nimport unittest\n"})
+    assert result == ("wrote test_stack.py (23 chars)\n"
+                      "warning: test_stack.py does not parse as Python: invalid syntax (line 1); fix it")
+    assert agent.run_tool("patch_file", {"path": "test_stack.py", "old_text": "<test>\n", "new_text": ""}) == \
+        "patched test_stack.py"
+    assert agent.run_tool("write_file", {"path": "notes.txt", "content": "<test>"}) == "wrote notes.txt (6 chars)"
 
 
 # --- path confinement ----------------------------------------------------------
