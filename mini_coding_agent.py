@@ -258,10 +258,6 @@ TOP_LEVEL_DEFINITION = re.compile(   # a line that starts at column 0 and define
     r"|\[|[A-Za-z_][\w.]*\s*[:=]")   # ... or is a section or setting of a config file
 
 
-DEFINED_NAME = re.compile(r"(?:(?:async|def|class|function|export|const|let|var|func|fn|pub|struct|type|"
-                          r"interface|default)\s+)*\[?([\w.]*)")   # the name a map's definition defines
-
-
 def repo_files(root):
     """The repository's files, relative to root: git's list, else a walk that skips ignored folders."""
     ok, listing = git_runner(root)("ls-files", "-z")
@@ -302,16 +298,6 @@ def named_files(request, names):
         if len(matches) == 1 and matches[0] not in found:
             found.append(matches[0])
     return found[:MAX_NAMED_FILES]
-
-
-def defining_files(files):
-    """Name -> the file that defines it at top level, as the repository map shows them."""
-    defined = {}
-    for line in files.splitlines():
-        path, _, definitions = line.removeprefix("- ").partition(": ")
-        for definition in definitions.split("; ") if definitions else []:
-            defined.setdefault(DEFINED_NAME.match(definition).group(1), path)
-    return defined
 
 
 @dataclass
@@ -1089,7 +1075,7 @@ def undefined_names(text):
     return sorted(name for name in used - defined if not name.startswith("__"))
 
 
-def python_problem(name, text, files=""):
+def python_problem(name, text):
     """A warning if a Python file just written does not parse, or uses a name it never defines; else "".
 
     It is compiled, never run.  A real tool's editor shows these at once; a
@@ -1107,19 +1093,7 @@ def python_problem(name, text, files=""):
         return ""
     if not missing:
         return ""
-    return f"\nwarning: {name} uses names it never defines or imports: {where_defined(name, missing, files)}; fix it"
-
-
-def where_defined(name, missing, files):
-    """The missing names, each with the import that would bring it, where the map shows one beside `name`."""
-    defined, folder = defining_files(files), name.rpartition("/")[0]
-    said = []
-    for word in missing[:5]:
-        home, _, module = defined.get(word, "").rpartition("/")
-        if home == folder and module.endswith(".py"):
-            word += f" (defined in {defined[word]}: from {module.removesuffix('.py')} import {word})"
-        said.append(word)
-    return ", ".join(said)
+    return f"\nwarning: {name} uses names it never defines or imports: {', '.join(missing[:5])}; fix it"
 
 
 class ToolUse:
@@ -1384,7 +1358,7 @@ class ToolUse:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.write_undoably(path, args["content"].encode("utf-8"), "write_file")
         name, text = self.relative(path), args["content"]
-        return f"wrote {name} ({len(text)} chars){python_problem(name, text, self.workspace.files)}"
+        return f"wrote {name} ({len(text)} chars){python_problem(name, text)}"
 
     def tool_patch_file(self, args):
         """Replace the one occurrence of old_text with new_text (undoably)."""
@@ -1400,7 +1374,7 @@ class ToolUse:
         new_text, note = patched(text, args, args["path"])
         self.write_undoably(path, new_text.encode("utf-8"), "patch_file")
         name = self.relative(path)
-        return f"patched {name}{note}{python_problem(name, new_text, self.workspace.files)}"
+        return f"patched {name}{note}{python_problem(name, new_text)}"
 
 
 # ---------------------------------------------------------------------------

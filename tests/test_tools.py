@@ -424,10 +424,6 @@ def test_a_python_file_that_uses_a_name_it_never_defines_is_reported(repo):
              "        stack = Stack()\n        self.assertEqual(len(stack), 0)\n")   # no `from stack import Stack`
     assert agent.run_tool("write_file", {"path": "test_stack.py", "content": tests}).endswith(
         "\nwarning: test_stack.py uses names it never defines or imports: Stack; fix it")
-    agent.workspace.files = "- stack.py: class Stack\n- test_stack.py: class TestStack(unittest.TestCase)"
-    assert agent.run_tool("write_file", {"path": "test_stack.py", "content": tests}).endswith(
-        "\nwarning: test_stack.py uses names it never defines or imports: Stack (defined in stack.py: "
-        "from stack import Stack); fix it")
     fine = ("import os\nfrom json import *\nG = 1\n\ndef f(a, *rest):\n    global H\n    H = [y for y in rest]\n"
             "    return os, a, G, H, f, __file__, len, loads\n")
     assert agent.run_tool("write_file", {"path": "fine.py", "content": fine}) == "wrote fine.py (140 chars)"

@@ -182,10 +182,3 @@ def test_the_files_a_request_names_are_found_by_path_or_by_a_name_only_one_file_
     assert mca.named_files("look at a/config.toml, app.py, util.py, test_app.py", names) == \
         ["a/config.toml", "src/app.py", "src/util.py"]   # at most MAX_NAMED_FILES
     assert mca.named_files("what does missing.py do?", names) == []
-
-
-def test_the_map_tells_which_file_defines_a_name():
-    files = ("- README.md\n- billing.py: def calc_total(items, tax_rate=0.0); class Invoice(Base)\n"
-             "- config.ini: [network]; max_retries = 3\n- web/app.js: export function renderPage(req)")
-    assert mca.defining_files(files) == {"calc_total": "billing.py", "Invoice": "billing.py", "network": "config.ini",
-                                         "max_retries": "config.ini", "renderPage": "web/app.js"}
