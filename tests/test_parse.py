@@ -236,11 +236,11 @@ def test_a_failed_call_in_a_plan_stops_the_rest(billing):
     assert "calc_total" in (billing / "billing.py").read_text()
 
 
-def test_a_plan_counts_each_call_against_the_step_limit(billing):
-    plan = "".join(tool_reply("list_files", path=path) for path in (".", ".", ".", "."))   # the repeat check:
-    agent = make_agent(billing, [plan], max_steps=3)                                  # 3rd fails, so ends
+def test_a_plan_counts_each_call_against_the_step_limit(repo):
+    plan = "".join(tool_reply("read_file", path="hello.txt", start=line) for line in (1, 2, 3, 4))
+    agent = make_agent(repo, [plan], max_steps=3)
     assert agent.ask("look") == "Stopped after 3 tool steps: the step limit (--max-steps) was reached."
-    assert sum(item["role"] == "tool" for item in agent.session["history"]) == 3
+    assert [item["args"]["start"] for item in agent.session["history"] if item["role"] == "tool"] == [1, 2, 3]
 
 
 def test_a_files_text_wrapped_as_an_answer_is_written_without_the_tags(repo):
