@@ -55,6 +55,7 @@ import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -792,9 +793,9 @@ def canonical_call(call):
             renamed.append(arg)
     notes = [f"you wrote {', '.join(renamed)}"] if renamed else []
     for arg in ("content", "new_text"):   # a file's text wrapped as an answer, which small models write
-        text = args.get(arg)
-        if isinstance(text, str) and text.strip().startswith("<final>") and text.strip().endswith("</final>"):
-            args[arg] = text.strip()[len("<final>"):-len("</final>")]
+        text = args[arg].strip() if isinstance(args.get(arg), str) else ""
+        if text.startswith("<final>") and text.endswith("</final>"):
+            args[arg] = text.removeprefix("<final>").removesuffix("</final>")
             notes.append(f"the <final> tags around {arg} were dropped: they are not part of a file")
     return {"name": tool, "args": args, **({"note": "; ".join(notes)} if notes else {})}
 
@@ -1048,9 +1049,9 @@ def patched(text, args, name):
     old_text, count, note = args["old_text"], text.count(args["old_text"]), ""
     at = text.find(old_text) if count == 1 else -1
     if count == 0:
-        quote_blind = text.replace("'", '"'), old_text.replace("'", '"')   # same length: places still agree
-        if quote_blind[0].count(quote_blind[1]) == 1:
-            at, note = quote_blind[0].find(quote_blind[1]), " (old_text matched once ' and \" were taken as one)"
+        blind_text, blind_old = text.replace("'", '"'), old_text.replace("'", '"')   # same lengths: places agree
+        if blind_text.count(blind_old) == 1:
+            at, note = blind_text.find(blind_old), " (old_text matched once ' and \" were taken as one)"
     if at == -1:
         raise ValueError(f"old_text must occur exactly once in {name}, found {count} times"
                          + patch_hint(text, old_text))
@@ -1085,8 +1086,10 @@ def python_problem(name, text):
     if not name.endswith(".py") or len(text) > SYNTAX_CHECK_CHARS:
         return ""
     try:
-        compile(text, name, "exec", dont_inherit=True)
-        missing = undefined_names(text)
+        with warnings.catch_warnings():   # a SyntaxWarning ('\d' in a string) would print on the terminal
+            warnings.simplefilter("ignore")
+            compile(text, name, "exec", dont_inherit=True)
+            missing = undefined_names(text)
     except SyntaxError as exc:
         return f"\nwarning: {name} does not parse as Python: {exc.msg} (line {exc.lineno}); fix it"
     except (ValueError, RecursionError, MemoryError):   # NUL bytes; absurd nesting

@@ -6,6 +6,7 @@ import shutil
 import stat
 import sys
 import time
+import warnings
 
 import pytest
 from conftest import make_agent, processes_running
@@ -428,6 +429,13 @@ def test_a_python_file_that_uses_a_name_it_never_defines_is_reported(repo):
             "    return os, a, G, H, f, __file__, len, loads\n")
     assert agent.run_tool("write_file", {"path": "fine.py", "content": fine}) == "wrote fine.py (140 chars)"
     assert mca.undefined_names(fine.replace("from json import *\n", "")) == ["loads"]
+
+
+def test_checking_a_python_file_prints_nothing_to_the_terminal(repo):
+    with warnings.catch_warnings(record=True) as printed:   # '\d' makes compile() warn (printed on 3.12+)
+        warnings.simplefilter("always")
+        result = make_agent(repo, []).run_tool("write_file", {"path": "r.py", "content": 'WORD = "\\d+"\n'})
+    assert (result, printed) == ("wrote r.py (13 chars)", [])
 
 
 def test_a_python_file_that_no_longer_parses_is_reported_with_its_line(repo):
