@@ -14,7 +14,8 @@ Code, Codex CLI) has is here in miniature, as six components:
   4. Context reduction           clip, ContextReduction: render, history_text,
                                  compact
   5. Transcript, memory, resume  SessionStore, SessionMemory: record,
-                                 note_tool, ask, run_calls, reset, undo
+                                 note_tool, ask, run_calls, unchecked_edits
+                                 (an untested answer is sent back), reset, undo
   6. Bounded delegation          Delegation.tool_delegate
 
 MiniAgent combines the five component classes; FakeModelClient and
@@ -635,6 +636,16 @@ def notice_problem(notice):
 def add_note(call, words):
     """Add to what a call's result will say about how the reply was read."""
     call["note"] = f"{call['note']}; {words}" if "note" in call else words
+
+
+def without_note(result):
+    """A tool result without the note on how its call was read (see add_note)."""
+    return result.split("\n", 1)[-1] if result.startswith("(ran ") else result
+
+
+def failed(result):
+    """True if a tool result says the call failed."""
+    return without_note(result).startswith("error:")
 
 
 def signature(name):
@@ -1486,6 +1497,10 @@ SESSION_SHAPE = {     # every field the code reads from a saved session; "?": ol
     "workspace_seen?": {"branch": str, "status": str, "recent_commits": [str]},   # the latest told to the model
 }
 
+CHECK_REQUEST = ("[check] You changed {files} and have run nothing since. Check the change with run_shell "
+                 "(run the tests, or run the program the way the request would use it) and fix what fails; "
+                 "then give your final answer.")   # sent once per request: small models say "done" untested
+
 
 def shape_problem(value, shape):
     """Where a value loaded from JSON differs from a shape (see SESSION_SHAPE), e.g. `.memory.task is not
@@ -1822,7 +1837,7 @@ class SessionMemory:
         """
         memory = self.session["memory"]
         path = args.get("path")
-        touched = name in ("read_file", "write_file", "patch_file") and not result.startswith("error:")
+        touched = name in ("read_file", "write_file", "patch_file") and not failed(result)
         if touched and isinstance(path, str) and len(path) <= MEMORY_PATH_CHARS:
             memory["files"] = [f for f in memory["files"] if f != path][-(MAX_FILES - 1):] + [path]
         self.add_note(f"{name}: {one_line(result)}")
@@ -1852,6 +1867,7 @@ class SessionMemory:
     def work_on(self, user_message):
         """The loop: ask the model, run the tool it picks, record, until a final answer or a limit."""
         steps = attempts = thought_out = 0
+        checked = False
         max_attempts = max(3 * self.max_steps, self.max_steps + 4)
         self.stopped_by_limit = False
         while steps < self.max_steps and attempts < max_attempts and thought_out < 2:
@@ -1866,7 +1882,13 @@ class SessionMemory:
             else:
                 self.add_note(f"answer: {one_line(payload)}")
                 self.record({"role": "assistant", "content": payload})
-                return payload
+                edited = [] if checked or self.max_steps - steps < 2 else self.unchecked_edits()
+                if not edited:
+                    return payload
+                checked = True   # once: a model that answers again is taken at its word
+                self.display.notice(f"The model changed {', '.join(edited)} and ran nothing since: "
+                                    "its answer is sent back for a check.")
+                self.record({"role": "user", "content": CHECK_REQUEST.format(files=", ".join(edited))})
         self.stopped_by_limit = True
         if thought_out == 2:
             answer = (f"Stopped: twice in a row the model spent all {self.max_new_tokens} tokens thinking, "
@@ -1877,6 +1899,19 @@ class SessionMemory:
             answer = f"Stopped after {attempts} attempts: too many malformed model responses."
         self.record({"role": "assistant", "content": answer})
         return answer
+
+    def unchecked_edits(self):
+        """The code files this request wrote or patched after its last command (none unless check_edits)."""
+        if not self.check_edits:
+            return []
+        edited = []
+        for item in reversed(self.session["history"]):
+            if item["role"] == "user" or item.get("name") == "run_shell":
+                break
+            path = item["args"]["path"] if item.get("name") in ("write_file", "patch_file") else ""
+            if path.endswith(SOURCE_SUFFIXES) and not failed(item["content"]) and path not in edited:
+                edited.append(path)
+        return edited[::-1]
 
     def next_reply(self, user_message):
         """One model call: ("tool" | "final" | "retry" | "thinking", payload); a reply cut short is never run."""
@@ -1929,15 +1964,14 @@ class SessionMemory:
         True if it succeeded.  `more`: calls follow it in the same reply, which a failure cancels."""
         self.display.tool_started(call["name"], call["args"], self.depth)
         result = self.run_tool(call["name"], call["args"])
-        failed = result.startswith("error:")
-        if failed and more:
+        if failed(result) and more:
             add_note(call, "it failed, so the calls after it in your reply were not run")
         if "note" in call:
             result = f"(ran {call['name']}; {call.pop('note')})\n{result}"
         self.display.tool_finished(call["name"], result, self.depth)
         self.note_tool(call["name"], call["args"], result)
         self.record({"role": "tool", **call, "content": result})
-        return not failed
+        return not failed(result)
 
     def tell_workspace_changes(self, fresh):
         """On resume: tell the model once what changed in the repository since the session last ran.
@@ -2321,7 +2355,8 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
 
     def __init__(self, model_client, workspace, session_store, session=None, approval_policy="ask",
                  max_steps=6, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, depth=0, max_depth=1, read_only=False,
-                 num_ctx=DEFAULT_NUM_CTX, display=None, prefix=None, lead_turns=(), attach_named_files=False):
+                 num_ctx=DEFAULT_NUM_CTX, display=None, prefix=None, lead_turns=(), attach_named_files=False,
+                 check_edits=False):
         self.model_client = model_client
         self.root = Path(workspace.repo_root).resolve()
         self.session_store = session_store
@@ -2338,6 +2373,7 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
         self.depth, self.max_depth = depth, max_depth
         self.read_only = read_only
         self.attach_named_files = attach_named_files   # read the files a request names first (the CLI does)
+        self.check_edits = check_edits   # send an answer after untested edits back for a check (the CLI does)
         self.always_approved = set()   # tools the user said [a]lways to, this session
         self.display = display or Display()
         self.num_ctx = num_ctx
@@ -2591,7 +2627,7 @@ class TerminalDisplay(Display):
         shown = shell_preview(lines) if name == "run_shell" else lines[:PREVIEW_LINES]
         if name != "run_shell" and len(lines) > PREVIEW_LINES:
             shown.append(f"... {len(lines) - PREVIEW_LINES} more lines")
-        style = "red" if result.startswith("error:") else "dim"
+        style = "red" if failed(result) else "dim"
         say("\n".join(f"{'    ' * depth}   {line[:PREVIEW_WIDTH]}" for line in shown), style)
 
     def notice(self, text):
@@ -2847,7 +2883,8 @@ def start_agent(args):
     agent = MiniAgent(client, workspace, store, session=session,
                       approval_policy="never" if no_one_to_ask else args.approval,
                       max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
-                      num_ctx=client.num_ctx, display=display, attach_named_files=True)
+                      num_ctx=client.num_ctx, display=display, attach_named_files=True,
+                      check_edits=True)
     if session is None:
         store.lock(agent.session["id"])
     room = agent.prompt_budget - len(agent.prefix)

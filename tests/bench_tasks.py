@@ -362,6 +362,7 @@ TASKS = [
          [tool("read_file", path="textkit.py"),
           patch("textkit.py", "    raise NotImplementedError",
                 '    import re\n    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")'),
+          tool("run_shell", command="python -c \"import textkit; print(textkit.slugify('Hello, World!'))\""),
           "<final>slugify is implemented.</final>"]),
     Task("add_flag", "Add a --shout flag to greet.py that prints the greeting in upper case.",
          ADD_FLAG_FILES, add_flag_check,
@@ -370,7 +371,7 @@ TASKS = [
                 '    parser.add_argument("name")\n    parser.add_argument("--shout", action="store_true")'),
           patch("greet.py", '    print(f"Hello, {args.name}!")',
                 '    greeting = f"Hello, {args.name}!"\n    print(greeting.upper() if args.shout else greeting)'),
-          "<final>Added --shout.</final>"]),
+          tool("run_shell", command="python greet.py --shout Bob"), "<final>Added --shout.</final>"]),
     Task("rename", "Rename the function calc_total to compute_total everywhere in the project.",
          RENAME_FILES, rename_check,
          [tool("search", pattern="calc_total"),
@@ -383,7 +384,8 @@ TASKS = [
           "class TestStack(unittest.TestCase):\n    def test_last_in_first_out(self):\n        s = Stack()\n"
           "        s.push(1)\n        s.push(2)\n        self.assertEqual(s.pop(), 2)\n\n"
           "    def test_empty_pop(self):\n        with self.assertRaises(IndexError):\n            Stack().pop()\n"
-          "</content></tool>", "<final>Wrote test_stack.py.</final>"]),
+          "</content></tool>", tool("run_shell", command="python -m unittest test_stack"),
+          "<final>Wrote test_stack.py.</final>"]),
     Task("config", "Set max_retries to 5 in config.ini.", CONFIG_FILES, config_check,
          [patch("config.ini", "max_retries = 3", "max_retries = 5"), "<final>max_retries is 5.</final>"]),
 ]

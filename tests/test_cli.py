@@ -41,27 +41,34 @@ def test_runs_as_a_module_too(repo):
 
 def test_a_three_turn_session_edits_files_and_carries_history_forward(ollama, repo):
     ollama.script('<tool name="write_file" path="calc.py"><content>def add(a, b):\n    return a + b\n'
-                  '</content></tool>', "<final>Created calc.py.</final>")
+                  '</content></tool>', "<final>Created calc.py.</final>",   # the agent asks for a check:
+                  '<tool>{"name": "run_shell", "args": {"command": "python -c \\"import calc\\""}}</tool>',
+                  "<final>Created calc.py.</final>")
     first = agent_cli(ollama, repo, "--approval", "auto", "Create calc.py with add()")
     assert (first.returncode, first.stdout) == (0, "Created calc.py.\n")
+    assert "The model changed calc.py and ran nothing since: its answer is sent back for a check." in first.stderr
     assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
 
     ollama.script('<tool name="write_file" path="test_calc.py"><content>from calc import add\n\n\n'
-                  'def test_add():\n    assert add(2, 3) == 5\n</content></tool>', "<final>Added a test.</final>")
+                  'def test_add():\n    assert add(2, 3) == 5\n</content></tool>', "<final>Added a test.</final>",
+                  "<final>Added a test.</final>")
     second = agent_cli(ollama, repo, "--approval", "auto", "--resume", "latest", "Add a test")
     assert (second.returncode, second.stdout) == (0, "Added a test.\n")
     assert (repo / "test_calc.py").exists()
 
     ollama.script('<tool name="patch_file" path="calc.py"><old_text>return a + b</old_text>'
-                  '<new_text>return int(a) + int(b)</new_text></tool>', "<final>Patched add().</final>")
+                  '<new_text>return int(a) + int(b)</new_text></tool>', "<final>Patched add().</final>",
+                  "<final>Patched add().</final>")
     third = agent_cli(ollama, repo, "--approval", "auto", "--resume", "latest", "Make add() coerce to int")
     assert (third.returncode, third.stdout) == (0, "Patched add().\n")
     assert (repo / "calc.py").read_text() == "def add(a, b):\n    return int(a) + int(b)\n"
 
     [path] = sessions(repo)
     session = json.loads(path.read_text())
-    requests = [item["content"] for item in session["history"] if item["role"] == "user"]
-    assert requests == ["Create calc.py with add()", "Add a test", "Make add() coerce to int"]
+    said = [item["content"] for item in session["history"] if item["role"] == "user"]
+    assert [text for text in said if not text.startswith("[check]")] == \
+        ["Create calc.py with add()", "Add a test", "Make add() coerce to int"]
+    assert said[1] == mca.CHECK_REQUEST.format(files="calc.py") and len(said) == 6
     turn3_prompt = ollama.prompts[-2]
     assert "Created calc.py." in turn3_prompt and "wrote test_calc.py" in turn3_prompt
 

@@ -467,3 +467,64 @@ def test_a_named_file_just_read_twice_is_not_read_again_and_refused(repo):
     agent.ask("And what did hello.txt say before?")
     results = [item["content"] for item in agent.session["history"] if item["role"] == "tool"]
     assert len(results) == 2 and not any(result.startswith("error:") for result in results)
+
+
+# --- asking once for a check of the request's edits (the CLI agent does) ----------------
+
+WRITE_APP = '<tool name="write_file" path="app.py"><content>print(1)\n</content></tool>'
+RUN_APP = '<tool>{"name": "run_shell", "args": {"command": "python app.py"}}</tool>'
+
+
+def test_an_answer_after_untested_edits_is_sent_back_once_for_a_check(repo):
+    replies = [WRITE_APP, "<final>It prints 1.</final>", RUN_APP, "<final>Checked: it prints 1.</final>"]
+    agent = make_agent(repo, replies, check_edits=True)
+    assert agent.ask("make app.py print 1") == "Checked: it prints 1."
+    history = agent.session["history"]
+    assert [item["role"] for item in history] == ["user", "tool", "assistant", "user", "tool", "assistant"]
+    assert history[3]["content"] == mca.CHECK_REQUEST.format(files="app.py")
+    assert "[check] You changed app.py" in agent.model_client.prompts[2]
+    assert "exit_code: 0" in history[4]["content"] and not agent.stopped_by_limit
+
+
+def test_a_model_that_answers_again_is_taken_at_its_word(repo):
+    agent = make_agent(repo, [WRITE_APP, "<final>done</final>", "<final>still done</final>"], check_edits=True)
+    assert agent.ask("make app.py") == "still done"
+    assert len(agent.model_client.prompts) == 3
+
+
+def test_the_check_is_asked_for_once_per_request(repo):
+    edit_again = '<tool name="patch_file" path="app.py"><old_text>1</old_text><new_text>2</new_text></tool>'
+    agent = make_agent(repo, [WRITE_APP, "<final>1</final>", RUN_APP, edit_again, "<final>2</final>",
+                              WRITE_APP, "<final>next request</final>", "<final>checked</final>"], check_edits=True)
+    assert agent.ask("make app.py print 1, then 2") == "2"   # edited after its check: not sent back again
+    assert agent.ask("now 1 again") == "checked"             # a new request: asked again
+    checks = [item for item in agent.session["history"] if item["content"].startswith("[check]")]
+    assert len(checks) == 2
+
+
+@pytest.mark.parametrize("replies, settings", [
+    ([WRITE_APP, RUN_APP, "<final>ran it</final>"], {}),                      # the model checked on its own
+    (['<tool>{"name": "run_shell", "args": {"command": "exit 1"}}</tool>', "<final>it fails</final>"], {}),   # no edit
+    (['<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>', "<final>read</final>"], {}),   # no edit
+    (['<tool name="write_file" path="notes.md"><content>x</content></tool>', "<final>done</final>"], {}),   # no code
+    ([WRITE_APP, "<final>done</final>"], {"approval_policy": "never"}),     # the write was refused: nothing changed
+    ([WRITE_APP, "<final>done</final>"], {"check_edits": False}),           # a library agent asks nothing unasked
+    ([WRITE_APP, "<final>done</final>"], {"max_steps": 2}),                 # too few steps left to check
+])
+def test_no_check_is_asked_for_when_there_is_nothing_to_check_or_no_way(repo, replies, settings):
+    agent = make_agent(repo, replies, **{"check_edits": True, **settings})
+    answer = agent.ask("go")
+    assert answer == replies[-1].removeprefix("<final>").removesuffix("</final>")
+    assert not any(item["content"].startswith("[check]") for item in agent.session["history"])
+
+
+def test_a_failed_edit_with_a_note_before_its_error_is_not_taken_for_an_edit(repo):
+    plan = (WRITE_APP +
+            '<tool name="patch_file" path="nothing.py"><old_text>a</old_text><new_text>b</new_text></tool>'
+            '<tool>{"name": "list_files", "args": {}}</tool>')
+    agent = make_agent(repo, [plan, "<final>done</final>", "<final>done</final>"], check_edits=True)
+    agent.ask("edit")
+    failed_patch = agent.session["history"][2]
+    assert failed_patch["content"].startswith("(ran patch_file; it failed") and mca.failed(failed_patch["content"])
+    assert agent.session["history"][4]["content"] == mca.CHECK_REQUEST.format(files="app.py")
+    assert "nothing.py" not in agent.session["memory"]["files"]
