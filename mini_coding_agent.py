@@ -592,7 +592,9 @@ APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this ses
 #      ends the reply and names a known tool, so JSON shown in an answer is not run.
 #   4. A reply's further calls run after the first, while each succeeds
 #      (run_calls); a final answer written before their results is not taken.
-#   5. A file's text wrapped in <final> tags is written without them.
+#   5. An answer written into a file's text is dropped: `<final>text</final>`
+#      or `<final>Created it:</final><code>text</code>` becomes `text`.
+ANSWER_AS_TEXT = re.compile(r"<final>.*?</final>\s*<code>\n?(.*?)</code>|<final>(.*)</final>", re.DOTALL)
 CALL_OPENING = re.compile(r"<tool(?=[\s>])|<tool_call>|<function=([\w.-]+)>")   # ours; Qwen, Hermes; Llama
 THINKING = (("<think>", "</think>"), ("<thinking>", "</thinking>"))
 NAME_KEYS = ("name", "tool", "function")                   # where a payload names its tool
@@ -803,11 +805,12 @@ def canonical_call(call):
             args[ours] = args.pop(arg)
             renamed.append(arg)
     notes = [f"you wrote {', '.join(renamed)}"] if renamed else []
-    for arg in ("content", "new_text"):   # a file's text wrapped as an answer, which small models write
+    for arg in ("content", "new_text"):   # a file's text written as an answer, which small models do
         text = args[arg].strip() if isinstance(args.get(arg), str) else ""
-        if text.startswith("<final>") and text.endswith("</final>"):
-            args[arg] = text.removeprefix("<final>").removesuffix("</final>")
-            notes.append(f"the <final> tags around {arg} were dropped: they are not part of a file")
+        found = ANSWER_AS_TEXT.fullmatch(text)
+        if found:
+            args[arg] = found[1] if found[1] is not None else found[2]
+            notes.append(f"the <final> answer in {arg} was dropped: it is not part of a file")
     return {"name": tool, "args": args, **({"note": "; ".join(notes)} if notes else {})}
 
 

@@ -249,9 +249,19 @@ def test_a_files_text_wrapped_as_an_answer_is_written_without_the_tags(repo):
     agent = make_agent(repo, [reply, "<final>written</final>"])
     agent.ask("write tests")
     assert (repo / "test_stack.py").read_text() == "import unittest\n\nclass TestStack(unittest.TestCase):\n    pass\n"
-    assert "the <final> tags around content were dropped" in agent.session["history"][1]["content"]
+    assert "the <final> answer in content was dropped" in agent.session["history"][1]["content"]
     assert mca.MiniAgent.parse('<tool name="write_file" path="a.md"><content>see <final>x</final> here</content>'
                                "</tool>")[1]["args"]["content"] == "see <final>x</final> here"
+
+
+def test_an_answer_before_a_files_text_in_code_tags_is_dropped(repo):
+    content = ("<final>Created test_stack.py with the following content:</final><code>\nimport unittest\n\n\n"
+               "class TestStack(unittest.TestCase):\n    pass\n</code>")   # Qwen2.5-Coder-1.5B, word for word
+    call = mca.MiniAgent.parse(tool_reply("write_file", path="test_stack.py", content=content))[1]
+    assert call["args"]["content"] == "import unittest\n\n\nclass TestStack(unittest.TestCase):\n    pass\n"
+    assert call["note"] == "the <final> answer in content was dropped: it is not part of a file"
+    html = "<final>x</final> and <code>y</code>"   # not an answer followed by a file's text: kept
+    assert mca.MiniAgent.parse(tool_reply("write_file", path="a.html", content=html))[1]["args"]["content"] == html
 
 
 def test_calls_after_an_answer_the_model_made_up_are_not_run(repo):
