@@ -1888,10 +1888,10 @@ class SessionMemory:
                 edited = [] if checked or self.max_steps - steps < 2 else self.unchecked_edits()
                 if not edited:
                     return payload
-                checked = True   # once: a model that answers again is taken at its word
-                self.display.notice(f"The model changed {', '.join(edited)} and ran nothing since: "
+                checked, files = True, ", ".join(edited)   # once: its next answer is taken at its word
+                self.display.notice(f"The model changed {files} and ran nothing since: "
                                     "its answer is sent back for a check.")
-                self.record({"role": "user", "content": CHECK_REQUEST.format(files=", ".join(edited))})
+                self.record({"role": "user", "content": CHECK_REQUEST.format(files=files)})
         self.stopped_by_limit = True
         if thought_out == 2:
             answer = (f"Stopped: twice in a row the model spent all {self.max_new_tokens} tokens thinking, "
@@ -1967,14 +1967,15 @@ class SessionMemory:
         True if it succeeded.  `more`: calls follow it in the same reply, which a failure cancels."""
         self.display.tool_started(call["name"], call["args"], self.depth)
         result = self.run_tool(call["name"], call["args"])
-        if failed(result) and more:
+        succeeded = not failed(result)
+        if more and not succeeded:
             add_note(call, "it failed, so the calls after it in your reply were not run")
         if "note" in call:
             result = f"(ran {call['name']}; {call.pop('note')})\n{result}"
         self.display.tool_finished(call["name"], result, self.depth)
         self.note_tool(call["name"], call["args"], result)
         self.record({"role": "tool", **call, "content": result})
-        return not failed(result)
+        return succeeded
 
     def tell_workspace_changes(self, fresh):
         """On resume: tell the model once what changed in the repository since the session last ran.
