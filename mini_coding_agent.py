@@ -10,12 +10,13 @@ Code, Codex CLI) has is here in miniature, as six components:
                                  messages (the same as chat turns), record_stats
   3. Tools, validation, approval ToolUse: build_tools, parse, validate_tool,
                                  approve, run_tool, path, tool_<name>;
-                                 patched, python_problem (what an edit did)
+                                 patched, python_problem, stale_uses (what an
+                                 edit left wrong)
   4. Context reduction           clip, ContextReduction: render, history_text,
                                  compact
   5. Transcript, memory, resume  SessionStore, SessionMemory: record,
-                                 note_tool, ask, run_calls, unchecked_edits
-                                 (an untested answer is sent back), reset, undo
+                                 note_tool, ask, run_calls, why_not_done
+                                 (an answer sent back), reset, undo
   6. Bounded delegation          Delegation.tool_delegate
 
 MiniAgent combines the five component classes; FakeModelClient and
@@ -28,7 +29,7 @@ the model speaks a text protocol (<tool>, <final>) rather than a server-side
 tool API, so any completion model can drive it; characters stand in for
 tokens (2.5 per token, on the safe side); the map of the repository in the
 prompt covers the first 100 files git lists; the edit checks (syntax, names
-never defined) are for Python only.
+never defined, uses of a name an edit took away) are for Python only.
 """
 
 import argparse
@@ -91,6 +92,7 @@ MAX_COUNTED = 10_000     # ... and how far past that the entries not shown are c
 READ_LINES = 200         # lines read_file shows when not given an end
 HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
 SYNTAX_CHECK_CHARS = 300_000   # a larger Python file is not compiled after an edit (this takes ~0.1 s)
+MAX_STALE_USES = 8       # lines shown that still use a name an edit took away: a rename's imports and calls
 MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
 MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
 MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
@@ -262,9 +264,11 @@ TOP_LEVEL_DEFINITION = re.compile(   # a line that starts at column 0 and define
 
 def repo_files(root):
     """The repository's files, relative to root: git's list, else a walk that skips ignored folders."""
-    ok, listing = git_runner(root)("ls-files", "-z")
-    if ok:
-        return [name for name in listing.split("\0") if name]
+    git = git_runner(root)
+    ok, tracked = git("ls-files", "-z")
+    if ok:   # then the files not yet added, unless ignored: a test file the agent just wrote
+        listed_new, new = git("ls-files", "-z", "--others", "--exclude-standard")
+        return [name for name in (tracked + "\0" + new if listed_new else tracked).split("\0") if name]
     return [file.relative_to(root).as_posix() for file in itertools.islice(files_below(root, root), MAX_COUNTED)]
 
 
@@ -725,19 +729,21 @@ def lenient_string(text, at):
 
     A quote that is not followed by what may come after a string (`,` `:` `=`
     `}` `]` or the end) is taken as part of it: models leave the quotes of code
-    unescaped, as in "return f"{name}!"".
+    unescaped, as in "return f"{name}!"".  When such double quotes are left
+    unpaired, the last one also closed the code's string: "f"{name}!"}.
     """
-    quote, parts, at = text[at], [], at + 1
+    quote, parts, at, inner = text[at], [], at + 1, 0
     while at < len(text):
         run = STRING_RUNS[quote].match(text, at)
         if run:
             parts.append(run.group())
             at = run.end()
         elif text[at] == quote and STRING_END.match(text, at + 1):
-            return "".join(parts), at + 1
+            unpaired = quote == '"' and inner % 2 == 1
+            return "".join(parts) + (quote if unpaired else ""), at + 1
         elif text[at] == quote:
             parts.append(quote)
-            at += 1
+            at, inner = at + 1, inner + 1
         elif text[at + 1:at + 2] == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[at + 2:at + 6]):
             parts.append(chr(int(text[at + 2:at + 6], 16)))
             at += 6
@@ -1038,12 +1044,19 @@ def run_command(command, cwd, timeout):
         return code, read_capped(out), read_capped(err)
 
 
-def patch_hint(text, old_text):
-    """For a patch whose old_text did not match once: where it occurs, or the line most like it."""
+def line_of(text, part):
+    """The number of the line where `part` first occurs in `text`."""
+    return text.count("\n", 0, text.find(part)) + 1
+
+
+def patch_hint(text, old_text, new_text):
+    """For a patch whose old_text did not match once: where it occurs, that it was made, or the line most like it."""
     lines = text.splitlines()[:HINT_LINES]
     if old_text in text:
         found = [str(number) for number, line in enumerate(lines, 1) if old_text.strip() in line]
         return f" (lines {', '.join(found[:10])}); take in more of the lines around it" if found else ""
+    if new_text.strip() and new_text in text:   # small models repeat a patch they made two steps ago
+        return f"; its new_text is already there (line {line_of(text, new_text)}): that change is made"
     first = next((line.strip() for line in old_text.splitlines() if line.strip()), "")
     numbers = {line.strip(): number for number, line in reversed(list(enumerate(lines, 1)))}
     close = difflib.get_close_matches(first, list(numbers), n=1, cutoff=0.6)
@@ -1068,15 +1081,20 @@ def patched(text, args, name):
             at, note = blind_text.find(blind_old), " (old_text matched once ' and \" were taken as one)"
     if at == -1:
         raise ValueError(f"old_text must occur exactly once in {name}, found {count} times"
-                         + patch_hint(text, old_text))
+                         + patch_hint(text, old_text, args["new_text"]))
     return text[:at] + args["new_text"] + text[at + len(old_text):], note
+
+
+DEFINED_NAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)   # a module's functions, classes
 
 
 def undefined_names(text):
     """Names a module uses but never defines, imports or finds among the builtins (pyflakes' F821)."""
     if re.search(r"\bimport\s+\*|\bglobals\(\)", text):   # names made at run time cannot be known
         return []
-    module = symtable.symtable(text, "module", "exec")
+    with warnings.catch_warnings():   # as in syntax_error
+        warnings.simplefilter("ignore")
+        module = symtable.symtable(text, "module", "exec")
     tables, defined, used = [module], set(dir(builtins)), set()
     while tables:
         table = tables.pop()
@@ -1090,23 +1108,42 @@ def undefined_names(text):
     return sorted(name for name in used - defined if not name.startswith("__"))
 
 
-def python_problem(name, text):
-    """A warning if a Python file just written does not parse, or uses a name it never defines; else "".
-
-    It is compiled, never run.  A real tool's editor shows these at once; a
-    small model that is told fixes its slip, one that is not says "done" over
-    a broken file.
-    """
-    if not name.endswith(".py") or len(text) > SYNTAX_CHECK_CHARS:
+def syntax_error(name, text):
+    """Why a Python file's text does not compile, with its line, or "" if it compiles (it is never run)."""
+    if len(text) > SYNTAX_CHECK_CHARS:
         return ""
     try:
         with warnings.catch_warnings():   # a SyntaxWarning ('\d' in a string) would print on the terminal
             warnings.simplefilter("ignore")
             compile(text, name, "exec", dont_inherit=True)
-            missing = undefined_names(text)
     except SyntaxError as exc:
-        return f"\nwarning: {name} does not parse as Python: {exc.msg} (line {exc.lineno}); fix it"
-    except (ValueError, RecursionError, MemoryError):   # NUL bytes; absurd nesting
+        return f"{exc.msg} (line {exc.lineno}: {one_line((exc.text or '').strip(), ARGS_CHARS)})"
+    except (ValueError, RecursionError, MemoryError):   # NUL bytes; absurd nesting: not ours to judge
+        pass
+    return ""
+
+
+def breaks_python(name, old_text, new_text):
+    """True if an edit turns a Python file that compiles into one that does not.
+
+    Such a patch is refused, as SWE-agent refuses it: the model sees the line
+    it would have made, and the file stays whole.
+    """
+    return name.endswith(".py") and not syntax_error(name, old_text) and bool(syntax_error(name, new_text))
+
+
+def python_problem(name, text):
+    """A warning if a Python file just written does not parse, or uses a name it never defines; else "".
+
+    A real tool's editor shows these at once; a small model that is told
+    fixes its slip, one that is not says "done" over a broken file.
+    """
+    error = syntax_error(name, text)
+    if error:
+        return f"\nwarning: {name} does not parse as Python: {error}; fix it"
+    try:
+        missing = undefined_names(text)
+    except (ValueError, RecursionError, MemoryError):
         return ""
     if not missing:
         return ""
@@ -1369,13 +1406,71 @@ class ToolUse:
         code, stdout, stderr = run_command(args["command"], self.root, args["timeout"])
         return f"exit_code: {code}\nstdout:\n{stdout or '(empty)'}\nstderr:\n{stderr or '(empty)'}"
 
+    def other_files(self, name, suffix=""):
+        """(path, text) of the repository's files other than `name` ending in `suffix`, read as needed."""
+        for other in repo_files(self.root)[:MAP_FILES]:
+            if other != name and other.endswith(suffix):
+                yield other, read_doc(self.root / other, self.root, MAP_READ_CHARS) or ""
+
+    def found_elsewhere(self, old_text, name):
+        """Which other file holds a patch's old_text: "in PATH (line N): patch that file"; else ""."""
+        for path, text in self.other_files(name):
+            if old_text.strip() and old_text in text:
+                return f"in {path} (line {line_of(text, old_text)}): patch that file"
+        return ""
+
+    def lines_using(self, word, home, new_name):
+        """`path:number: line` for each line of the other Python files that uses `word`, and its new form."""
+        found, lines = re.compile(rf"\b{word}\b"), []
+        for path, text in self.other_files(home, ".py"):
+            for number, line in enumerate(text.splitlines(), 1):
+                if found.search(line):
+                    renamed = f"  ->  {found.sub(new_name, line.strip())}" if new_name else ""
+                    lines.append(f"{path}:{number}: {line.strip()}{renamed}")
+        return lines
+
+    def note_taken_away(self, name, old_text, new_text):
+        """Remember the functions and classes an edit took out of a Python file, and the new name of a rename."""
+        before, after = set(DEFINED_NAME.findall(old_text)), set(DEFINED_NAME.findall(new_text))
+        renamed = len(before - after) == 1 and len(after - before) == 1
+        for gone in before - after:
+            self.taken_away[(name, gone)] = next(iter(after - before)) if renamed else None
+
+    def stale_uses(self):
+        """Warnings while a function or class taken out of a Python file is still used by other files.
+
+        A rename is the common case: a small model renames the definition,
+        says "done", and leaves the imports and calls of the old name broken.
+        The warning comes back after each later edit until no use is left.
+        When one name went and one came, each line is shown as it should
+        read, since small models copy text well and retype code badly.
+        """
+        notes = []
+        for (home, gone), new_name in list(self.taken_away.items()):
+            home_text = read_doc(self.root / home, self.root, MAP_READ_CHARS) or ""
+            uses = self.lines_using(gone, home, new_name)
+            if not uses or gone in DEFINED_NAME.findall(home_text):   # all changed, or it is back
+                del self.taken_away[(home, gone)]
+            else:
+                notes.append(f"\nwarning: {home} no longer defines {gone}, which these lines still use; "
+                             "change them too:\n" + "\n".join(uses[:MAX_STALE_USES]))
+        return "".join(notes)
+
+    def edit_warnings(self, name, old_text, new_text):
+        """What a file just written or patched got wrong, as warning lines for the model; else ""."""
+        if not name.endswith(".py") or len(old_text) + len(new_text) > SYNTAX_CHECK_CHARS:
+            return ""
+        self.note_taken_away(name, old_text, new_text)
+        return python_problem(name, new_text) + self.stale_uses()
+
     def tool_write_file(self, args):
         """Create or replace a file (undoably)."""
         path = self.writable(args["path"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.write_undoably(path, args["content"].encode("utf-8"), "write_file")
+        old = self.write_undoably(path, args["content"].encode("utf-8"), "write_file")
         name, text = self.relative(path), args["content"]
-        return f"wrote {name} ({len(text)} chars){python_problem(name, text)}"
+        was = (old or b"").decode("utf-8", errors="replace")
+        return f"wrote {name} ({len(text)} chars){self.edit_warnings(name, was, text)}"
 
     def tool_patch_file(self, args):
         """Replace the one occurrence of old_text with new_text (undoably)."""
@@ -1388,10 +1483,19 @@ class ToolUse:
             raise ValueError(f"{args['path']} is not UTF-8 text") from None
         if args["old_text"] == args["new_text"]:   # small models copy a line and change nothing, then say "done"
             raise ValueError("new_text is the same as old_text, so the file would not change")
-        new_text, note = patched(text, args, args["path"])
+        try:
+            new_text, note = patched(text, args, args["path"])
+        except ValueError:   # small models patch the file they last read, not the one the line is in
+            elsewhere = "" if args["old_text"] in text else self.found_elsewhere(args["old_text"], self.relative(path))
+            if not elsewhere:
+                raise
+            raise ValueError(f"old_text is not in {args['path']} but {elsewhere}") from None
+        if breaks_python(args["path"], text, new_text):
+            raise ValueError(f"the patch would break {args['path']}, so it was not made: "
+                             f"{syntax_error(args['path'], new_text)}")
         self.write_undoably(path, new_text.encode("utf-8"), "patch_file")
         name = self.relative(path)
-        return f"patched {name}{note}{python_problem(name, new_text)}"
+        return f"patched {name}{note}{self.edit_warnings(name, text, new_text)}"
 
 
 # ---------------------------------------------------------------------------
@@ -1503,6 +1607,8 @@ SESSION_SHAPE = {     # every field the code reads from a saved session; "?": ol
 CHECK_REQUEST = ("[check] You changed {files} and have run nothing since. Check the change with run_shell "
                  "(run the tests, or run the program the way the request would use it) and fix what fails; "
                  "then give your final answer.")   # sent once per request: small models say "done" untested
+STALE_REQUEST = ("[check] Not done yet: {warnings}\nChange those lines with patch_file, "
+                 "then give your final answer.")   # sent once: a rename's first patch is often its last
 
 
 def shape_problem(value, shape):
@@ -1870,7 +1976,7 @@ class SessionMemory:
     def work_on(self, user_message):
         """The loop: ask the model, run the tool it picks, record, until a final answer or a limit."""
         steps = attempts = thought_out = 0
-        checked = False
+        sent_back = {}   # kind -> how much was left wrong when an answer was last sent back for it
         max_attempts = max(3 * self.max_steps, self.max_steps + 4)
         self.stopped_by_limit = False
         while steps < self.max_steps and attempts < max_attempts and thought_out < 2:
@@ -1885,13 +1991,13 @@ class SessionMemory:
             else:
                 self.add_note(f"answer: {one_line(payload)}")
                 self.record({"role": "assistant", "content": payload})
-                edited = [] if checked or self.max_steps - steps < 2 else self.unchecked_edits()
-                if not edited:
+                why = self.why_not_done(sent_back) if self.max_steps - steps >= 2 else None
+                if not why:
                     return payload
-                checked, files = True, ", ".join(edited)   # once: its next answer is taken at its word
-                self.display.notice(f"The model changed {files} and ran nothing since: "
-                                    "its answer is sent back for a check.")
-                self.record({"role": "user", "content": CHECK_REQUEST.format(files=files)})
+                kind, notice, message, left = why
+                sent_back[kind] = left
+                self.display.notice(notice)
+                self.record({"role": "user", "content": message})
         self.stopped_by_limit = True
         if thought_out == 2:
             answer = (f"Stopped: twice in a row the model spent all {self.max_new_tokens} tokens thinking, "
@@ -1903,14 +2009,28 @@ class SessionMemory:
         self.record({"role": "assistant", "content": answer})
         return answer
 
+    def why_not_done(self, sent_back):
+        """Why an answer goes back to the model: (kind, notice for the user, message for the model, how much
+        is left), or None.  Untested edits go back once; stale uses again while each time fewer are left."""
+        stale = self.stale_uses() if self.check_edits else ""
+        if stale and stale.count("\n") < sent_back.get("stale", float("inf")):
+            return ("stale", "The model answered while other files still use a name it took away: "
+                    "its answer is sent back.", STALE_REQUEST.format(warnings=stale.strip()), stale.count("\n"))
+        edited = [] if "check" in sent_back else self.unchecked_edits()
+        if edited:
+            files = ", ".join(edited)
+            return ("check", f"The model changed {files} and ran nothing since: its answer is sent back for a check.",
+                    CHECK_REQUEST.format(files=files), len(edited))
+        return None
+
     def unchecked_edits(self):
         """The code files this request wrote or patched after its last command (none unless check_edits)."""
         if not self.check_edits:
             return []
         edited = []
         for item in reversed(self.session["history"]):
-            if item["role"] == "user" or item.get("name") == "run_shell":
-                break
+            if item["role"] == "user" and not item["content"].startswith("[check]") or item.get("name") == "run_shell":
+                break   # the request, or a command run since
             path = item["args"]["path"] if item.get("name") in ("write_file", "patch_file") else ""
             if path.endswith(SOURCE_SUFFIXES) and not failed(item["content"]) and path not in edited:
                 edited.append(path)
@@ -1964,18 +2084,20 @@ class SessionMemory:
 
     def run_call(self, call, more=False):
         """Run a tool call, show it, and record it with its result (saying how a dialect was read);
-        True if it succeeded.  `more`: calls follow it in the same reply, which a failure cancels."""
+        True if it went well.  `more`: calls follow it in the same reply, which a failure cancels, and so
+        does a warning: they were written before the model knew what went wrong."""
         self.display.tool_started(call["name"], call["args"], self.depth)
         result = self.run_tool(call["name"], call["args"])
-        succeeded = not failed(result)
-        if more and not succeeded:
-            add_note(call, "it failed, so the calls after it in your reply were not run")
+        warned = call["name"] in ("write_file", "patch_file") and "\nwarning: " in result   # see edit_warnings
+        trouble = "failed" if failed(result) else "left a warning" if warned else ""
+        if more and trouble:
+            add_note(call, f"it {trouble}, so the calls after it in your reply were not run")
         if "note" in call:
             result = f"(ran {call['name']}; {call.pop('note')})\n{result}"
         self.display.tool_finished(call["name"], result, self.depth)
         self.note_tool(call["name"], call["args"], result)
         self.record({"role": "tool", **call, "content": result})
-        return succeeded
+        return not trouble
 
     def tell_workspace_changes(self, fresh):
         """On resume: tell the model once what changed in the repository since the session last ran.
@@ -1999,12 +2121,13 @@ class SessionMemory:
         self.session_store.save(self.session)
 
     def write_undoably(self, path, data, tool):
-        """Write a file, first keeping what it held so that /undo can put it back."""
+        """Write a file, first keeping what it held so that /undo can put it back; returns what it held."""
         old = path.read_bytes() if path.exists() else None
         copy = None if old is None else self.session_store.keep_copy(self.session["id"], old)
         write_atomic(path, data)
         self.session["undo"].append({"path": self.relative(path), "tool": tool, "copy": copy,
                                      "sha256": sha256(data), "created_at": now()})
+        return old
 
     def undo(self):
         """Undo the agent's last file change, if the file is still as the agent left it."""
@@ -2071,7 +2194,8 @@ class Delegation:
             lead_turns=[*self.turns(len(self.transcript)), {"role": "user", "content": rules}],
         )
         child.session["memory"]["task"] = args["task"]
-        return "delegate_result:\n" + child.ask(args["task"])
+        answer = child.ask(args["task"])   # small models' helpers claim edits they cannot make: say so
+        return f"delegate_result:\n{answer}\n(the helper can only read: it changed no file; make the changes yourself)"
 
 
 # ---------------------------------------------------------------------------
@@ -2379,6 +2503,7 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
         self.attach_named_files = attach_named_files   # read the files a request names first (the CLI does)
         self.check_edits = check_edits   # send an answer after untested edits back for a check (the CLI does)
         self.always_approved = set()   # tools the user said [a]lways to, this session
+        self.taken_away = {}   # (file, name) -> new name or None: definitions edits took away (see stale_uses)
         self.display = display or Display()
         self.num_ctx = num_ctx
         self.prompt_budget = int((num_ctx - max_new_tokens - TEMPLATE_TOKENS) * CHARS_PER_TOKEN)

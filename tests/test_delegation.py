@@ -14,7 +14,8 @@ def test_delegate_returns_the_childs_answer(repo):
     ])
     assert agent.ask("Ask a helper about hello.txt") == "The helper says: alpha, beta and gamma."
     tool = agent.session["history"][1]
-    assert tool["content"] == "delegate_result:\nalpha, beta and gamma"
+    assert tool["content"] == ("delegate_result:\nalpha, beta and gamma\n"
+                               "(the helper can only read: it changed no file; make the changes yourself)")
     child_prompt = agent.model_client.prompts[1]
     assert "- task: What does hello.txt hold?" in child_prompt
     assert "Ask a helper about hello.txt" in child_prompt   # the parent's transcript

@@ -236,6 +236,25 @@ def test_a_failed_call_in_a_plan_stops_the_rest(billing):
     assert "calc_total" in (billing / "billing.py").read_text()
 
 
+def test_a_call_that_leaves_a_warning_stops_the_rest_of_its_plan(billing):
+    plan = (tool_reply("patch_file", path="billing.py", old_text="def calc_total(", new_text="def compute_total(")
+            + tool_reply("patch_file", path="test_billing.py", old_text="from billing", new_text="from billing"))
+    agent = make_agent(billing, [plan, "<final>ok</final>"])   # the second call, as Qwen2.5-Coder-1.5B wrote it
+    agent.ask("rename calc_total")
+    [tool] = [item for item in agent.session["history"] if item["role"] == "tool"]
+    assert tool["content"].startswith("(ran patch_file; it left a warning, so the calls after it in your reply "
+                                      "were not run)\npatched billing.py\nwarning: billing.py no longer defines")
+
+
+def test_a_command_that_prints_a_warning_does_not_stop_the_plan(repo):
+    plan = tool_reply("run_shell", command="echo x && echo warning: LF will be replaced") + \
+        tool_reply("read_file", path="hello.txt")   # git says so on `git add`; only edits' warnings stop a plan
+    agent = make_agent(repo, [plan, "<final>ok</final>"])
+    agent.ask("add it")
+    shell, read = [item for item in agent.session["history"] if item["role"] == "tool"]
+    assert "\nwarning: LF" in shell["content"] and "alpha" in read["content"]
+
+
 def test_a_plan_counts_each_call_against_the_step_limit(repo):
     plan = "".join(tool_reply("read_file", path="hello.txt", start=line) for line in (1, 2, 3, 4))
     agent = make_agent(repo, [plan], max_steps=3)
@@ -337,6 +356,9 @@ def test_a_write_that_holds_every_tag_reaches_the_disk_intact(repo):
     ('{path="a.py", start: 3, "end"= 9}', {"path": "a.py", "start": 3, "end": 9}),   # bare keys, = or :
     ('{"old_text": "return f"{customer}: {total:.2f}"", "n": \'it\'s\'}',   # quotes of code left unescaped
      {"old_text": 'return f"{customer}: {total:.2f}"', "n": "it's"}),
+    ('{"old_text": "return f"{calc_total(items):.2f}"", "new_text": "return f"{compute_total(items):.2f}"}',
+     {"old_text": 'return f"{calc_total(items):.2f}"',   # Qwen2.5-Coder-1.5B, in every run of a rename: the
+      "new_text": 'return f"{compute_total(items):.2f}"'}),   # last quote closes the code's string and the JSON's
 ])
 def test_lenient_json_reads_what_small_models_write(text, value):
     assert mca.loads_at(text, 0) == (value, len(text))

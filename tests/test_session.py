@@ -502,6 +502,23 @@ def test_the_check_is_asked_for_once_per_request(repo):
     assert len(checks) == 2
 
 
+def test_an_answer_while_a_name_taken_away_is_still_used_goes_back_while_the_model_makes_progress(repo):
+    (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n")
+    (repo / "invoice.py").write_text("from billing import calc_total\nprint(calc_total([]))\n")
+    patch = '<tool name="patch_file" path="{}"><old_text>{}</old_text><new_text>{}</new_text></tool>'
+    replies = [patch.format("billing.py", "def calc_total", "def compute_total"), "<final>patched billing.py</final>",
+               patch.format("invoice.py", "import calc_total", "import compute_total"), "<final>done</final>",
+               "<final>done</final>",   # no progress since: not sent back for that again, but for a check
+               "<final>done, as said</final>"]
+    agent = make_agent(repo, replies, check_edits=True)
+    assert agent.ask("rename calc_total to compute_total") == "done, as said"
+    sent_back = [item["content"] for item in agent.session["history"][1:] if item["role"] == "user"]
+    assert len(sent_back) == 3 and sent_back[2] == mca.CHECK_REQUEST.format(files="billing.py, invoice.py")
+    assert sent_back[0].startswith("[check] Not done yet: warning: billing.py no longer defines calc_total")
+    assert "invoice.py:1: from billing import calc_total" in sent_back[0]
+    assert "invoice.py:1:" not in sent_back[1] and "invoice.py:2: print(calc_total([]))" in sent_back[1]
+
+
 @pytest.mark.parametrize("replies, settings", [
     ([WRITE_APP, RUN_APP, "<final>ran it</final>"], {}),                      # the model checked on its own
     (['<tool>{"name": "run_shell", "args": {"command": "exit 1"}}</tool>', "<final>it fails</final>"], {}),   # no edit

@@ -405,6 +405,19 @@ def test_a_patch_that_misses_is_shown_the_line_it_meant(repo):
     assert result.endswith('the nearest is line 2, copy it exactly: return f"{customer}: {calc_total(items):.2f}"')
 
 
+def test_a_patch_sent_to_the_wrong_file_or_made_twice_says_so(repo):
+    (repo / "billing.py").write_text("def compute_total(items):\n    return sum(items)\n")
+    (repo / "invoice.py").write_text("import os\nfrom billing import calc_total\n")
+    agent = make_agent(repo, [])
+    wrong_file = {"path": "billing.py", "old_text": "import calc_total", "new_text": "import compute_total"}
+    assert agent.run_tool("patch_file", wrong_file) == ("error: tool patch_file failed: old_text is not in "
+                                                        "billing.py but in invoice.py (line 2): patch that file")
+    made_twice = {"path": "billing.py", "old_text": "def calc_total(", "new_text": "def compute_total("}
+    assert agent.run_tool("patch_file", made_twice).endswith(
+        "found 0 times; its new_text is already there (line 1): that change is made")
+    assert (repo / "billing.py").read_text() == "def compute_total(items):\n    return sum(items)\n"
+
+
 def test_a_patch_with_other_quotes_applies_where_that_is_the_only_difference(repo):
     (repo / "invoice.py").write_text('def line(customer, items):\n    return f"{customer}: {calc_total(items):.2f}"\n')
     patch = {"path": "invoice.py", "old_text": "return f'{customer}: {calc_total(items):.2f}'",   # as Qwen2.5-Coder
@@ -442,10 +455,47 @@ def test_a_python_file_that_no_longer_parses_is_reported_with_its_line(repo):
     agent = make_agent(repo, [])
     result = agent.run_tool("write_file", {"path": "test_stack.py", "content": "<test>\nimport unittest\n"})
     assert result == ("wrote test_stack.py (23 chars)\n"
-                      "warning: test_stack.py does not parse as Python: invalid syntax (line 1); fix it")
+                      "warning: test_stack.py does not parse as Python: invalid syntax (line 1: <test>); fix it")
     assert agent.run_tool("patch_file", {"path": "test_stack.py", "old_text": "<test>\n", "new_text": ""}) == \
-        "patched test_stack.py"
+        "patched test_stack.py"   # a file that did not parse may be patched into one that does
     assert agent.run_tool("write_file", {"path": "notes.txt", "content": "<test>"}) == "wrote notes.txt (6 chars)"
+
+
+def test_a_patch_that_would_break_a_python_file_is_refused_and_shows_the_line(repo):
+    line = 'def line(customer, items):\n    return f"{customer}: {calc_total(items):.2f}"\n'
+    (repo / "invoice.py").write_text(line)
+    patch = {"path": "invoice.py", "old_text": 'return f"{customer}: {calc_total(items):.2f}',   # as Qwen2.5-Coder-1.5B
+             "new_text": "return f'{customer}: {compute_total(items):.2f}'"}                  # wrote it
+    result = make_agent(repo, []).run_tool("patch_file", patch)
+    assert result.startswith("error: tool patch_file failed: the patch would break invoice.py, so it was not made: ")
+    assert result.endswith(" (line 2: return f'{customer}: {compute_total(items):.2f}'\")")   # a stray quote
+    assert (repo / "invoice.py").read_text() == line
+
+
+def test_taking_away_a_function_that_other_files_use_shows_their_lines_until_none_is_left(repo):
+    (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n\n\nclass Cart:\n    pass\n")
+    (repo / "invoice.py").write_text("from billing import calc_total\n\n\ndef line(items):\n"
+                                     "    return f'{calc_total(items):.2f}'\n")
+    (repo / "notes.txt").write_text("calc_total is in billing.py\n")   # not code: not listed
+    (repo / "other.py").write_text("calc_totals = 0\n")                 # another name: not listed
+    agent = make_agent(repo, [])
+    rename = {"path": "billing.py", "old_text": "def calc_total(", "new_text": "def compute_total("}
+    assert agent.run_tool("patch_file", rename) == (   # a rename: each line as it should read, to copy
+        "patched billing.py\nwarning: billing.py no longer defines calc_total, which these lines still use; "
+        "change them too:\ninvoice.py:1: from billing import calc_total  ->  from billing import compute_total\n"
+        "invoice.py:5: return f'{calc_total(items):.2f}'  ->  return f'{compute_total(items):.2f}'")
+    fix_import = {"path": "invoice.py", "old_text": "import calc_total", "new_text": "import compute_total"}
+    assert agent.run_tool("patch_file", fix_import).endswith(   # said again after the next edit, elsewhere
+        "change them too:\ninvoice.py:5: return f'{calc_total(items):.2f}'  ->  return f'{compute_total(items):.2f}'")
+    fix_call = {"path": "invoice.py", "old_text": "{calc_total(", "new_text": "{compute_total("}
+    assert agent.run_tool("patch_file", fix_call) == "patched invoice.py"   # no use left: no more warning
+    assert agent.run_tool("write_file", {"path": "billing.py", "content": "X = 1\n"}) == (   # gone, not renamed
+        "wrote billing.py (6 chars)\nwarning: billing.py no longer defines compute_total, which these lines still "
+        "use; change them too:\ninvoice.py:1: from billing import compute_total\n"
+        "invoice.py:5: return f'{compute_total(items):.2f}'")
+    (repo / "billing.py").write_text("def compute_total(items):\n    pass\n")   # back (by /undo, or by hand)
+    assert agent.run_tool("write_file", {"path": "other.py", "content": "Y = 2\n"}) == "wrote other.py (6 chars)"
+    assert agent.taken_away == {}
 
 
 # --- path confinement ----------------------------------------------------------

@@ -150,6 +150,15 @@ def test_the_map_lists_tracked_files_with_their_top_level_definitions(git_repo):
     assert "- files, with their top-level definitions:\n- AGENTS.md" in context.text()
 
 
+def test_the_map_lists_new_files_but_not_ignored_ones(git_repo):
+    (git_repo / ".gitignore").write_text("build/\n")
+    (git_repo / "build").mkdir()
+    (git_repo / "build" / "out.py").write_text("def generated(): pass\n")
+    (git_repo / "new_module.py").write_text("def fresh(): pass\n")   # written, not yet added
+    lines = mca.WorkspaceContext.build(git_repo).files.splitlines()
+    assert "- new_module.py: def fresh(): pass" in lines and not any("build/" in line for line in lines)
+
+
 def test_the_map_never_reads_through_a_link_out_of_the_repository(git_repo, tmp_path):
     (tmp_path / "secret.py").write_text("def TOKEN_abc123(): pass\n")
     (git_repo / "notes.py").symlink_to(tmp_path / "secret.py")
