@@ -1608,7 +1608,7 @@ CHECK_REQUEST = ("[check] You changed {files} and have run nothing since. Check 
                  "(run the tests, or run the program the way the request would use it) and fix what fails; "
                  "then give your final answer.")   # sent once per request: small models say "done" untested
 STALE_REQUEST = ("[check] Not done yet: {warnings}\nChange those lines with patch_file, "
-                 "then give your final answer.")   # sent once: a rename's first patch is often its last
+                 "then give your final answer.")   # again while fewer are left: a rename stops at its first patch
 
 
 def shape_problem(value, shape):
