@@ -1420,9 +1420,13 @@ class ToolUse:
         return ""
 
     def lines_using(self, word, home, new_name):
-        """`path:number: line` for each line of the other Python files that uses `word`, and its new form."""
-        found, lines = re.compile(rf"\b{word}\b"), []
+        """`path:number: line` for each line that uses `word` in the other Python files that name `home`'s
+        module (the others have a `main` of their own), and the line's new form."""
+        module = Path(home).parent.name if Path(home).name == "__init__.py" else Path(home).stem
+        found, names_module, lines = re.compile(rf"\b{word}\b"), re.compile(rf"\b{re.escape(module)}\b"), []
         for path, text in self.other_files(home, ".py"):
+            if not names_module.search(text):
+                continue
             for number, line in enumerate(text.splitlines(), 1):
                 if found.search(line):
                     renamed = f"  ->  {found.sub(new_name, line.strip())}" if new_name else ""

@@ -478,6 +478,7 @@ def test_taking_away_a_function_that_other_files_use_shows_their_lines_until_non
                                      "    return f'{calc_total(items):.2f}'\n")
     (repo / "notes.txt").write_text("calc_total is in billing.py\n")   # not code: not listed
     (repo / "other.py").write_text("calc_totals = 0\n")                 # another name: not listed
+    (repo / "own.py").write_text("def calc_total():\n    return 0\n")  # its own, not billing's: not listed
     agent = make_agent(repo, [])
     rename = {"path": "billing.py", "old_text": "def calc_total(", "new_text": "def compute_total("}
     assert agent.run_tool("patch_file", rename) == (   # a rename: each line as it should read, to copy
