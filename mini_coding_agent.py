@@ -1123,13 +1123,14 @@ def syntax_error(name, text):
     return ""
 
 
-def breaks_python(name, old_text, new_text):
-    """True if an edit turns a Python file that compiles into one that does not.
+def syntax_error_added(name, old_text, new_text):
+    """The syntax error an edit would bring into a Python file that compiles, or "".
 
     Such a patch is refused, as SWE-agent refuses it: the model sees the line
     it would have made, and the file stays whole.
     """
-    return name.endswith(".py") and not syntax_error(name, old_text) and bool(syntax_error(name, new_text))
+    error = syntax_error(name, new_text) if name.endswith(".py") else ""
+    return error if error and not syntax_error(name, old_text) else ""
 
 
 def python_problem(name, text):
@@ -1494,9 +1495,9 @@ class ToolUse:
             if not elsewhere:
                 raise
             raise ValueError(f"old_text is not in {args['path']} but {elsewhere}") from None
-        if breaks_python(args["path"], text, new_text):
-            raise ValueError(f"the patch would break {args['path']}, so it was not made: "
-                             f"{syntax_error(args['path'], new_text)}")
+        broken = syntax_error_added(args["path"], text, new_text)
+        if broken:
+            raise ValueError(f"the patch would break {args['path']}, so it was not made: {broken}")
         self.write_undoably(path, new_text.encode("utf-8"), "patch_file")
         name = self.relative(path)
         return f"patched {name}{note}{self.edit_warnings(name, text, new_text)}"
@@ -2017,9 +2018,10 @@ class SessionMemory:
         """Why an answer goes back to the model: (kind, notice for the user, message for the model, how much
         is left), or None.  Untested edits go back once; stale uses again while each time fewer are left."""
         stale = self.stale_uses() if self.check_edits else ""
-        if stale and stale.count("\n") < sent_back.get("stale", float("inf")):
+        left = stale.count("\n")   # one line per use, and one per name
+        if stale and left < sent_back.get("stale", float("inf")):
             return ("stale", "The model answered while other files still use a name it took away: "
-                    "its answer is sent back.", STALE_REQUEST.format(warnings=stale.strip()), stale.count("\n"))
+                    "its answer is sent back.", STALE_REQUEST.format(warnings=stale.strip()), left)
         edited = [] if "check" in sent_back else self.unchecked_edits()
         if edited:
             files = ", ".join(edited)
@@ -2067,7 +2069,7 @@ class SessionMemory:
             "more briefly")
 
     def run_calls(self, call, room):
-        """Run one reply's calls in order while each succeeds, at most `room` of them; return how many ran.
+        """Run one reply's calls in order while each goes well, at most `room` of them; return how many ran.
 
         Small models often write a whole plan in one reply (three edits, then
         <final>).  Each call runs as if it had had a reply of its own; a final
