@@ -32,6 +32,12 @@ prompt covers the first 100 files git lists; the edit checks (syntax, names
 never defined, uses of a name an edit took away) are for Python only.
 """
 
+import os
+import sys
+
+if __name__ == "__main__" and sys.path[:1] == [os.getcwd()]:   # `python -m` puts the current folder,
+    del sys.path[0]   # perhaps an untrusted repository, before the standard library: its difflib.py would win
+
 import argparse
 import builtins
 import difflib
@@ -40,7 +46,6 @@ import http.client
 import ipaddress
 import itertools
 import json
-import os
 import re
 import secrets
 import shlex
@@ -49,7 +54,6 @@ import signal
 import stat
 import subprocess
 import symtable
-import sys
 import tempfile
 import threading
 import time
@@ -91,11 +95,17 @@ MAX_LISTED = 200         # lines of list_files / search output
 MAX_COUNTED = 10_000     # ... and how far past that the entries not shown are counted
 READ_LINES = 200         # lines read_file shows when not given an end
 HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
+HINT_LINE_CHARS = 200    # ... comparing only this much of each line
 SYNTAX_CHECK_CHARS = 300_000   # a larger Python file is not compiled after an edit (this takes ~0.1 s)
+MAX_STALE_NAMES = 5      # names shown that an edit took away while others still use them
 MAX_STALE_USES = 8       # lines shown that still use a name an edit took away: a rename's imports and calls
 MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
 MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
 MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
+MAX_FILE_BYTES = 8 << 20   # a file the agent reads whole, edits or analyses: more is data, not code
+ANALYSIS_SECONDS = 1.0   # an edit check or hint the agent runs on its own stops after this, whatever files hold
+SEARCH_SECONDS = 10      # a search stops after this and says so
+MAX_CHECKED_SCOPES = 1000   # more top-level definitions are not checked for undefined names (symtable is quadratic)
 SMALL_SESSION_BYTES = 256 << 10   # a session up to this size is rewritten whole at each save (~1 ms)
 MAX_SESSION_BYTES = 512 << 20     # a session file larger than this is not loaded: surely not one of ours
 MAX_CANDIDATES = 32      # places tried as a call's end or a bare call's start: enough for real replies
@@ -113,6 +123,8 @@ PROJECT_DOCS = ("AGENTS.md", "README.md", "pyproject.toml", "package.json")
 STATE_DIR = ".mini-coding-agent"   # the agent's own folder in the repository: sessions, undo copies, history
 IGNORED_DIRS = {".git", STATE_DIR, "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", "venv"}
 PROTECTED_DIRS = {".git", STATE_DIR}   # the agent never writes inside these
+UNSEEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}   # control, format (bidi, zero-width), line separators:
+                                                   # a path holding one would not read as what it is
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)     # Windows has no such flag (and symlinks there need admin rights)
 O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)     # opening a FIFO must not wait for a writer
 O_BINARY = getattr(os, "O_BINARY", 0)         # Windows would translate line endings otherwise
@@ -144,7 +156,10 @@ def is_inside(path, root):
 
 
 def open_regular(path):
-    """Open a regular file for reading, never through a symlink, a FIFO or a device; else raise OSError."""
+    """Open a regular file for reading, never through a symlink, a FIFO or a device; else raise OSError.
+
+    It stays non-blocking: a read that would wait (a file in /proc) returns None, not forever.
+    """
     fd = os.open(path, os.O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_BINARY)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -176,33 +191,70 @@ def write_atomic(path, *chunks, mode=0o666):
         raise
 
 
+def entry_stat(path):
+    """os.lstat of a path (a symlink is not followed), or None if it cannot be looked at."""
+    try:
+        return os.lstat(path)
+    except (OSError, ValueError):   # gone, not ours to see, or a name the OS refuses
+        return None
+
+
+def read_limited(path, limit=MAX_FILE_BYTES):
+    """The bytes of a regular file, refusing one larger than `limit` (a planted /dev/zero, a sparse
+    file of gigabytes): every whole-file read of the agent goes through here."""
+    with open_regular(path) as file:
+        data = file.read(limit + 1) or b""   # not fstat's size: a file in /proc says 0 whatever it holds
+    if len(data) > limit:
+        raise OSError(f"{Path(path).name} is larger than {limit >> 20} MB, too large for the agent")
+    return data
+
+
 def own_folder(folder):
-    """Make a folder for the agent's own files; the topmost one made tells git to ignore it all."""
-    if not folder.is_dir():
-        topmost = [path for path in (folder, *folder.parents) if not path.exists()][-1]
-        folder.mkdir(parents=True)
-        write_atomic(topmost / ".gitignore", b"# made by mini-coding-agent, as pytest and ruff do\n*\n")
+    """Make a folder for the agent's own files; the topmost one made tells git to ignore it all.
+
+    Raises OSError, in one sentence, if something that is not a folder (a file,
+    a FIFO, a symlink) stands where the folder or one of its parents belongs.
+    """
+    missing = []
+    for path in (folder, *folder.parents):
+        found = entry_stat(path)
+        if found is None:
+            missing.append(path)
+        elif not stat.S_ISDIR(found.st_mode):
+            raise OSError(f"{path} is not a folder; remove it (it came with the repository) and start again")
+        else:
+            break
+    for path in reversed(missing):
+        path.mkdir()
+    if missing:
+        write_atomic(missing[-1] / ".gitignore", b"# made by mini-coding-agent, as pytest and ruff do\n*\n")
     return folder
 
 
-def files_below(folder, root):
-    """Regular files below a folder, skipping ignored folders and symlinks that leave root."""
-    for parent, folders, files in os.walk(folder):   # does not descend into symlinked folders
-        folders[:] = sorted(name for name in folders if folded(name) not in IGNORED_DIRS)
-        for name in sorted(files):
-            file = Path(parent) / name
-            if file.is_file() and is_inside(file.resolve(), root):
-                yield file
+def files_below(folder):
+    """The regular files below a folder, by name; never through a symlink or into another file system
+    (/proc, a mounted disk), skipping ignored folders and whatever cannot be looked at."""
+    device = os.lstat(folder).st_dev
+    for parent, folders, files in os.walk(folder):   # os.walk skips a folder it cannot list
+        stats = {name: entry_stat(os.path.join(parent, name)) for name in folders + files}
+        folders[:] = sorted(name for name in folders if folded(name) not in IGNORED_DIRS and stats[name]
+                            and stat.S_ISDIR(stats[name].st_mode) and stats[name].st_dev == device)
+        for name in sorted(files):   # a .git file too: a worktree's, or a planted one
+            if folded(name) not in IGNORED_DIRS and stats[name] and stat.S_ISREG(stats[name].st_mode):
+                yield Path(parent, name)
 
 
-def symlink_in(folder):
-    """The first symlink in a folder of the agent's own (or the folder itself), or None."""
-    if folder.is_symlink():
-        return folder
-    for parent, folders, files in os.walk(folder):   # os.walk does not follow symlinked folders
-        for name in folders + files:
-            if os.path.islink(os.path.join(parent, name)):
-                return Path(parent, name)
+def state_problem(state):
+    """Why the agent's own folder cannot be used, in one sentence, or None: a symlink in it, or a file
+    or FIFO where one of its folders belongs (the repository may ship any of these)."""
+    folders = [state, state / "sessions", state / "sessions" / "children"]
+    inside = [Path(parent, name) for parent, found, files in os.walk(state) for name in found + files]
+    for path in folders + inside:   # os.walk does not follow symlinked folders
+        found = entry_stat(path)
+        if found is not None and stat.S_ISLNK(found.st_mode):
+            return f"{path} is a symlink, and the agent never follows links in its own folder"
+        if found is not None and path in folders and not stat.S_ISDIR(found.st_mode):
+            return f"{path} is not a folder"
     return None
 
 
@@ -210,38 +262,131 @@ def symlink_in(folder):
 # 1. Live repo context: what the model should know before it reads any file
 # ---------------------------------------------------------------------------
 
-GIT_SAFELY = ["--no-pager", "--no-optional-locks",   # no pager, and git status writes nothing
-              "-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}",
-              "-c", "log.showSignature=false"]       # each of these can name a program to run
+GIT_SAFELY = ["--no-pager", "--no-optional-locks",        # no pager, and git status writes nothing
+              "-c", "protocol.allow=never",                # no fetch, so no upload-pack, ssh or proxy
+              "-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}",   # command, no
+              "-c", "log.showSignature=false",             # credential helper; no hook, no gpg
+              "-c", "safe.bareRepository=explicit"]        # a folder shaped as a bare repository is not one
+GIT_ENV = {"GIT_NO_LAZY_FETCH": "1",    # a partial clone's missing object is not fetched (that runs upload-pack)
+           "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"}   # nobody is asked anything, nothing is paged
+PROGRAM_SETTINGS = {   # the last part of every config key whose value is a program git may run
+    "clean", "smudge", "process", "textconv", "command", "driver", "program", "helper", "uploadpack",
+    "receivepack", "sshcommand", "gitproxy", "askpass", "pager", "editor", "external", "cmd",
+    "alternaterefscommand", "difffilter", "defaultkeycommand", "packobjectshook"}
+GIT_FILES = ("HEAD", "config", "config.worktree", "index", "packed-refs", "commondir")   # read by every call
 
 
-def git_runner(cwd):
-    """A function that runs git in cwd so that nothing the repository's own config names is run.
+def first_line(path):
+    """The first line of a small regular file, stripped, or "" if it cannot be read."""
+    try:
+        return read_limited(path, 4096).decode("utf-8").split("\n", 1)[0].strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def linked_git_dir(dot_git):
+    """The git folder a `.git` file names, if that repository points back at this folder, as a
+    linked worktree (`git worktree add`) or a submodule does; else None.
+
+    So a repository that ships `gitdir: ../victim/.git` does not bring the
+    victim's commits and files into the prompt.
+    """
+    named = first_line(dot_git)
+    if not named.startswith("gitdir:"):
+        return None
+    git_dir = (dot_git.parent / named.removeprefix("gitdir:").strip()).resolve()
+    back = first_line(git_dir / "gitdir")   # a worktree's: the path of its .git file
+    if back and (git_dir / back).resolve() == dot_git.resolve():
+        return git_dir
+    try:   # a submodule's: core.worktree in its config
+        config = read_limited(git_dir / "config", 1 << 20).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    worktree = re.search(r"^\s*worktree\s*=\s*\"?(.*?)\"?\s*$", config, re.MULTILINE | re.IGNORECASE)
+    return git_dir if worktree and (git_dir / worktree[1]).resolve() == dot_git.parent.resolve() else None
+
+
+def find_repository(cwd):
+    """The repository cwd is in: (the folder that holds its `.git`, its git folder, ""), or (cwd, None,
+    why git is not used).  A repository's own config never moves the root (core.worktree)."""
+    for folder in (cwd, *cwd.parents):
+        dot_git = folder / ".git"
+        found = entry_stat(dot_git)
+        if found is None:
+            continue
+        if stat.S_ISDIR(found.st_mode):
+            git_dir = dot_git
+        elif stat.S_ISREG(found.st_mode):
+            git_dir = linked_git_dir(dot_git)
+            if git_dir is None:
+                return cwd, None, f"{dot_git} names a repository that is not this folder's"
+        else:
+            return cwd, None, f"{dot_git} is neither a folder nor a file"
+        common = git_dir / first_line(git_dir / "commondir") if (git_dir / "commondir").exists() else git_dir
+        for file in [git_dir / name for name in GIT_FILES] + [common / "config", common / "packed-refs"]:
+            kind = entry_stat(file)
+            if kind is not None and not stat.S_ISREG(kind.st_mode):   # a FIFO would hang every git call
+                return cwd, None, f"{file} is not a regular file"
+        return folder, git_dir, ""
+    return cwd, None, "not a git repository"
+
+
+class GitRunner:
+    """Runs git on the repository a folder is in, so that nothing the repository's config names is run.
 
     A repository may arrive with its .git folder (a tarball, a shared folder),
     and its config can name programs for git to run: an fsmonitor, hooks, a gpg
-    program, filters for `git status`.  All of them are switched off.
+    program, filters, an upload-pack or ssh command for a partial clone's lazy
+    fetch, credential helpers, pagers.  Fetching is off, and so is every
+    setting of this repository's config that names a program.  The root is the
+    folder that holds `.git`, given to git explicitly.
     """
-    def run(*args):
-        """(True, output) or (False, why it failed)."""
+
+    def __init__(self, cwd):
+        self.cwd = Path(cwd).resolve()   # where git runs: its status names files relative to it
+        self.root, self.git_dir, self.problem = find_repository(self.cwd)
+        self.settings = []   # -c overrides for the program-naming keys this repository's config has
+        if self.git_dir is not None:
+            self.problem = self.refusal()
+            if self.problem:
+                self.root, self.git_dir = self.cwd, None
+
+    def refusal(self):
+        """Why git must not be used on the repository found after all, or "": git's own checks refuse it
+        (another user's folder), or its config has a key that cannot be switched off."""
+        ok, found = self.run("rev-parse", "--absolute-git-dir", discover=True)
+        if not ok or Path(found).resolve() != self.git_dir.resolve():
+            return found if not ok else f"git takes {found} as this folder's repository"
+        ok, names = self.run("config", "--name-only", "--list")
+        for name in names.splitlines() if ok else []:
+            section, key = name.split(".", 1)[0].lower(), name.rsplit(".", 1)[-1].lower()
+            if "=" in name:   # `-c name=value` would split it in the wrong place
+                return f"its git config has a key that cannot be switched off safely: {one_line(name, 80)}"
+            if section == "pager" or (section == "filter" and key == "required"):   # pager.log, ...
+                self.settings += ["-c", f"{name}=false"]
+            elif key in PROGRAM_SETTINGS:
+                self.settings += ["-c", f"{name}="]
+        return ""
+
+    def run(self, *args, discover=False):
+        """(True, output) or (False, why it failed); after one timeout, git is not asked again."""
+        if self.git_dir is None:
+            return False, self.problem
+        env = {key: value for key, value in os.environ.items() if key not in ("GIT_DIR", "GIT_WORK_TREE")}
+        if not discover:   # the root is the folder that holds .git, whatever core.worktree says
+            env.update(GIT_DIR=str(self.git_dir), GIT_WORK_TREE=str(self.root))
         try:
-            result = subprocess.run(["git", *GIT_SAFELY, *filters_off, *args], cwd=cwd, capture_output=True,
-                                    text=True, encoding="utf-8", errors="replace",
-                                    stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT)
+            result = subprocess.run(["git", *GIT_SAFELY, *self.settings, *args], cwd=self.cwd,
+                                    capture_output=True, text=True, encoding="utf-8", errors="replace",
+                                    stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT, env={**env, **GIT_ENV})
         except subprocess.TimeoutExpired:
-            return False, f"git {args[0]} did not finish in {GIT_TIMEOUT} s"
+            self.problem, self.git_dir = f"git {args[0]} did not finish in {GIT_TIMEOUT} s", None
+            return False, self.problem
         except OSError as exc:
             return False, f"git cannot run ({exc.strerror})"
         if result.returncode != 0:
             return False, result.stderr.strip().split("\n")[0] or f"git {args[0]} failed"
         return True, result.stdout.strip()
-
-    filters_off = []
-    ok, names = run("config", "--name-only", "--get-regexp", r"^filter\.")
-    for driver in {name.rsplit(".", 1)[0] for name in names.splitlines()} if ok else ():
-        for key, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")):
-            filters_off += ["-c", f"{driver}.{key}={value}"]
-    return run
 
 
 def read_doc(path, root, limit):
@@ -251,7 +396,7 @@ def read_doc(path, root, limit):
         if not is_inside(real, root):
             return None
         with open_regular(real) as file:
-            text = file.read(4 * limit).decode("utf-8", errors="replace")
+            text = (file.read(4 * limit) or b"").decode("utf-8", errors="replace")
     except (OSError, RuntimeError):   # RuntimeError: a symlink loop
         return None
     return text if len(text) <= limit else text[:limit] + "\n...[more in the file]"
@@ -262,14 +407,18 @@ TOP_LEVEL_DEFINITION = re.compile(   # a line that starts at column 0 and define
     r"|\[|[A-Za-z_][\w.]*\s*[:=]")   # ... or is a section or setting of a config file
 
 
-def repo_files(root):
-    """The repository's files, relative to root: git's list, else a walk that skips ignored folders."""
-    git = git_runner(root)
-    ok, tracked = git("ls-files", "-z")
+def repo_files(git, folder=None):
+    """The repository's files (those below `folder`, if given), relative to its root: git's list,
+    else a walk that skips ignored folders."""
+    folder = folder or git.root
+    inside = "" if folder == git.root else folder.relative_to(git.root).as_posix()
+    below = ("-z", "--full-name", "--", f":/{inside}")   # `:/` is the root, wherever git runs
+    ok, tracked = git.run("ls-files", *below)
     if ok:   # then the files not yet added, unless ignored: a test file the agent just wrote
-        listed_new, new = git("ls-files", "-z", "--others", "--exclude-standard")
+        listed_new, new = git.run("ls-files", "--others", "--exclude-standard", *below)
         return [name for name in (tracked + "\0" + new if listed_new else tracked).split("\0") if name]
-    return [file.relative_to(root).as_posix() for file in itertools.islice(files_below(root, root), MAX_COUNTED)]
+    walk = itertools.islice(files_below(folder), MAX_COUNTED)
+    return [file.relative_to(git.root).as_posix() for file in walk]
 
 
 def top_level_definitions(text):
@@ -279,15 +428,16 @@ def top_level_definitions(text):
     return [line.strip().rstrip(":{").strip()[:80] for line in text.splitlines() if TOP_LEVEL_DEFINITION.match(line)]
 
 
-def repo_map(root):
+def repo_map(git):
     """One line per file: its path and its top-level definitions, so the model knows where to look.
 
     Small models that are shown only a request start by guessing paths; with
     the map in the prompt they read the right file first.
     """
     lines = []
-    for name in repo_files(root)[:MAP_FILES]:
-        found = top_level_definitions(read_doc(root / name, root, MAP_READ_CHARS) or "")[:MAP_DEFINITIONS]
+    for name in repo_files(git)[:MAP_FILES]:
+        text = read_doc(git.root / name, git.root, MAP_READ_CHARS) or ""
+        found = top_level_definitions(text)[:MAP_DEFINITIONS]
         lines.append(f"- {name}" + (f": {'; '.join(found)}" if found else ""))
     return clip("\n".join(lines), MAP_CHARS)
 
@@ -298,8 +448,10 @@ def named_files(request, names):
     for name in names:
         by_file_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
     found = []
-    for word in re.findall(r"[\w./-]+\.\w+", request):
-        word = word.removeprefix("./")
+    for word in re.split(r"[\s,;:()\[\]{}<>'\"`]+", request):   # a split, not a search: linear on a paste
+        word = word.rstrip(".?!").removeprefix("./")
+        if not re.fullmatch(r"[\w./-]+\.\w+", word):
+            continue
         matches = [word] if word in paths else by_file_name.get(word, [])
         if len(matches) == 1 and matches[0] not in found:
             found.append(matches[0])
@@ -322,11 +474,8 @@ class WorkspaceContext:
     def build(cls, cwd):
         """Collect the context from git and the project's docs, running nothing the repository ships."""
         cwd = Path(cwd).resolve()
-        git = git_runner(cwd)
-        in_repo, top = git("rev-parse", "--show-toplevel")
-        root = Path(top).resolve() if in_repo else cwd
-        if root != cwd and root not in cwd.parents:   # a config's core.worktree may point anywhere
-            root = cwd
+        git = GitRunner(cwd)
+        root = git.root   # the folder that holds .git, or cwd: never where the repository's config says
         docs = {}
         for folder in (root, cwd):
             for name in PROJECT_DOCS:
@@ -334,10 +483,10 @@ class WorkspaceContext:
                 text = read_doc(folder / name, root, DOC_CHARS)
                 if text is not None and key not in docs:
                     docs[key] = text
-        has_origin, origin_head = git("symbolic-ref", "--short", "refs/remotes/origin/HEAD")
-        has_branch, branch = git("branch", "--show-current")
-        status_ok, status = git("status", "--short", "--ignore-submodules=all")
-        has_log, log = git("log", "--oneline", "-5")
+        has_origin, origin_head = git.run("symbolic-ref", "--short", "refs/remotes/origin/HEAD")
+        has_branch, branch = git.run("branch", "--show-current")
+        status_ok, status = git.run("status", "--short", "--ignore-submodules=all")
+        has_log, log = git.run("log", "--oneline", "-5")
         return cls(
             cwd=str(cwd),
             repo_root=str(root),
@@ -346,7 +495,7 @@ class WorkspaceContext:
             status=clip(status or "clean", STATUS_CHARS) if status_ok else f"unknown ({status})",
             recent_commits=log.splitlines() if has_log else [],
             project_docs=docs,
-            files=repo_map(root),
+            files=repo_map(git),
         )
 
     def changes_since(self, seen):
@@ -598,7 +747,6 @@ APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this ses
 #      (run_calls); a final answer written before their results is not taken.
 #   5. An answer written into a file's text is dropped: `<final>text</final>`
 #      or `<final>Created it:</final><code>text</code>` becomes `text`.
-ANSWER_AS_TEXT = re.compile(r"<final>.*?</final>\s*<code>\n?(.*?)</code>|<final>(.*)</final>", re.DOTALL)
 CALL_OPENING = re.compile(r"<tool(?=[\s>])|<tool_call>|<function=([\w.-]+)>")   # ours; Qwen, Hermes; Llama
 THINKING = (("<think>", "</think>"), ("<thinking>", "</thinking>"))
 NAME_KEYS = ("name", "tool", "function")                   # where a payload names its tool
@@ -798,6 +946,18 @@ def payload_call(payload, name=None):
     return {"name": name.strip(), "args": args}
 
 
+def answer_removed(text):
+    """A file's text with the answer a small model wrapped around it taken off: `<final>text</final>`,
+    or `<final>Created it:</final><code>text</code>`; None if it has none."""
+    end = text.find("</final>")
+    if not text.startswith("<final>") or end == -1:
+        return None
+    rest = text[end + len("</final>"):].lstrip()
+    if rest.startswith("<code>") and rest.endswith("</code>"):
+        return rest[len("<code>"):-len("</code>")].removeprefix("\n")
+    return text[len("<final>"):-len("</final>")] if text.endswith("</final>") else None
+
+
 def canonical_call(call):
     """The call with our names for the tool and its arguments, noting what the model wrote instead."""
     name, args, renamed = call["name"], dict(call["args"]), []
@@ -813,9 +973,9 @@ def canonical_call(call):
     notes = [f"you wrote {', '.join(renamed)}"] if renamed else []
     for arg in ("content", "new_text"):   # a file's text written as an answer, which small models do
         text = args[arg].strip() if isinstance(args.get(arg), str) else ""
-        found = ANSWER_AS_TEXT.fullmatch(text)
-        if found:
-            args[arg] = found[1] if found[1] is not None else found[2]
+        found = answer_removed(text)
+        if found is not None:
+            args[arg] = found
             notes.append(f"the <final> answer in {arg} was dropped: it is not part of a file")
     return {"name": tool, "args": args, **({"note": "; ".join(notes)} if notes else {})}
 
@@ -962,19 +1122,27 @@ def listing(lines, what, advice):
 
 
 def text_lines(file):
-    """The lines of a file opened in binary mode, decoded; reads only as far as the caller goes."""
-    for chunk in iter(lambda: file.readline(4 * MAX_LINE_CHARS), b""):
-        line = chunk
-        while not chunk.endswith(b"\n"):   # skip the rest of an over-long line
+    """The lines of a file opened in binary mode, decoded; reads only as far as the caller goes, and
+    never past its first MAX_FILE_BYTES (see read_past_cap)."""
+    while file.tell() < MAX_FILE_BYTES:
+        chunk = line = file.readline(4 * MAX_LINE_CHARS)
+        if not chunk:
+            return
+        while not chunk.endswith(b"\n") and file.tell() < MAX_FILE_BYTES:   # the rest of a long line
             chunk = file.readline(4 * MAX_LINE_CHARS)
             if not chunk:
                 break
         yield line.decode("utf-8", errors="replace").rstrip("\r\n")[:MAX_LINE_CHARS]
 
 
+def read_past_cap(file):
+    """True if text_lines stopped at MAX_FILE_BYTES, with more of the file unread."""
+    return file.tell() >= MAX_FILE_BYTES and bool(file.read(1))
+
+
 def is_binary(file):
     """True if a file opened in binary mode looks binary (a NUL byte near its start)."""
-    binary = b"\0" in file.read(BINARY_SNIFF)
+    binary = b"\0" in (file.read(BINARY_SNIFF) or b"")
     file.seek(0)
     return binary
 
@@ -1044,6 +1212,21 @@ def run_command(command, cwd, timeout):
         return code, read_capped(out), read_capped(err)
 
 
+def lines_using(names, home, sources):
+    """For each of `names`, taken out of the Python file `home`: (path, number, line) of each line that
+    uses it in the other files of `sources` that name home's module (the others have a `main` of their own)."""
+    module = Path(home).parent.name if Path(home).name == "__init__.py" else Path(home).stem
+    names_module = re.compile(rf"\b{re.escape(module)}\b")
+    uses = {name: [] for name in names}
+    for path, text in sources.items():
+        if path == home or not names_module.search(text):
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for name in names.intersection(IDENTIFIER.findall(line)):
+                uses[name].append((path, number, line.strip()))
+    return uses
+
+
 def line_of(text, part):
     """The number of the line where `part` first occurs in `text`."""
     return text.count("\n", 0, text.find(part)) + 1
@@ -1058,12 +1241,29 @@ def patch_hint(text, old_text, new_text):
     if new_text.strip() and new_text in text:   # small models repeat a patch they made two steps ago
         return f"; its new_text is already there (line {line_of(text, new_text)}): that change is made"
     first = next((line.strip() for line in old_text.splitlines() if line.strip()), "")
-    numbers = {line.strip(): number for number, line in reversed(list(enumerate(lines, 1)))}
-    close = difflib.get_close_matches(first, list(numbers), n=1, cutoff=0.6)
-    if not close:
+    number = nearest_line(lines, first)
+    if number is None:
         return "; read the file and copy the lines exactly"
-    number = numbers[close[0]]
     return f"; the nearest is line {number}, copy it exactly: {one_line(lines[number - 1].strip(), ARGS_CHARS)}"
+
+
+def nearest_line(lines, wanted):
+    """The number of the first line most like `wanted` (difflib's ratio, at least 0.6), or None.
+
+    Only the first HINT_LINE_CHARS of each line are compared, and only for
+    ANALYSIS_SECONDS: the ratio takes time that grows with the square of a line.
+    """
+    matcher, best, best_ratio = difflib.SequenceMatcher(b=wanted[:HINT_LINE_CHARS]), None, 0.6
+    deadline = time.monotonic() + ANALYSIS_SECONDS
+    for number, line in enumerate(lines, 1):
+        if time.monotonic() > deadline:
+            break
+        matcher.set_seq1(line.strip()[:HINT_LINE_CHARS])
+        if matcher.real_quick_ratio() > best_ratio and matcher.quick_ratio() > best_ratio:
+            ratio = matcher.ratio()
+            if ratio > best_ratio or (best is None and ratio == best_ratio):
+                best, best_ratio = number, ratio
+    return best
 
 
 def patched(text, args, name):
@@ -1085,20 +1285,25 @@ def patched(text, args, name):
     return text[:at] + args["new_text"] + text[at + len(old_text):], note
 
 
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 DEFINED_NAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)   # a module's functions, classes
 
 
 def undefined_names(text):
-    """Names a module uses but never defines, imports or finds among the builtins (pyflakes' F821)."""
+    """Names a module uses but never defines, imports or finds among the builtins (pyflakes' F821);
+    None if it has too many scopes to check in time."""
     if re.search(r"\bimport\s+\*|\bglobals\(\)", text):   # names made at run time cannot be known
         return []
     with warnings.catch_warnings():   # as in syntax_error
         warnings.simplefilter("ignore")
         module = symtable.symtable(text, "module", "exec")
-    tables, defined, used = [module], set(dir(builtins)), set()
-    while tables:
-        table = tables.pop()
+    tables = [module]
+    for table in tables:   # grows as it goes: every scope, nested ones too
         tables += table.get_children()
+        if len(tables) > MAX_CHECKED_SCOPES:   # each lookup scans a scope's children: quadratic
+            return None
+    defined, used = set(dir(builtins)), set()
+    for table in tables:
         for symbol in table.get_symbols():
             at_top = table is module or symbol.is_declared_global()
             if at_top and (symbol.is_assigned() or symbol.is_imported()):
@@ -1146,6 +1351,8 @@ def python_problem(name, text):
         missing = undefined_names(text)
     except (ValueError, RecursionError, MemoryError):
         return ""
+    if missing is None:
+        return f"\nnote: {name} has over {MAX_CHECKED_SCOPES:,} definitions, too many to check its names"
     if not missing:
         return ""
     return f"\nwarning: {name} uses names it never defines or imports: {', '.join(missing[:5])}; fix it"
@@ -1259,18 +1466,10 @@ class ToolUse:
         ('' for an edit that changes nothing)."""
         if name == "run_shell":
             return f"run_shell in {self.root} (timeout {args['timeout']} s):\n  $ {args['command']}"
-        try:
-            path = self.path(args["path"])
-            old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-        except (OSError, ValueError) as exc:
-            return f"{name} {args['path']}: {exc}"
-        try:
-            new = args["content"] if name == "write_file" else patched(old, args, args["path"])[0]
-        except ValueError as exc:
-            return f"patch_file {args['path']}: {exc}; the patch will fail"
-        diff = difflib.unified_diff(old.splitlines(), new.splitlines(), f"a/{args['path']}",
-                                    f"b/{args['path']}", lineterm="")
-        return "\n".join(diff)
+        path, old, new, _ = self.planned_edit(name, args)
+        shown = self.relative(path)   # the file that will change, whatever the path said
+        return "\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), f"a/{shown}", f"b/{shown}",
+                                             lineterm=""))
 
     def run_tool(self, name, args):
         """Run one tool call through every check; always returns text, never raises."""
@@ -1283,9 +1482,9 @@ class ToolUse:
         if self.repeats_last_two(name, args):
             return (f"error: repeated identical tool call for {name}; "
                     "choose a different tool or return a final answer")
-        if self.tools[name]["risky"] and not self.approve(name, checked):
-            return f"error: approval denied for {name}"
         try:
+            if self.tools[name]["risky"] and not self.approve(name, checked):
+                return f"error: approval denied for {name}"
             result = getattr(self, f"tool_{name}")(checked)
         except Exception as exc:   # a tool's failure is a result the model can react to
             return f"error: tool {name} failed: {exc}"
@@ -1295,8 +1494,8 @@ class ToolUse:
         """Resolve a path argument inside the workspace, or raise ValueError: the check every tool uses."""
         if len(raw_path) > MAX_PATH_CHARS or any(len(part) > 255 for part in re.split(r"[\\/]", raw_path)):
             raise ValueError(f"path is too long: {raw_path[:60]}...")
-        if any(ord(char) < 32 for char in raw_path):
-            raise ValueError(f"path contains a control character or NUL byte: {raw_path!r}")
+        if any(unicodedata.category(char) in UNSEEN_CATEGORIES for char in raw_path):
+            raise ValueError(f"path contains a control or invisible character: {raw_path!r}")
         if raw_path.startswith("~"):
             raise ValueError(f"path escapes workspace: {raw_path}")
         try:
@@ -1329,23 +1528,28 @@ class ToolUse:
             raise ValueError(f"not a regular file: {raw_path}")
         return path
 
-    def walk_files(self, folder):
-        """The files a search looks in: the one file given, or the regular files below a folder."""
-        return [folder] if folder.is_file() else files_below(folder, self.root)
-
     def tool_list_files(self, args):
         """One folder's entries as `[D] path` / `[F] path` lines, folders first."""
         folder = self.path(args["path"])
         if not folder.is_dir():
             raise ValueError(f"not a folder: {args['path']}")
         entries = [entry for entry in folder.iterdir() if folded(entry.name) not in IGNORED_DIRS]
-        broken = sorted(entry.name for entry in entries if not entry.exists())   # a dangling or looping link
-        entries = [entry for entry in entries if entry.exists() and is_inside(entry.resolve(), self.root)]
-        entries.sort(key=lambda entry: (not entry.is_dir(), entry.name))
-        lines = [f"[{'D' if entry.is_dir() else 'F'}] {self.relative(entry)}" for entry in entries]
+        kinds = {entry: self.entry_kind(entry) for entry in entries}
+        broken = sorted(entry.name for entry, kind in kinds.items() if kind == "broken")
+        lines = sorted(f"[{kind}] {self.relative(entry)}" for entry, kind in kinds.items() if kind in "DF")
         if broken:
-            lines.append(f"(skipped {len(broken)} broken or looping symlinks: {', '.join(broken[:5])})")
+            lines.append(f"(skipped {len(broken)} broken or looping symlinks, or entries that cannot be "
+                         f"looked at: {', '.join(broken[:5])})")
         return listing(lines, "entries", "list a subfolder") or "(empty)"
+
+    def entry_kind(self, entry):
+        """"D" for a folder, "F" for a file, "outside" for a link that leads out of the root (not shown),
+        "broken" for a link that loops or leads nowhere, or an entry that cannot be looked at."""
+        try:
+            real = entry.resolve(strict=True)
+            return ("D" if real.is_dir() else "F") if is_inside(real, self.root) else "outside"
+        except (OSError, RuntimeError):   # RuntimeError: a symlink loop
+            return "broken"
 
     def tool_read_file(self, args):
         """Numbered lines start..end of a text file, reading no further than needed."""
@@ -1362,45 +1566,38 @@ class ToolUse:
                 if number >= args["start"]:
                     lines.append(f"{number:>4}: {line}")
                     shown_chars += len(line) + 6
+            if read_past_cap(file):
+                lines.append(f"(the agent reads only the first {MAX_FILE_BYTES >> 20} MB of a file; "
+                             "the rest of this one was not read)")
         if len(lines) == 1:
             lines.append("(empty file)" if args["start"] == 1 else "(the file ends before line start)")
         return "\n".join(lines)
 
     def tool_search(self, args):
-        """`path:line:text` for each line containing the pattern, case-insensitive."""
+        """`path:line:text` for each line containing the pattern, case-insensitive, in the files git
+        lists (so what .gitignore names is skipped), else in every regular file below the path."""
         folder = self.path(args["path"])
-        if shutil.which("rg"):
-            matches = self.search_with_ripgrep(args["pattern"], folder)
-        else:
-            matches = self.search_in_files(args["pattern"], folder)
-        return listing(matches, "matches", "narrow the pattern or the path") or "(no matches)"
-
-    def search_with_ripgrep(self, pattern, folder):
-        """Search with ripgrep: fast, and it skips what .gitignore lists."""
-        command = ["rg", "--line-number", "--no-heading", "--color=never", "--fixed-strings", "--ignore-case",
-                   "--max-columns=300", *[f"--glob=!{name}" for name in IGNORED_DIRS],
-                   "-e", pattern, "--"]   # after -e and --, a pattern like --pre=sh is only text
-        if folder != self.root:
-            command.append(self.relative(folder))
-        with subprocess.Popen(command, cwd=self.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, encoding="utf-8", errors="replace") as process:
-            matches = [line.rstrip("\n") for line in itertools.islice(process.stdout, MAX_COUNTED)]
-            process.kill()
-        return matches
-
-    def search_in_files(self, pattern, folder):
-        """Search without ripgrep: a case-insensitive substring scan, line by line."""
-        needle, matches = pattern.lower(), []
-        for file in self.walk_files(folder):
-            with open_regular(file) as handle:
+        names = [self.relative(folder)] if folder.is_file() else repo_files(self.git, folder)
+        needle, matches, notes = args["pattern"].lower(), [], []
+        deadline = time.monotonic() + SEARCH_SECONDS
+        for name in names:
+            if time.monotonic() > deadline or len(matches) >= MAX_COUNTED:
+                notes.append(f"(the search stopped after {SEARCH_SECONDS} s or {MAX_COUNTED:,} matches, "
+                             "before it looked in every file; narrow the path)")
+                break
+            try:
+                handle = open_regular(self.root / name)   # not through a symlink: its target is searched
+            except OSError:                                # under its own name, if it is inside
+                continue
+            with handle:
                 if is_binary(handle):
                     continue
-                for number, line in enumerate(text_lines(handle), 1):
-                    if needle in line.lower():
-                        matches.append(f"{self.relative(file)}:{number}:{line}")
-                        if len(matches) == MAX_COUNTED:
-                            return matches
-        return matches
+                matches += [f"{name}:{number}:{line}" for number, line in enumerate(text_lines(handle), 1)
+                            if needle in line.lower()]
+                if read_past_cap(handle):
+                    notes.append(f"({name} was searched only in its first {MAX_FILE_BYTES >> 20} MB)")
+        found = listing(matches[:MAX_COUNTED], "matches", "narrow the pattern or the path")
+        return "\n".join([found or "(no matches)", *notes[:5]])
 
     def tool_run_shell(self, args):
         """A shell command's exit code, stdout and stderr."""
@@ -1409,7 +1606,7 @@ class ToolUse:
 
     def other_files(self, name, suffix=""):
         """(path, text) of the repository's files other than `name` ending in `suffix`, read as needed."""
-        for other in repo_files(self.root)[:MAP_FILES]:
+        for other in repo_files(self.git)[:MAP_FILES]:
             if other != name and other.endswith(suffix):
                 yield other, read_doc(self.root / other, self.root, MAP_READ_CHARS) or ""
 
@@ -1419,20 +1616,6 @@ class ToolUse:
             if old_text.strip() and old_text in text:
                 return f"in {path} (line {line_of(text, old_text)}): patch that file"
         return ""
-
-    def lines_using(self, word, home, new_name):
-        """`path:number: line` for each line that uses `word` in the other Python files that name `home`'s
-        module (the others have a `main` of their own), and the line's new form."""
-        module = Path(home).parent.name if Path(home).name == "__init__.py" else Path(home).stem
-        found, names_module, lines = re.compile(rf"\b{word}\b"), re.compile(rf"\b{re.escape(module)}\b"), []
-        for path, text in self.other_files(home, ".py"):
-            if not names_module.search(text):
-                continue
-            for number, line in enumerate(text.splitlines(), 1):
-                if found.search(line):
-                    renamed = f"  ->  {found.sub(new_name, line.strip())}" if new_name else ""
-                    lines.append(f"{path}:{number}: {line.strip()}{renamed}")
-        return lines
 
     def note_taken_away(self, name, old_text, new_text):
         """Remember the functions and classes an edit took out of a Python file, and the new name of a rename."""
@@ -1450,40 +1633,48 @@ class ToolUse:
         When one name went and one came, each line is shown as it should
         read, since small models copy text well and retype code badly.
         """
+        if not self.taken_away:
+            return ""
+        sources = dict(self.other_files("", ".py"))   # each file read once, whatever was taken away
         notes = []
-        for (home, gone), new_name in list(self.taken_away.items()):
-            home_text = read_doc(self.root / home, self.root, MAP_READ_CHARS) or ""
-            uses = self.lines_using(gone, home, new_name)
-            if not uses or gone in DEFINED_NAME.findall(home_text):   # all changed, or it is back
-                del self.taken_away[(home, gone)]
-            else:
-                notes.append(f"\nwarning: {home} no longer defines {gone}, which these lines still use; "
-                             "change them too:\n" + "\n".join(uses[:MAX_STALE_USES]))
-        return "".join(notes)
+        for home in {home for home, _ in self.taken_away}:
+            gone = {name for place, name in self.taken_away if place == home}
+            uses = lines_using(gone, home, sources)
+            for name in sorted(gone):
+                if not uses[name] or name in DEFINED_NAME.findall(sources.get(home, "")):   # all changed,
+                    del self.taken_away[(home, name)]                                       # or it is back
+                    continue
+                new_name, word = self.taken_away[(home, name)], re.compile(rf"\b{name}\b")
+                shown = [f"{path}:{number}: {line}" + (f"  ->  {word.sub(new_name, line)}" if new_name else "")
+                         for path, number, line in uses[name][:MAX_STALE_USES]]
+                notes.append(f"\nwarning: {home} no longer defines {name}, which these lines still use; "
+                             "change them too:\n" + "\n".join(shown))
+        return "".join(notes[:MAX_STALE_NAMES])
 
     def edit_warnings(self, name, old_text, new_text):
         """What a file just written or patched got wrong, as warning lines for the model; else ""."""
-        if not name.endswith(".py") or len(old_text) + len(new_text) > SYNTAX_CHECK_CHARS:
+        if not name.endswith(".py"):
             return ""
+        if max(len(old_text), len(new_text)) > SYNTAX_CHECK_CHARS:
+            return f"\nnote: {name} is over {SYNTAX_CHECK_CHARS:,} chars, too large to check"
         self.note_taken_away(name, old_text, new_text)
         return python_problem(name, new_text) + self.stale_uses()
 
-    def tool_write_file(self, args):
-        """Create or replace a file (undoably)."""
-        path = self.writable(args["path"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        old = self.write_undoably(path, args["content"].encode("utf-8"), "write_file")
-        name, text = self.relative(path), args["content"]
-        was = (old or b"").decode("utf-8", errors="replace")
-        return f"wrote {name} ({len(text)} chars){self.edit_warnings(name, was, text)}"
+    def planned_edit(self, name, args):
+        """(path, its text now, its text after the edit, a note) for a write_file or patch_file call;
+        raises ValueError or OSError, saying why, if the edit cannot be made.
 
-    def tool_patch_file(self, args):
-        """Replace the one occurrence of old_text with new_text (undoably)."""
+        The approval preview and the tool both plan the edit here, so a patch
+        that would fail is reported at once, and nobody is asked to approve it.
+        """
         path = self.writable(args["path"])
+        if name == "write_file":
+            old = read_limited(path).decode("utf-8", errors="replace") if path.exists() else ""
+            return path, old, args["content"], ""
         if not path.exists():
             raise ValueError(f"no such file: {args['path']}")
         try:
-            text = path.read_bytes().decode("utf-8")
+            text = read_limited(path).decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"{args['path']} is not UTF-8 text") from None
         if args["old_text"] == args["new_text"]:   # small models copy a line and change nothing, then say "done"
@@ -1498,9 +1689,22 @@ class ToolUse:
         broken = syntax_error_added(args["path"], text, new_text)
         if broken:
             raise ValueError(f"the patch would break {args['path']}, so it was not made: {broken}")
-        self.write_undoably(path, new_text.encode("utf-8"), "patch_file")
+        return path, text, new_text, note
+
+    def tool_write_file(self, args):
+        """Create or replace a file (undoably)."""
+        path, old, new, _ = self.planned_edit("write_file", args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.write_undoably(path, new.encode("utf-8"), "write_file")
         name = self.relative(path)
-        return f"patched {name}{note}{self.edit_warnings(name, text, new_text)}"
+        return f"wrote {name} ({len(new)} chars){self.edit_warnings(name, old, new)}"
+
+    def tool_patch_file(self, args):
+        """Replace the one occurrence of old_text with new_text (undoably)."""
+        path, old, new, note = self.planned_edit("patch_file", args)
+        self.write_undoably(path, new.encode("utf-8"), "patch_file")
+        name = self.relative(path)
+        return f"patched {name}{note}{self.edit_warnings(name, old, new)}"
 
 
 # ---------------------------------------------------------------------------
@@ -1689,14 +1893,6 @@ def process_alive(pid):
     return True
 
 
-def read_limited(path, limit):
-    """The bytes of a regular file, refusing one larger than `limit` (a planted /dev/zero, a runaway file)."""
-    with open_regular(path) as file:
-        if os.fstat(file.fileno()).st_size > limit:
-            raise OSError(f"it is larger than {limit >> 20} MB")
-        return file.read()
-
-
 def field_marks(session):
     """What each field of a session holds now, to tell later what changed: a list by its length and
     last item (items are never changed once added), anything else by its JSON."""
@@ -1875,8 +2071,7 @@ class SessionStore:
         """The bytes of a copy kept by keep_copy (a name it did not make is refused)."""
         if not re.fullmatch(UNDO_COPY_NAME, name):
             raise OSError(f"{name!r} is not the name of an undo copy")
-        with open_regular(self.path(session_id, ".undo") / name) as file:
-            return file.read()
+        return read_limited(self.path(session_id, ".undo") / name)
 
 
 def new_session(workspace_root):
@@ -1970,7 +2165,7 @@ class SessionMemory:
             if self.attach_named_files:
                 # Read the files the request names, as a person would attach them: small
                 # models then edit the right file instead of guessing one.
-                for path in named_files(user_message, repo_files(self.root)):
+                for path in named_files(user_message, repo_files(self.git)):
                     if not self.repeats_last_two("read_file", {"path": path}):   # else it would be refused
                         self.run_call({"name": "read_file", "args": {"path": path}})
             return self.work_on(user_message)
@@ -2128,7 +2323,7 @@ class SessionMemory:
 
     def write_undoably(self, path, data, tool):
         """Write a file, first keeping what it held so that /undo can put it back; returns what it held."""
-        old = path.read_bytes() if path.exists() else None
+        old = read_limited(path) if path.exists() else None
         copy = None if old is None else self.session_store.keep_copy(self.session["id"], old)
         write_atomic(path, data)
         self.session["undo"].append({"path": self.relative(path), "tool": tool, "copy": copy,
@@ -2152,7 +2347,7 @@ class SessionMemory:
     def revert(self, change):
         """Put back what a file held before one change; raise if it changed since, or cannot be."""
         path = self.writable(change["path"])   # checked as a tool's path: the session file is not trusted
-        if not path.is_file() or sha256(path.read_bytes()) != change["sha256"]:
+        if not path.is_file() or sha256(read_limited(path)) != change["sha256"]:
             raise ValueError("the file changed on disk after the agent wrote it")
         if change["copy"] is None:
             path.unlink()
@@ -2493,6 +2688,7 @@ class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegatio
                  check_edits=False):
         self.model_client = model_client
         self.root = Path(workspace.repo_root).resolve()
+        self.git = GitRunner(self.root)   # git, run so that nothing the repository names is run
         self.session_store = session_store
         self.session = session or new_session(self.root)
         for key in ("undo", "compactions", "stats"):   # sessions saved by older versions lack these
@@ -2548,6 +2744,8 @@ HELP = """Commands:
   /exit      leave (also /quit, Ctrl-D, or Ctrl-C at an empty prompt)
 End a line with \\ to go on typing on the next line."""
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n: no text drives the terminal
+UNSEEN_CHARS = re.compile("[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\U000e0000-\U000e007f]")
+# ... and these, which reorder or hide text (bidi controls, line separators), are shown as \uXXXX
 STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 PREVIEW_LINES = 4        # lines of a tool's result shown on screen
 PREVIEW_WIDTH = 200      # ... each cut to this many chars
@@ -2559,7 +2757,7 @@ EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 130   # one-shot
 def paint(text, style, stream):
     """Text made safe for a terminal (whoever wrote it), and coloured if the stream is a terminal
     and NO_COLOR is unset."""
-    text = CONTROL_CHARS.sub("", text)
+    text = UNSEEN_CHARS.sub(lambda char: f"\\u{ord(char.group()):04x}", CONTROL_CHARS.sub("", text))
     if style is None or not stream.isatty() or os.environ.get("NO_COLOR"):
         return text
     return f"\x1b[{STYLES[style]}m{text}\x1b[0m"
@@ -2989,10 +3187,10 @@ def start_agent(args):
         raise CannotStart(f"--cwd {args.cwd} is not a folder; give the repository to work in.", EXIT_USAGE)
     workspace = WorkspaceContext.build(cwd)
     state = Path(workspace.repo_root) / STATE_DIR
-    planted = symlink_in(state)
-    if planted:
-        raise CannotStart(f"{planted} is a symlink, and the agent never follows links in its own folder "
-                          f"{STATE_DIR}; remove the link (it came with the repository) and start again.", EXIT_USAGE)
+    problem = state_problem(state)
+    if problem:
+        raise CannotStart(f"{problem}, and the agent keeps its sessions in {STATE_DIR}; remove it (it came "
+                          "with the repository) and start again.", EXIT_USAGE)
     host_given = args.host if args.host is not None else os.environ.get("OLLAMA_HOST", "")
     try:
         host = ollama_host(host_given)
@@ -3057,6 +3255,13 @@ def read_request():
     return "\n".join(lines).strip()
 
 
+def history_problem(history_file):
+    """Why the REPL's history cannot be kept in this file (a FIFO would hang the start, a folder the
+    exit), or ""."""
+    found = entry_stat(history_file)
+    return "" if found is None or stat.S_ISREG(found.st_mode) else f"{history_file} is not a regular file"
+
+
 def enable_line_editing(history_file):
     """Arrow keys and a saved history for input(), where the platform has readline."""
     try:
@@ -3067,7 +3272,8 @@ def enable_line_editing(history_file):
     # It needs escape codes on the terminal, which NO_COLOR asks us not to send.
     readline.parse_and_bind(f"set enable-bracketed-paste {'off' if os.environ.get('NO_COLOR') else 'on'}")
     try:
-        readline.read_history_file(history_file)
+        if not history_problem(history_file):
+            readline.read_history_file(history_file)
     except OSError:
         pass
     readline.set_history_length(1000)
@@ -3077,6 +3283,8 @@ def enable_line_editing(history_file):
 def run_repl(agent, display, args):
     """Read requests and slash commands until /exit, end of input, or Ctrl-C at an empty prompt."""
     history_file = agent.root / STATE_DIR / "repl-history"
+    if history_problem(history_file):
+        say(f"warning: {history_problem(history_file)}, so the REPL's history is not kept; remove it.")
     readline = enable_line_editing(history_file) if sys.stdin.isatty() else None
     try:
         while True:
@@ -3093,9 +3301,12 @@ def run_repl(agent, display, args):
                 return 0
             run_line(agent, display, line)
     finally:
-        if readline:
-            own_folder(history_file.parent)
-            readline.write_history_file(history_file)
+        if readline and not history_problem(history_file):   # checked again: it may have changed
+            try:
+                own_folder(history_file.parent)
+                readline.write_history_file(history_file)
+            except OSError as exc:
+                say(f"warning: the REPL's history was not saved ({exc}).")
 
 
 def session_info(agent):

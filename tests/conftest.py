@@ -263,3 +263,25 @@ def processes_running(command):
     listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     return [int(line.split(None, 1)[0]) for line in listing.splitlines()
             if line.split(None, 1)[1:] == [command]]
+
+
+AGENT_IN = """
+import sys
+from pathlib import Path
+import mini_coding_agent as mca
+root = Path(sys.argv[1])
+agent = mca.MiniAgent(mca.FakeModelClient([]), mca.WorkspaceContext(cwd=str(root), repo_root=str(root)),
+                      mca.SessionStore(root / ".mini-coding-agent" / "sessions"), approval_policy="auto")
+"""
+
+
+def finishes_within(seconds, code, root):
+    """Run Python code in a fresh process, with `agent` a MiniAgent on `root` (see AGENT_IN); return what
+    it printed.  A run past `seconds` is killed and fails the test: what it tried would hang the agent."""
+    try:
+        done = subprocess.run([sys.executable, "-c", AGENT_IN + code, str(root)], capture_output=True,
+                              text=True, timeout=seconds, env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"it did not finish within {seconds} s")
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -332,6 +332,38 @@ def test_a_symlink_in_the_agents_own_folder_stops_it_at_start(ollama, repo, tmp_
     assert (target.is_dir() and not list(target.iterdir())) or target.read_text() == "line\n" * 1500
 
 
+def ship(path, kind):
+    """Put a file, a FIFO or a folder where the agent expects something else, as a repository could."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "file":
+        path.write_text("shipped\n")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+
+
+@posix_only
+@pytest.mark.parametrize("shipped, kind", [(".mini-coding-agent", "file"), (".mini-coding-agent", "fifo"),
+                                           (".mini-coding-agent/sessions", "file"),
+                                           (".mini-coding-agent/sessions/children", "fifo")])
+@pytest.mark.parametrize("resume", [[], ["--resume", "latest"]])
+def test_the_agents_own_folder_shipped_as_a_file_stops_it_in_one_sentence(ollama, repo, shipped, kind, resume):
+    ship(repo / shipped, kind)
+    done = agent_cli(ollama, repo, "--approval", "auto", *resume, "hi", timeout=10)
+    assert done.returncode == 2 and ollama.prompts == [] and "Traceback" not in done.stderr
+    assert done.stderr == f"error: {repo / shipped} is not a folder, and the agent keeps its sessions in " \
+                          ".mini-coding-agent; remove it (it came with the repository) and start again.\n"
+
+
+def test_python_dash_m_inside_a_repository_imports_none_of_its_modules(repo):
+    for name in ("argparse", "difflib", "json", "secrets"):   # each would stop the agent
+        (repo / f"{name}.py").write_text("raise SystemExit('the repository ran its own code')\n")
+    done = subprocess.run([sys.executable, "-m", "mini_coding_agent", "--version"], capture_output=True,
+                          text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+    assert (done.returncode, done.stderr) == (0, "") and done.stdout == f"mini-coding-agent {mca.__version__}\n"
+
+
 @posix_only
 def test_the_repository_git_config_runs_nothing_even_with_approval_never(ollama, tmp_path):
     from test_workspace import git, plant_hostile_git_config

@@ -330,6 +330,21 @@ def test_repl_history_is_kept_between_sessions(ollama, start, repo):
     assert "remember this line" in (repo / ".mini-coding-agent" / "repl-history").read_text()
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_repl_history_shipped_as_a_fifo_or_folder_is_not_used(ollama, start, repo, kind):
+    history = repo / ".mini-coding-agent" / "repl-history"
+    history.parent.mkdir()
+    os.mkfifo(history) if kind == "fifo" else history.mkdir()
+    ollama.script("<final>one</final>")
+    terminal = start()
+    terminal.expect(f"warning: {history} is not a regular file, so the REPL's history is not kept; remove it.")
+    terminal.expect(PROMPT, timeout=5)   # a FIFO read would wait here for ever
+    terminal.type("a request\n")
+    terminal.expect("one")
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0 and "Traceback" not in terminal.output
+
+
 @pytest.mark.parametrize("flags, streamed", [([], True), (["--no-stream"], False)])
 def test_a_terminal_streams_unless_told_not_to(ollama, start, flags, streamed):
     ollama.script({"chunks": ["<final>who", "le</final>"]})

@@ -3,9 +3,15 @@
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from conftest import MODULE, finishes_within, make_agent
 
 import mini_coding_agent as mca
 
@@ -134,6 +140,185 @@ def test_a_worktree_set_outside_the_repository_does_not_move_the_root(git_repo, 
     git(git_repo, "config", "core.worktree", str(outside))
     context = mca.WorkspaceContext.build(git_repo)
     assert context.repo_root == str(git_repo.resolve())
+
+
+# --- a stranger's repository, round two: git's own programs, a borrowed worktree ------
+
+def evil_program(tmp_path, marker):
+    """A program that leaves a mark when anything runs it."""
+    program = tmp_path / "evil.sh"
+    program.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    program.chmod(0o755)
+    return str(program)
+
+
+def ship_as_partial_clone(repo, url, **settings):
+    """Make `repo` a partial clone whose first commit is missing, so that reading its log makes git fetch
+    the commit from `url`, the promisor remote; with `settings` added to its config."""
+    first = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=repo, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    (repo / ".git" / "objects" / first[:2] / first[2:]).unlink()
+    for key, value in {"core.repositoryformatversion": "1", "extensions.partialClone": "origin",
+                       "remote.origin.url": url, "remote.origin.promisor": "true", **settings}.items():
+        git(repo, "config", key, value)
+
+
+def everything_the_agent_asks_git(repo):
+    """The snapshot at start, and the file list a request's map, search and edit checks read."""
+    context = mca.WorkspaceContext.build(repo)
+    mca.repo_files(mca.GitRunner(repo))
+    return context
+
+
+class AskingForAPassword(BaseHTTPRequestHandler):
+    """An HTTP git server that wants a password, so that git asks its credential helpers."""
+
+    def do_GET(self):
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="git"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@needs_symlinks
+@pytest.mark.parametrize("transport", ["upload-pack", "ssh command", "git proxy", "credential helper",
+                                       "askpass"])
+def test_a_partial_clones_lazy_fetch_runs_no_program_the_repository_names(git_repo, tmp_path, transport):
+    marker = tmp_path / "pwned"
+    program = evil_program(tmp_path, marker)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AskingForAPassword)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    http_url = f"http://127.0.0.1:{server.server_address[1]}/repo.git"
+    url, settings = {
+        "upload-pack": (str(tmp_path / "elsewhere"), {"remote.origin.uploadpack": program}),
+        "ssh command": ("ssh://example.invalid/repo.git", {"core.sshCommand": program}),
+        "git proxy": ("git://example.invalid/repo.git", {"core.gitProxy": program}),
+        "credential helper": (http_url, {"credential.helper": program}),
+        "askpass": (http_url, {"core.askPass": program}),
+    }[transport]
+    ship_as_partial_clone(git_repo, url, **settings)
+    try:
+        context = everything_the_agent_asks_git(git_repo)
+    finally:
+        server.shutdown()
+    assert not marker.exists()
+    assert context.branch == "trunk" and context.recent_commits[0].endswith("commit number 5")
+
+
+@needs_symlinks
+@pytest.mark.parametrize("setting", ["core.pager", "pager.log", "pager.status", "core.editor", "diff.external",
+                                     "diff.evil.textconv", "diff.evil.command", "merge.evil.driver",
+                                     "interactive.diffFilter", "sequence.editor"])
+def test_no_other_setting_that_names_a_program_runs(git_repo, tmp_path, setting):
+    marker = tmp_path / "pwned"
+    (git_repo / ".gitattributes").write_text("* diff=evil merge=evil\n")
+    git(git_repo, "config", setting, evil_program(tmp_path, marker))
+    everything_the_agent_asks_git(git_repo)
+    assert not marker.exists()
+    assert setting.lower() in " ".join(mca.GitRunner(git_repo).settings).lower()   # switched off all the same
+
+
+def test_core_worktree_in_the_shipped_config_does_not_widen_the_workspace(tmp_path):
+    outer = tmp_path / "outer"
+    repo, sibling = outer / "project", outer / "other"
+    repo.mkdir(parents=True)
+    sibling.mkdir()
+    (sibling / ".env").write_text("SECRET=sibling-token\n")
+    git(repo, "init", "-q")
+    git(repo, "config", "core.worktree", "../..")   # relative to .git: the folder above the project
+    context = mca.WorkspaceContext.build(repo)
+    assert context.repo_root == str(repo.resolve())
+    assert "other" not in context.files and "sibling-token" not in context.text()
+    agent = make_agent(repo, [])
+    agent.workspace, agent.root = context, Path(context.repo_root)
+    assert agent.run_tool("read_file", {"path": "other/.env"}).startswith("error:")
+    agent.run_tool("write_file", {"path": "other/note.txt", "content": "x"})
+    assert (repo / "other" / "note.txt").exists() and not (sibling / "note.txt").exists()
+
+
+def test_a_git_file_that_borrows_another_repository_is_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    git(victim, "init", "-q")
+    (victim / "payroll_secret.py").write_text("SALARY = 1\n")
+    git(victim, "add", ".")
+    git(victim, "-c", "user.email=v@v", "-c", "user.name=v", "commit", "-q", "-m", "victim's private commit")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / ".git").write_text("gitdir: ../victim/.git\n")
+    (repo / "app.py").write_text("def main(): pass\n")
+    context = mca.WorkspaceContext.build(repo)
+    assert "private commit" not in context.text() and "payroll" not in context.text()
+    assert context.repo_root == str(repo.resolve()) and context.files == "- app.py: def main(): pass"
+    assert "names a repository that is not this folder's" in context.status
+
+
+def test_a_linked_worktree_and_a_submodule_keep_their_branch_status_and_commits(git_repo, tmp_path):
+    worktree = tmp_path / "feature-tree"
+    git(git_repo, "worktree", "add", "-q", "-b", "feature", str(worktree))
+    (worktree / "draft.txt").write_text("new\n")
+    context = mca.WorkspaceContext.build(worktree)
+    assert (context.repo_root, context.branch) == (str(worktree.resolve()), "feature")
+    assert context.status == "?? draft.txt" and context.recent_commits[0].endswith("commit number 5")
+    assert "- README.md" in context.files.splitlines()
+
+    main = tmp_path / "main"
+    main.mkdir()
+    git(main, "init", "-q", "-b", "trunk")
+    git(main, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(git_repo), "vendored")
+    (main / "vendored" / "file1.txt").write_text("changed in the submodule\n")
+    context = mca.WorkspaceContext.build(main / "vendored")
+    assert context.repo_root == str((main / "vendored").resolve())
+    assert context.status == "M file1.txt" and context.recent_commits[0].endswith("commit number 5")
+
+
+@needs_symlinks
+def test_a_git_index_that_is_a_fifo_does_not_hang_git(git_repo):
+    (git_repo / ".git" / "index").unlink()
+    os.mkfifo(git_repo / ".git" / "index")
+    printed = finishes_within(4, "print(mca.WorkspaceContext.build(root).status)", git_repo)
+    assert "index is not a regular file" in printed
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/1"), reason="a Linux /proc")
+def test_a_walk_into_proc_skips_what_it_cannot_look_at():
+    context = mca.WorkspaceContext.build("/proc")   # as if a bind mount or --cwd / led there
+    assert context.repo_root == "/proc" and context.files
+
+
+def can_run_as_nobody():
+    """True if this test run can start the agent's Python as another user (it is root, and that user can
+    read the module)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not Path("/usr/bin/python3").exists():
+        return False
+    check = subprocess.run(["/usr/bin/python3", "-c", "import mini_coding_agent"], user=65534,
+                           capture_output=True, env={"PYTHONPATH": str(MODULE.parent)}, cwd="/")
+    return check.returncode == 0
+
+
+@needs_symlinks
+def test_a_folder_the_user_cannot_open_is_skipped_by_the_walk(tmp_path_factory):
+    base = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp()))
+    for folder in (base, *base.parents[:-1]):   # the way down to it, for another user too
+        folder.chmod(folder.stat().st_mode | 0o755) if folder.stat().st_uid == os.getuid() else None
+    (base / "locked").mkdir()
+    (base / "locked" / "inside.py").write_text("x = 1\n")
+    (base / "app.py").write_text("def main(): pass\n")
+    (base / "locked").chmod(0o644)   # listable, but nothing in it can be looked at
+    code = "import mini_coding_agent as mca, sys; print(mca.WorkspaceContext.build(sys.argv[1]).files)"
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        printed = subprocess.run([sys.executable, "-c", code, str(base)], capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+    elif can_run_as_nobody():
+        printed = subprocess.run(["/usr/bin/python3", "-c", code, str(base)], capture_output=True, text=True,
+                                 user=65534, env={"PYTHONPATH": str(MODULE.parent)}, cwd="/")
+    else:
+        pytest.skip("needs a user that file permissions apply to")
+    (base / "locked").chmod(0o755)
+    assert printed.returncode == 0 and printed.stdout == "- app.py: def main(): pass\n", printed.stderr
 
 
 # --- the map of the repository's files, and the files a request names ----------------
