@@ -1,42 +1,44 @@
 """mini-coding-agent: a coding agent in one file, driving a local model through Ollama.
 
-You type a request; the agent builds a prompt, asks the model for exactly one
-tool call or one final answer, runs the tool, records the result, and asks
-again until the model answers.  Everything a production coding agent (Claude
-Code, Codex CLI) has is here in miniature, as six components:
+You type a request; the agent builds a prompt, asks the model for a tool call
+or a final answer, runs the tool, records the result, and asks again until the
+model answers.  What a production coding agent (Claude Code, Codex CLI) has is
+here in miniature, as six components:
 
-  1. Live repo context           WorkspaceContext (build, text), repo_map
-  2. Prompt shape, cache reuse   PromptShape: build_prefix, memory_text, prompt,
-                                 messages (the same as chat turns), record_stats
-  3. Tools, validation, approval ToolUse: build_tools, parse, validate_tool,
-                                 approve, run_tool, path, tool_<name>;
-                                 patched, python_problem, stale_uses (what an
-                                 edit left wrong)
-  4. Context reduction           clip, ContextReduction: render, history_text,
-                                 compact
-  5. Transcript, memory, resume  SessionStore, SessionMemory: record,
-                                 note_tool, ask, run_calls, why_not_done
-                                 (an answer sent back), reset, undo
-  6. Bounded delegation          Delegation.tool_delegate
+  1. Live repo context            WorkspaceContext (build, text), GitRunner, repo_map
+  2. Prompt shape, cache reuse    PromptShape: build_prefix, memory_text, prompt, messages
+  3. Tools, validation, approval  ToolUse: build_tools, parse, validate_tool, approve,
+                                  run_tool, path, tool_<name>
+  4. Context reduction            clip, ContextReduction: render, history_text, compact
+  5. Transcript, memory, resume   SessionStore, SessionMemory: record, note_tool, reset, undo
+  6. Bounded delegation           Delegation.tool_delegate
 
-MiniAgent combines the five component classes; FakeModelClient and
-OllamaModelClient are the two model backends; the command line (build_welcome,
-build_arg_parser, TerminalDisplay, main) comes last.
+AgentLoop holds the loop (ask) and every piece of state it uses; MiniAgent joins
+it with the five component classes.  Small local models need more than that
+plain mechanism, so a layer after the components helps them: a reader for the
+dialects they write (read_dialects) and a coach (SmallModelHelp) that the loop
+asks before a request, around each tool call and at each answer.  It is on by
+default and switched off with small_model_help=False (--no-small-model-help).
+FakeModelClient and OllamaModelClient are the model backends; the command line
+(TerminalDisplay, build_welcome, build_arg_parser, main) comes last.
+
+How to read it: one request goes main -> start_agent -> run_request ->
+AgentLoop.ask -> next_reply (messages, OllamaModelClient.complete, parse) ->
+run_calls -> run_tool -> tool_read_file -> record -> next_reply -> the answer.
 
 Concessions, to stay small: the standard library only; one model call per
-step, and the calls of one reply run one after another, never in parallel;
-the model speaks a text protocol (<tool>, <final>) rather than a server-side
-tool API, so any completion model can drive it; characters stand in for
-tokens (2.5 per token, on the safe side); the map of the repository in the
-prompt covers the first 100 files git lists; the edit checks (syntax, names
-never defined, uses of a name an edit took away) are for Python only.
+step, and the calls of one reply run one after another, never in parallel; the
+model speaks a text protocol (<tool>, <final>) rather than a server-side tool
+API, so any completion model can drive it; characters stand in for tokens (2.5
+per token, on the safe side); the map of the repository in the prompt covers
+the first 100 files git lists; the small-model checks of edits are for Python.
 """
 
 import os
 import sys
 
-if __name__ == "__main__" and sys.path[:1] == [os.getcwd()]:   # `python -m` puts the current folder,
-    del sys.path[0]   # perhaps an untrusted repository, before the standard library: its difflib.py would win
+if __name__ == "__main__" and sys.path[:1] == [os.getcwd()]:   # `python -m` puts the current
+    del sys.path[0]   # folder, perhaps an untrusted repository, before the standard library
 
 import argparse
 import builtins
@@ -68,66 +70,16 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-MAX_TOOL_OUTPUT = 4000   # chars of one tool result kept: about 100 lines of code
-MAX_HISTORY = 12000      # chars of recent transcript a compaction keeps verbatim
-ITEM_CHARS = 900         # a transcript item shows at most this much, fixed when recorded
-ARGS_CHARS = 300         # ... and of its arguments (a write's content is on disk, not needed twice)
-REQUEST_CHARS = MAX_TOOL_OUTPUT   # the current request, repeated at the end of the prompt
-SUMMARY_LINE_CHARS = 160 # a compacted item becomes one line this long at most
+# The settings a reader should know; each section starts with its own.
+DEFAULT_MODEL = "qwen3.5:4b"
+DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_NUM_CTX = 16384  # tokens of context: fits today's small models and a long session
 DEFAULT_MAX_NEW_TOKENS = 2048   # tokens per reply: a 60-line file in one write_file takes ~1,000
 CHARS_PER_TOKEN = 2.5    # conservative: code and numbered lines measured 2.96-3.7 chars per token
 TEMPLATE_TOKENS = 64     # room for the chat template Ollama wraps around our prompt
-MIN_TRANSCRIPT_CHARS = 8 * ITEM_CHARS   # a smaller --num-ctx could not show a few recent steps
-DOC_CHARS = 1200         # chars of each project doc (README.md, ...) in the prompt
-MAP_FILES = 100          # files in the prompt's map of the repository: a small project's all
-MAP_DEFINITIONS = 8      # ... each with its first few top-level definitions
-MAP_CHARS = 3000         # chars of the whole map (~1,200 tokens); a big repository's map is cut
-MAP_READ_CHARS = 50_000  # chars of a file looked at for its definitions
-MAX_NAMED_FILES = 3      # files a request names that are read before the model starts
-SOURCE_SUFFIXES = (".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".rb", ".php", ".sh")   # code files
-STATUS_CHARS = 1500      # chars of `git status --short` in the prompt
-MAX_NOTES = 5            # working-memory notes kept, newest last
-MAX_FILES = 8            # recently touched files kept in memory
-NOTE_CHARS = 220         # chars of one note
-MEMORY_PATH_CHARS = 200  # a longer path is not remembered: memory stays a few hundred chars
-MAX_LISTED = 200         # lines of list_files / search output
-MAX_COUNTED = 10_000     # ... and how far past that the entries not shown are counted
-READ_LINES = 200         # lines read_file shows when not given an end
-HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
-HINT_LINE_CHARS = 200    # ... comparing only this much of each line
-SYNTAX_CHECK_CHARS = 300_000   # a larger Python file is not compiled after an edit (this takes ~0.1 s)
-MAX_STALE_NAMES = 5      # names shown that an edit took away while others still use them
-MAX_STALE_USES = 8       # lines shown that still use a name an edit took away: a rename's imports and calls
-MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
-MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
-MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
-MAX_FILE_BYTES = 8 << 20   # a file the agent reads whole, edits or analyses: more is data, not code
-ANALYSIS_SECONDS = 1.0   # an edit check or hint the agent runs on its own stops after this, whatever files hold
-SEARCH_SECONDS = 10      # a search stops after this and says so
-MAX_CHECKED_SCOPES = 1000   # more top-level definitions are not checked for undefined names (symtable is quadratic)
-SMALL_SESSION_BYTES = 256 << 10   # a session up to this size is rewritten whole at each save (~1 ms)
-MAX_SESSION_BYTES = 512 << 20     # a session file larger than this is not loaded: surely not one of ours
-MAX_CANDIDATES = 32      # places tried as a call's end or a bare call's start: enough for real replies
-MAX_LENIENT_CHARS = 100_000   # sloppy JSON longer than this is not read (the careful reader is slow)
-MAX_JSON_DEPTH = 64      # deeper sloppy JSON is surely not a tool call
-UNDO_COPY_NAME = r"[0-9a-f]{16}\.bak"   # the names keep_copy gives; a session naming anything else was tampered with
-BINARY_SNIFF = 8192      # bytes looked at to tell a binary file: a NUL byte among them
-SHELL_CAPTURE = 2 * MAX_TOOL_OUTPUT   # bytes kept from the start and from the end of a command's output
-SHELL_OUTPUT_CAP = 32 << 20   # bytes of output that stop a runaway command (`yes` writes this in 0.1 s)
-GIT_TIMEOUT = 5          # seconds; git answers in milliseconds unless something is wrong
-STARTUP_TIMEOUT = 5      # seconds for the startup checks: a local server answers at once
-DEFAULT_MODEL = "qwen3.5:4b"
-DEFAULT_HOST = "http://127.0.0.1:11434"
-PROJECT_DOCS = ("AGENTS.md", "README.md", "pyproject.toml", "package.json")
-STATE_DIR = ".mini-coding-agent"   # the agent's own folder in the repository: sessions, undo copies, history
-IGNORED_DIRS = {".git", STATE_DIR, "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", "venv"}
-PROTECTED_DIRS = {".git", STATE_DIR}   # the agent never writes inside these
-UNSEEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}   # control, format (bidi, zero-width), line separators:
-                                                   # a path holding one would not read as what it is
-O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)     # Windows has no such flag (and symlinks there need admin rights)
-O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)     # opening a FIFO must not wait for a writer
-O_BINARY = getattr(os, "O_BINARY", 0)         # Windows would translate line endings otherwise
+MAX_TOOL_OUTPUT = 4000   # chars of one tool result kept: about 100 lines of code
+MAX_HISTORY = 12000      # chars of recent transcript a compaction keeps verbatim
+STATE_DIR = ".mini-coding-agent"   # the agent's folder in the repository: sessions, undo, history
 
 
 def now():
@@ -136,14 +88,459 @@ def now():
 
 
 # ---------------------------------------------------------------------------
-# Files: the one way in and out, so that nothing leads outside the repository
+# The agent loop: ask the model, run the tool it picks, record, repeat
+# ---------------------------------------------------------------------------
+
+class AgentLoop:
+    """The loop, and every piece of state the agent keeps; the components fill in the steps."""
+
+    def __init__(self, model_client, workspace, session_store, session=None, approval_policy="ask",
+                 max_steps=6, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, depth=0, max_depth=1,
+                 read_only=False, num_ctx=DEFAULT_NUM_CTX, display=None, prefix=None,
+                 lead_turns=(), small_model_help=True):
+        self.model_client = model_client
+        self.root = Path(workspace.repo_root).resolve()
+        self.git = GitRunner(self.root)   # git, run so that nothing the repository names runs
+        self.session_store = session_store
+        self.session = session or new_session(self.root)
+        resumed = "workspace" in self.session   # prompts keep the snapshot the session began with
+        self.workspace = WorkspaceContext(**self.session["workspace"]) if resumed else workspace
+        self.session["workspace"] = asdict(self.workspace)
+        self.approval_policy, self.read_only = approval_policy, read_only
+        self.always_approved = set()   # tools the user said [a]lways to, this session
+        self.max_steps, self.max_new_tokens = max_steps, max_new_tokens
+        self.depth, self.max_depth = depth, max_depth   # a delegated helper is one level down
+        self.num_ctx = num_ctx   # sent with every request: a change would reload the model
+        self.prompt_budget = int((num_ctx - max_new_tokens - TEMPLATE_TOKENS) * CHARS_PER_TOKEN)
+        self.display = display or Display()
+        self.tools = self.build_tools()
+        self.prefix = prefix or self.build_prefix()   # a helper's prefix extends its parent's
+        self.lead_turns = lead_turns                  # prompt, and so do its chat turns
+        self.transcript, self.shown_reads = [], {}    # each history item as the prompt shows it
+        self.rebuild_transcript()
+        self.last_prompt = ""   # the previous prompt, to measure how much of it the next reuses
+        self.stopped_by_limit = False   # did the last request end at a limit, not an answer?
+        self.help = SmallModelHelp(self) if small_model_help else None
+        if resumed:
+            self.tell_workspace_changes(workspace)
+
+    def ask(self, user_message):
+        """Work on one user request until the model gives a final answer or a limit is hit."""
+        memory = self.session["memory"]
+        memory["task"] = memory["task"] or user_message.strip()[:300]
+        self.record({"role": "user", "content": user_message})
+        try:
+            if self.help:
+                self.help.start(user_message)   # e.g. reads the files the request names
+            return self.work_on(user_message)
+        except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
+            self.record({"role": "assistant", "content": "interrupted by the user"})
+            raise
+
+    def work_on(self, user_message):
+        """The loop: ask the model, run the calls it makes, until a final answer or a limit."""
+        steps = attempts = 0
+        max_attempts = max(3 * self.max_steps, self.max_steps + 4)   # malformed replies
+        self.stopped_by_limit = False
+        while steps < self.max_steps and attempts < max_attempts:
+            attempts += 1
+            kind, payload = self.next_reply(user_message)
+            if kind == "tool":
+                steps += self.run_calls(payload, self.max_steps - steps)
+                continue
+            if kind == "final":
+                self.add_note(f"answer: {one_line(payload)}")
+            self.record({"role": "assistant", "content": payload})
+            if kind == "retry":   # the model is told what was wrong and asked again
+                self.display.notice(f"The model's reply was not usable; asking again. {payload}")
+                continue
+            left = self.max_steps - steps
+            sent_back = self.help.review_answer(payload, left) if self.help else None
+            if not sent_back:
+                return payload
+            notice, message = sent_back
+            self.display.notice(notice)
+            self.record({"role": "user", "content": message})
+        self.stopped_by_limit = True
+        answer = (f"Stopped after {steps} tool steps: the step limit (--max-steps) was reached."
+                  if steps >= self.max_steps else
+                  f"Stopped after {attempts} attempts: too many malformed model responses.")
+        self.record({"role": "assistant", "content": answer})
+        return answer
+
+    def next_reply(self, user_message):
+        """One model call: ("tool", call), ("final", text) or ("retry", notice); a reply cut
+        short is never run, since its last call may be half written."""
+        chat = getattr(self.model_client, "chat", False)   # a client that takes chat turns says so
+        prompt = self.messages(user_message) if chat else self.prompt(user_message)
+        self.display.model_started(self.depth)
+        try:
+            raw = self.model_client.complete(prompt, self.max_new_tokens)
+        except NoSuchEndpoint:
+            if not chat:
+                raise
+            self.model_client.chat = False   # a server without /api/chat: one prompt from now on
+            return self.next_reply(user_message)
+        finally:
+            self.display.model_finished()
+        figures = self.record_stats(prompt)
+        self.display.step_figures(figures)
+        if figures.get("done_reason") == "length":
+            return "retry", retry_notice(
+                "your reply was cut off at the token limit (--max-new-tokens "
+                f"{self.max_new_tokens}) before it ended, so nothing in it was run; write a large "
+                "file in parts (write_file with the first part, then patch_file to add the rest), "
+                "or answer more briefly")
+        return self.parse(raw, dialects=self.help is not None)
+
+    def run_calls(self, call, room):
+        """Run a reply's calls in order while each goes well, at most `room`; return how many ran.
+
+        Models often write a plan in one reply (three edits, then <final>).
+        Each call runs as if it had had a reply of its own; an answer written
+        before the results were seen is not taken: the model is asked again.
+        """
+        ran = 0
+        while True:
+            ran += 1
+            rest = call.pop("rest", "")
+            kind, following = self.parse(rest, self.help is not None) if rest else ("", None)
+            if kind == "retry":   # a garbled call among good ones: it and what follows do not run
+                add_note(call, f"the next call in your reply was not run. {following}")
+            result = self.run_call(call, more=kind == "tool" and ran < room)
+            if not result.ok or result.warnings or kind != "tool" or ran == room:
+                return ran
+            call = following
+
+    def run_call(self, call, more=False):
+        """Run one tool call, show it, and record it with its result; returns the ToolResult.
+        `more`: calls follow it in the reply, which a failure or a warning cancels."""
+        self.display.tool_started(call["name"], call["args"], self.depth)
+        result = self.tool_result(call)
+        if more and (not result.ok or result.warnings):   # written before the model knew
+            trouble = "failed" if not result.ok else "left a warning"
+            result.text += f"\n(it {trouble}, so the calls after it in your reply were not run)"
+        self.display.tool_finished(call["name"], result, self.depth)
+        self.note_tool(call["name"], call["args"], result)
+        self.record({"role": "tool", "name": call["name"], "args": call["args"],
+                     "content": result.for_model()})
+        return result
+
+    @property
+    def session_path(self):
+        """The file this session is saved in."""
+        return self.session_store.path(self.session["id"])
+
+    @classmethod
+    def from_session(cls, model_client, workspace, session_store, session_id, **kwargs):
+        """An agent that goes on with a saved session."""
+        return cls(model_client, workspace, session_store,
+                   session=session_store.load(session_id), **kwargs)
+
+
+def new_session(workspace_root):
+    """An empty session dict."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return {
+        "id": f"{stamp}-{secrets.token_hex(3)}",
+        "created_at": now(),
+        "workspace_root": str(workspace_root),
+        "history": [],
+        "memory": {"task": "", "files": [], "notes": []},
+        "undo": [],          # file changes /undo can revert, newest last
+        "compactions": [],   # each time the transcript was compacted; the last one is in force
+        "stats": [],         # figures of every model call, for /stats
+    }
+
+
+# ---------------------------------------------------------------------------
+# What the user sees while the loop runs
+# ---------------------------------------------------------------------------
+
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n: no text drives
+UNSEEN_CHARS = re.compile(   # the terminal; these reorder or hide text, and are shown as \uXXXX:
+    "[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\U000e0000-\U000e007f]")   # bidi, ...
+STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
+PREVIEW_LINES = 4        # lines of a tool's result shown on screen
+PREVIEW_WIDTH = 200      # ... each cut to this many chars
+APPROVAL_HEAD, APPROVAL_TAIL = 40, 20   # lines of a long diff shown before asking; [v]: all
+MASCOT = (" .-------. ", " | O   O | ", " |   v   | ", " '-------' ")
+APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this session{view}: "
+
+
+class Display:
+    """How the agent shows its work as it goes: this quiet one only asks approval questions, for
+    MiniAgent in a program or a test.  The command line uses TerminalDisplay."""
+
+    def model_started(self, depth):
+        """A model call begins (depth > 0: a delegated helper's call)."""
+
+    def model_finished(self):
+        """The model call ended, well or not."""
+
+    def step_figures(self, figures):
+        """The figures of a model call (see PromptShape.record_stats)."""
+
+    def tool_started(self, name, args, depth):
+        """A tool call is about to run (depth > 0: a delegated helper's call)."""
+
+    def tool_finished(self, name, result, depth):
+        """A tool call ran, or was refused; `result` is a ToolResult."""
+
+    def notice(self, text):
+        """Something the user should know about the step, e.g. a malformed reply."""
+
+    def approval(self, name, preview, whole):
+        """Show what a risky call would do (`whole`: all of a long diff) and ask; input() reads
+        the answer."""
+        sys.stderr.write(f"{preview}\n{APPROVAL_QUESTION.format(name=name, view='')}")
+        sys.stderr.flush()
+
+
+class TerminalDisplay(Display):
+    """What a person sees: a waiting timer, the reply as it streams, a line per tool, the answer.
+
+    Everything goes to stderr except answers, which go to stdout, so that
+    `answer=$(mini-coding-agent "...")` captures just the answer.
+    """
+
+    def __init__(self, verbose=False):
+        self.verbose = verbose
+        self.live = sys.stderr.isatty()   # a person is watching: show the timer and stream
+        self.ticker, self.stop_ticking = None, threading.Event()
+        self.new_reply(0)
+
+    def new_reply(self, depth):
+        """Forget the last reply: nothing of the next one is shown yet."""
+        self.depth, self.reply, self.shown = depth, "", 0   # the reply so far; how much is shown
+        self.mode = "prose"                   # then "answer" after <final>, "call" after <tool
+        self.printed = self.thinking = False  # prose shown on screen; thinking being shown
+
+    def model_started(self, depth):
+        self.new_reply(depth)
+        if self.live:
+            self.stop_ticking = threading.Event()
+            self.ticker = threading.Thread(target=self.tick, args=[self.stop_ticking], daemon=True)
+            self.ticker.start()
+
+    def tick(self, stop):
+        """Show the seconds spent waiting for the model, on one line, until told to stop."""
+        started = time.monotonic()
+        while not stop.wait(0.25):
+            sys.stderr.write(f"\r  waiting for the model... {time.monotonic() - started:.0f} s ")
+            sys.stderr.flush()
+
+    def stop_ticker(self):
+        """Stop the waiting timer, if it runs, and clear its line."""
+        if self.ticker:
+            self.stop_ticking.set()
+            self.ticker.join()
+            self.ticker = None
+            sys.stderr.write("\r" + " " * 40 + "\r")
+
+    def model_thinking(self, text):
+        """A piece of a thinking model's thinking: shown dimmed, never taken as the answer."""
+        self.stop_ticker()
+        self.thinking = True
+        sys.stderr.write(paint(text, "dim", sys.stderr))
+        sys.stderr.flush()
+
+    def model_text(self, text):
+        """A piece of the reply, as it streams."""
+        self.stop_ticker()
+        if self.thinking:
+            sys.stderr.write("\n")
+            self.thinking = False
+        self.reply += text
+        if self.mode == "prose":
+            self.show_prose(done=False)
+        if self.mode == "answer":
+            self.show_answer_part(done=False)
+        if self.mode == "call":
+            sys.stderr.write(f"\r  writing a tool call... {len(self.reply) - self.shown:,} chars ")
+        sys.stderr.flush()
+
+    def show_prose(self, done):
+        """Stream the reply dimmed, until it turns out to hold an answer or a tool call."""
+        rest = self.reply[self.shown:]
+        call, final = CALL_OPENING.search(rest), rest.find("<final>")
+        answer_first = -1 < final < (call.start() if call else len(rest))
+        if answer_first and self.depth == 0 and sys.stdout.isatty():
+            self.mode, end, skip = "answer", final, len("<final>")
+        elif call:
+            self.mode, end, skip = "call", call.start(), 0
+        else:   # hold back what may be the start of a tag
+            partial = rest.rfind("<")
+            holding = not done and partial != -1 and ">" not in rest[partial:]
+            end, skip = (partial if holding else len(rest)), 0
+        if self.depth == 0 and rest[:end].strip():
+            sys.stderr.write(paint(rest[:end], "dim", sys.stderr))
+            self.printed = True
+        self.shown += end + skip
+
+    def show_answer_part(self, done):
+        """Print the streamed answer so far, up to `</final>` (what follows that is not shown)."""
+        answer = self.reply[self.shown:]
+        end = answer.find("</final>")
+        if end == -1:
+            partial = answer.rfind("<")   # hold back what may be the start of </final>
+            holding = not done and partial != -1 and "</final>".startswith(answer[partial:])
+            end = partial if holding else len(answer)
+        sys.stdout.write(paint(answer[:end], "bold", sys.stdout))
+        sys.stdout.flush()
+        self.shown += end
+        if answer.find("</final>") != -1:
+            self.mode = "answered"   # nothing after </final> is shown
+
+    def model_finished(self):
+        self.stop_ticker()
+        if self.mode == "prose" and self.reply:
+            self.show_prose(done=True)
+        if self.mode == "answer":
+            self.show_answer_part(done=True)
+        if self.mode in ("answer", "answered"):
+            print()
+        elif self.mode == "call":
+            sys.stderr.write("\r" + " " * 50 + "\r")   # the tool's summary line takes its place
+        elif self.printed or self.thinking:
+            sys.stderr.write("\n")
+
+    def step_figures(self, figures):
+        if self.verbose:
+            say(f"   [{figures_line(figures)}]", "dim")
+
+    def tool_started(self, name, args, depth):
+        say(f"{'    ' * depth}-> {'helper ' if depth else ''}{describe_call(name, args)}", "cyan")
+
+    def tool_finished(self, name, result, depth):
+        lines = result.for_model().splitlines() or ["(no output)"]
+        shown = shell_preview(lines) if name == "run_shell" else lines[:PREVIEW_LINES]
+        if name != "run_shell" and len(lines) > PREVIEW_LINES:
+            shown.append(f"... {len(lines) - PREVIEW_LINES} more lines")
+        say("\n".join(f"{'    ' * depth}   {line[:PREVIEW_WIDTH]}" for line in shown),
+            "dim" if result.ok else "red")
+
+    def notice(self, text):
+        say(text, "yellow")
+
+    def approval(self, name, preview, whole):
+        self.stop_ticker()
+        lines = preview.splitlines()
+        cut = not whole and len(lines) > APPROVAL_HEAD + APPROVAL_TAIL
+        if cut:   # the head and the tail; [v] shows all of it
+            hidden = len(lines) - APPROVAL_HEAD - APPROVAL_TAIL
+            lines = [*lines[:APPROVAL_HEAD], f"... {hidden} lines not shown: answer v to see them "
+                     "all ...", *lines[-APPROVAL_TAIL:]]
+        for line in lines:
+            heading = line.startswith(("+++", "---", "..."))
+            say(line, "bold" if heading else DIFF_STYLES.get(line[:1], "bold"))
+        view = " / [v]iew the whole diff" if cut else ""
+        question = APPROVAL_QUESTION.format(name=name, view=view)
+        sys.stderr.write(paint(question, "yellow", sys.stderr))
+        sys.stderr.flush()
+
+    def answer(self, text):
+        """Print a final answer on stdout, unless it streamed already onto stdout's terminal."""
+        streamed_here = self.printed and sys.stdout.isatty() and sys.stderr.isatty() and \
+            os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
+        if self.mode not in ("answer", "answered") and not streamed_here:
+            print(paint(text, "bold", sys.stdout))
+
+
+def build_welcome(agent, model, host):
+    """A box that says what the agent will work on and with which model; it fits the terminal."""
+    columns = shutil.get_terminal_size((80, 24)).columns
+    width = min(max(columns, 68), 84) if columns >= 68 else max(columns - 1, 24)
+    inner = width - 4
+    rows = [
+        ("workspace", str(agent.root)),
+        ("model", f"{model} at {host}"),
+        ("context", f"{agent.num_ctx:,} tokens (prompts up to {agent.prompt_budget:,} chars)"),
+        ("branch", agent.workspace.branch),
+        ("approval", agent.approval_policy),
+        ("session", agent.session["id"] + (f" (resumed, {len(agent.session['history'])} items)"
+                                           if agent.session["history"] else "")),
+    ]
+    title = ["MINI CODING AGENT", "a coding agent on your own machine"]
+    if inner >= 50:
+        lines = [face + "  " + text for face, text in zip(MASCOT, ["", *title, ""], strict=True)]
+    else:
+        lines = title
+    lines += [""] + [f"{label:<10} {shorten(value, inner - 11)}" for label, value in rows]
+    lines += ["", "Type a request, or /help for commands."[:inner]]
+    border = "+" + "-" * (width - 2) + "+"
+    return "\n".join([border, *[f"| {line[:inner]:<{inner}} |" for line in lines], border])
+
+
+def paint(text, style, stream):
+    """Text made safe for a terminal (whoever wrote it), and coloured if the stream is a terminal
+    and NO_COLOR is unset."""
+    text = CONTROL_CHARS.sub("", text)
+    text = UNSEEN_CHARS.sub(lambda char: f"\\u{ord(char.group()):04x}", text)
+    if style is None or not stream.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    return f"\x1b[{STYLES[style]}m{text}\x1b[0m"
+
+
+def say(message, style=None):
+    """Tell the user something that is not an answer: on stderr, so stdout holds only answers."""
+    print(paint(message, style, sys.stderr), file=sys.stderr)
+
+
+def shorten(text, width):
+    """Shorten text in the middle with '...' so it fits in width."""
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
+def describe_call(name, args):
+    """A tool call as one line a person can scan, e.g. `read_file README.md 1-80`."""
+    get = args.get
+    if name == "read_file":
+        text = f"read_file {get('path')} {get('start', 1)}-{get('end', 200)}"
+    elif name in ("run_shell", "delegate"):
+        text = f"{name}: {get('command') or get('task')}"
+    elif name == "search":
+        text = f"search {get('pattern')!r} in {get('path', '.')}"
+    else:
+        text = f"{name} {get('path', '.')}"
+    return one_line(text, 160)
+
+
+def shell_preview(lines):
+    """The lines of a shell result worth a glance: its exit code and the end of each output,
+    where a failing test run's summary and a traceback's last lines are."""
+    shown, part = [lines[0]], []
+    for line in [*lines[1:], "stderr:"]:
+        if line in ("stdout:", "stderr:"):
+            shown += [*(["..."] if len(part) > PREVIEW_LINES else []), *part[-PREVIEW_LINES:]]
+            part = []
+        elif line != "(empty)":
+            part.append(line)
+    return shown
+
+
+# ---------------------------------------------------------------------------
+# Files: the one way into the repository, so that nothing leads outside it
 # ---------------------------------------------------------------------------
 # The repository is not trusted: it may ship symlinks (to ~/.ssh, to /dev/zero),
-# FIFOs, or names that only differ by case.  Every component opens files through
-# these few functions, so the rules are written once.
+# FIFOs, sparse files of gigabytes, or names that differ only by case.  Every
+# component reads and keeps files through these few functions.
+
+MAX_FILE_BYTES = 8 << 20   # a file read whole, edited or analysed: more is data, not code
+MAX_LINE_CHARS = 2000    # a longer line (minified code, data) is cut when read or searched
+BINARY_SNIFF = 8192      # bytes looked at to tell a binary file: a NUL byte among them
+IGNORED_DIRS = {".git", STATE_DIR, "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", "venv"}
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)   # Windows has no such flag (symlinks need admin rights)
+O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)   # opening a FIFO must not wait for a writer
+O_BINARY = getattr(os, "O_BINARY", 0)       # Windows would translate line endings otherwise
+
 
 def folded(name):
-    """A file name as macOS and Windows compare it: `.GIT`, `.Git.` and `.g\u200cit` are all `.git`."""
+    """A file name as macOS and Windows compare it: `.GIT`, `.Git.` and `.g\u200cit` are `.git`."""
     name = unicodedata.normalize("NFC", name)
     return "".join(c for c in name if unicodedata.category(c) != "Cf").casefold().rstrip(". ")
 
@@ -155,11 +552,17 @@ def is_inside(path, root):
     return any(parent.exists() and os.path.samefile(parent, root) for parent in path.parents)
 
 
-def open_regular(path):
-    """Open a regular file for reading, never through a symlink, a FIFO or a device; else raise OSError.
+def entry_stat(path):
+    """os.lstat of a path (a symlink is not followed), or None if it cannot be looked at."""
+    try:
+        return os.lstat(path)
+    except (OSError, ValueError):   # gone, not ours to see, or a name the OS refuses
+        return None
 
-    It stays non-blocking: a read that would wait (a file in /proc) returns None, not forever.
-    """
+
+def open_regular(path):
+    """Open a regular file for reading, never through a symlink, a FIFO or a device; else OSError.
+    It stays non-blocking: a read that would wait (in /proc) returns None, not never."""
     fd = os.open(path, os.O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_BINARY)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -167,8 +570,59 @@ def open_regular(path):
     return os.fdopen(fd, "rb")
 
 
+def read_limited(path, limit=MAX_FILE_BYTES):
+    """The bytes of a regular file, refusing one larger than `limit`: every whole-file read."""
+    with open_regular(path) as file:
+        data = file.read(limit + 1) or b""   # not fstat's size: a file in /proc says 0
+    if len(data) > limit:
+        raise OSError(f"{Path(path).name} is larger than {limit >> 20} MB, too large for the "
+                      "agent")
+    return data
+
+
+def text_lines(file):
+    """The lines of a file opened in binary mode, decoded; reads only as far as the caller goes,
+    and never past its first MAX_FILE_BYTES (see read_past_cap)."""
+    while file.tell() < MAX_FILE_BYTES:
+        chunk = line = file.readline(4 * MAX_LINE_CHARS)
+        if not chunk:
+            return
+        while not chunk.endswith(b"\n") and file.tell() < MAX_FILE_BYTES:   # a long line's rest
+            chunk = file.readline(4 * MAX_LINE_CHARS)
+            if not chunk:
+                break
+        yield line.decode("utf-8", errors="replace").rstrip("\r\n")[:MAX_LINE_CHARS]
+
+
+def read_past_cap(file):
+    """True if text_lines stopped at MAX_FILE_BYTES, with more of the file unread."""
+    return file.tell() >= MAX_FILE_BYTES and bool(file.read(1))
+
+
+def is_binary(file):
+    """True if a file opened in binary mode looks binary (a NUL byte near its start)."""
+    binary = b"\0" in (file.read(BINARY_SNIFF) or b"")
+    file.seek(0)
+    return binary
+
+
+def files_below(folder):
+    """The regular files below a folder, by name; never through a symlink or into another file
+    system (/proc, a mounted disk), skipping ignored folders and what cannot be looked at."""
+    device = os.lstat(folder).st_dev
+    for parent, folders, files in os.walk(folder):   # os.walk skips a folder it cannot list
+        stats = {name: entry_stat(os.path.join(parent, name)) for name in folders + files}
+        kept = {name: found for name, found in stats.items()
+                if found and folded(name) not in IGNORED_DIRS}   # a .git file too
+        folders[:] = sorted(name for name in folders if name in kept
+                            and stat.S_ISDIR(kept[name].st_mode) and kept[name].st_dev == device)
+        for name in sorted(files):
+            if name in kept and stat.S_ISREG(kept[name].st_mode):
+                yield Path(parent, name)
+
+
 def write_atomic(path, *chunks, mode=0o666):
-    """Replace a file's bytes in one step: after a crash it holds the old bytes or the new, never half.
+    """Replace a file's bytes in one step: after a crash it holds the old bytes or the new.
 
     The temporary file gets an unpredictable name and is created exclusively,
     so a planted symlink cannot redirect the write; the rename replaces a
@@ -191,65 +645,32 @@ def write_atomic(path, *chunks, mode=0o666):
         raise
 
 
-def entry_stat(path):
-    """os.lstat of a path (a symlink is not followed), or None if it cannot be looked at."""
-    try:
-        return os.lstat(path)
-    except (OSError, ValueError):   # gone, not ours to see, or a name the OS refuses
-        return None
-
-
-def read_limited(path, limit=MAX_FILE_BYTES):
-    """The bytes of a regular file, refusing one larger than `limit` (a planted /dev/zero, a sparse
-    file of gigabytes): every whole-file read of the agent goes through here."""
-    with open_regular(path) as file:
-        data = file.read(limit + 1) or b""   # not fstat's size: a file in /proc says 0 whatever it holds
-    if len(data) > limit:
-        raise OSError(f"{Path(path).name} is larger than {limit >> 20} MB, too large for the agent")
-    return data
-
-
 def own_folder(folder):
     """Make a folder for the agent's own files; the topmost one made tells git to ignore it all.
-
-    Raises OSError, in one sentence, if something that is not a folder (a file,
-    a FIFO, a symlink) stands where the folder or one of its parents belongs.
-    """
+    Raises OSError, in one sentence, if a file, FIFO or symlink stands where a folder belongs."""
     missing = []
     for path in (folder, *folder.parents):
         found = entry_stat(path)
         if found is None:
             missing.append(path)
-        elif not stat.S_ISDIR(found.st_mode):
-            raise OSError(f"{path} is not a folder; remove it (it came with the repository) and start again")
-        else:
-            break
+            continue
+        if not stat.S_ISDIR(found.st_mode):
+            raise OSError(f"{path} is not a folder; remove it (it came with the repository)")
+        break
     for path in reversed(missing):
         path.mkdir()
     if missing:
-        write_atomic(missing[-1] / ".gitignore", b"# made by mini-coding-agent, as pytest and ruff do\n*\n")
+        write_atomic(missing[-1] / ".gitignore", b"# made by mini-coding-agent\n*\n")
     return folder
 
 
-def files_below(folder):
-    """The regular files below a folder, by name; never through a symlink or into another file system
-    (/proc, a mounted disk), skipping ignored folders and whatever cannot be looked at."""
-    device = os.lstat(folder).st_dev
-    for parent, folders, files in os.walk(folder):   # os.walk skips a folder it cannot list
-        stats = {name: entry_stat(os.path.join(parent, name)) for name in folders + files}
-        folders[:] = sorted(name for name in folders if folded(name) not in IGNORED_DIRS and stats[name]
-                            and stat.S_ISDIR(stats[name].st_mode) and stats[name].st_dev == device)
-        for name in sorted(files):   # a .git file too: a worktree's, or a planted one
-            if folded(name) not in IGNORED_DIRS and stats[name] and stat.S_ISREG(stats[name].st_mode):
-                yield Path(parent, name)
-
-
 def state_problem(state):
-    """Why the agent's own folder cannot be used, in one sentence, or None: a symlink in it, or a file
-    or FIFO where one of its folders belongs (the repository may ship any of these)."""
+    """Why the agent's own folder cannot be used, in one sentence, or None: a symlink in it, or a
+    file or FIFO where one of its folders belongs (the repository may ship any of these)."""
     folders = [state, state / "sessions", state / "sessions" / "children"]
-    inside = [Path(parent, name) for parent, found, files in os.walk(state) for name in found + files]
-    for path in folders + inside:   # os.walk does not follow symlinked folders
+    inside = [Path(parent, name) for parent, names, files in os.walk(state)   # not through a
+              for name in names + files]                                     # symlinked folder
+    for path in folders + inside:
         found = entry_stat(path)
         if found is not None and stat.S_ISLNK(found.st_mode):
             return f"{path} is a symlink, and the agent never follows links in its own folder"
@@ -262,200 +683,30 @@ def state_problem(state):
 # 1. Live repo context: what the model should know before it reads any file
 # ---------------------------------------------------------------------------
 
-GIT_SAFELY = ["--no-pager", "--no-optional-locks",        # no pager, and git status writes nothing
-              "-c", "protocol.allow=never",                # no fetch, so no upload-pack, ssh or proxy
-              "-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}",   # command, no
-              "-c", "log.showSignature=false",             # credential helper; no hook, no gpg
-              "-c", "safe.bareRepository=explicit"]        # a folder shaped as a bare repository is not one
-GIT_ENV = {"GIT_NO_LAZY_FETCH": "1",    # a partial clone's missing object is not fetched (that runs upload-pack)
-           "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"}   # nobody is asked anything, nothing is paged
-PROGRAM_SETTINGS = {   # the last part of every config key whose value is a program git may run
-    "clean", "smudge", "process", "textconv", "command", "driver", "program", "helper", "uploadpack",
-    "receivepack", "sshcommand", "gitproxy", "askpass", "pager", "editor", "external", "cmd",
-    "alternaterefscommand", "difffilter", "defaultkeycommand", "packobjectshook"}
-GIT_FILES = ("HEAD", "config", "config.worktree", "index", "packed-refs", "commondir")   # read by every call
-
-
-def first_line(path):
-    """The first line of a small regular file, stripped, or "" if it cannot be read."""
-    try:
-        return read_limited(path, 4096).decode("utf-8").split("\n", 1)[0].strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def linked_git_dir(dot_git):
-    """The git folder a `.git` file names, if that repository points back at this folder, as a
-    linked worktree (`git worktree add`) or a submodule does; else None.
-
-    So a repository that ships `gitdir: ../victim/.git` does not bring the
-    victim's commits and files into the prompt.
-    """
-    named = first_line(dot_git)
-    if not named.startswith("gitdir:"):
-        return None
-    git_dir = (dot_git.parent / named.removeprefix("gitdir:").strip()).resolve()
-    back = first_line(git_dir / "gitdir")   # a worktree's: the path of its .git file
-    if back and (git_dir / back).resolve() == dot_git.resolve():
-        return git_dir
-    try:   # a submodule's: core.worktree in its config
-        config = read_limited(git_dir / "config", 1 << 20).decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    worktree = re.search(r"^\s*worktree\s*=\s*\"?(.*?)\"?\s*$", config, re.MULTILINE | re.IGNORECASE)
-    return git_dir if worktree and (git_dir / worktree[1]).resolve() == dot_git.parent.resolve() else None
-
-
-def find_repository(cwd):
-    """The repository cwd is in: (the folder that holds its `.git`, its git folder, ""), or (cwd, None,
-    why git is not used).  A repository's own config never moves the root (core.worktree)."""
-    for folder in (cwd, *cwd.parents):
-        dot_git = folder / ".git"
-        found = entry_stat(dot_git)
-        if found is None:
-            continue
-        if stat.S_ISDIR(found.st_mode):
-            git_dir = dot_git
-        elif stat.S_ISREG(found.st_mode):
-            git_dir = linked_git_dir(dot_git)
-            if git_dir is None:
-                return cwd, None, f"{dot_git} names a repository that is not this folder's"
-        else:
-            return cwd, None, f"{dot_git} is neither a folder nor a file"
-        common = git_dir / first_line(git_dir / "commondir") if (git_dir / "commondir").exists() else git_dir
-        for file in [git_dir / name for name in GIT_FILES] + [common / "config", common / "packed-refs"]:
-            kind = entry_stat(file)
-            if kind is not None and not stat.S_ISREG(kind.st_mode):   # a FIFO would hang every git call
-                return cwd, None, f"{file} is not a regular file"
-        return folder, git_dir, ""
-    return cwd, None, "not a git repository"
-
-
-class GitRunner:
-    """Runs git on the repository a folder is in, so that nothing the repository's config names is run.
-
-    A repository may arrive with its .git folder (a tarball, a shared folder),
-    and its config can name programs for git to run: an fsmonitor, hooks, a gpg
-    program, filters, an upload-pack or ssh command for a partial clone's lazy
-    fetch, credential helpers, pagers.  Fetching is off, and so is every
-    setting of this repository's config that names a program.  The root is the
-    folder that holds `.git`, given to git explicitly.
-    """
-
-    def __init__(self, cwd):
-        self.cwd = Path(cwd).resolve()   # where git runs: its status names files relative to it
-        self.root, self.git_dir, self.problem = find_repository(self.cwd)
-        self.settings = []   # -c overrides for the program-naming keys this repository's config has
-        if self.git_dir is not None:
-            self.problem = self.refusal()
-            if self.problem:
-                self.root, self.git_dir = self.cwd, None
-
-    def refusal(self):
-        """Why git must not be used on the repository found after all, or "": git's own checks refuse it
-        (another user's folder), or its config has a key that cannot be switched off."""
-        ok, found = self.run("rev-parse", "--absolute-git-dir", discover=True)
-        if not ok or Path(found).resolve() != self.git_dir.resolve():
-            return found if not ok else f"git takes {found} as this folder's repository"
-        ok, names = self.run("config", "--name-only", "--list")
-        for name in names.splitlines() if ok else []:
-            section, key = name.split(".", 1)[0].lower(), name.rsplit(".", 1)[-1].lower()
-            if "=" in name:   # `-c name=value` would split it in the wrong place
-                return f"its git config has a key that cannot be switched off safely: {one_line(name, 80)}"
-            if section == "pager" or (section == "filter" and key == "required"):   # pager.log, ...
-                self.settings += ["-c", f"{name}=false"]
-            elif key in PROGRAM_SETTINGS:
-                self.settings += ["-c", f"{name}="]
-        return ""
-
-    def run(self, *args, discover=False):
-        """(True, output) or (False, why it failed); after one timeout, git is not asked again."""
-        if self.git_dir is None:
-            return False, self.problem
-        env = {key: value for key, value in os.environ.items() if key not in ("GIT_DIR", "GIT_WORK_TREE")}
-        if not discover:   # the root is the folder that holds .git, whatever core.worktree says
-            env.update(GIT_DIR=str(self.git_dir), GIT_WORK_TREE=str(self.root))
-        try:
-            result = subprocess.run(["git", *GIT_SAFELY, *self.settings, *args], cwd=self.cwd,
-                                    capture_output=True, text=True, encoding="utf-8", errors="replace",
-                                    stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT, env={**env, **GIT_ENV})
-        except subprocess.TimeoutExpired:
-            self.problem, self.git_dir = f"git {args[0]} did not finish in {GIT_TIMEOUT} s", None
-            return False, self.problem
-        except OSError as exc:
-            return False, f"git cannot run ({exc.strerror})"
-        if result.returncode != 0:
-            return False, result.stderr.strip().split("\n")[0] or f"git {args[0]} failed"
-        return True, result.stdout.strip()
-
-
-def read_doc(path, root, limit):
-    """The first `limit` chars of a project doc, if it is a regular file inside the repository; else None."""
-    try:
-        real = path.resolve(strict=True)
-        if not is_inside(real, root):
-            return None
-        with open_regular(real) as file:
-            text = (file.read(4 * limit) or b"").decode("utf-8", errors="replace")
-    except (OSError, RuntimeError):   # RuntimeError: a symlink loop
-        return None
-    return text if len(text) <= limit else text[:limit] + "\n...[more in the file]"
-
-
-TOP_LEVEL_DEFINITION = re.compile(   # a line that starts at column 0 and defines something, in most languages
+PROJECT_DOCS = ("AGENTS.md", "README.md", "pyproject.toml", "package.json")
+DOC_CHARS = 1200         # chars of each project doc (README.md, ...) in the prompt
+STATUS_CHARS = 1500      # chars of `git status --short` in the prompt
+MAP_FILES = 100          # files in the prompt's map of the repository: a small project's all
+MAP_DEFINITIONS = 8      # ... each with its first few top-level definitions
+MAP_CHARS = 3000         # chars of the whole map (~1,200 tokens); a big repository's map is cut
+MAP_READ_CHARS = 50_000  # chars of a file looked at for its definitions
+GIT_TIMEOUT = 5          # seconds; git answers in milliseconds unless something is wrong
+GIT_SAFELY = [   # each keeps git from running a program the repository names
+    "--no-pager", "--no-optional-locks",   # no pager, and git status writes nothing
+    "-c", "protocol.allow=never",          # no fetch: no upload-pack, ssh command, credentials
+    "-c", "core.fsmonitor=false", "-c", f"core.hooksPath={os.devnull}",
+    "-c", "log.showSignature=false"]
+GIT_ENV = {"GIT_NO_LAZY_FETCH": "1",    # a partial clone's missing object is not fetched
+           "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"}   # nobody is asked, nothing is paged
+PROGRAM_SETTINGS = {   # the last part of each config key whose value is a program git may run
+    "clean", "smudge", "process", "textconv", "command", "driver", "program", "helper",
+    "uploadpack", "receivepack", "sshcommand", "gitproxy", "askpass", "pager", "editor",
+    "external", "cmd", "alternaterefscommand", "difffilter", "defaultkeycommand",
+    "packobjectshook"}
+GIT_FILES = ("HEAD", "config", "config.worktree", "index", "packed-refs", "commondir")   # git
+TOP_LEVEL_DEFINITION = re.compile(   # reads these at every call; a line that defines something,
     r"(?:async def|def|class|function|export|const|let|var|func|fn|pub|struct|type|interface) "
-    r"|\[|[A-Za-z_][\w.]*\s*[:=]")   # ... or is a section or setting of a config file
-
-
-def repo_files(git, folder=None):
-    """The repository's files (those below `folder`, if given), relative to its root: git's list,
-    else a walk that skips ignored folders."""
-    folder = folder or git.root
-    inside = "" if folder == git.root else folder.relative_to(git.root).as_posix()
-    below = ("-z", "--full-name", "--", f":/{inside}")   # `:/` is the root, wherever git runs
-    ok, tracked = git.run("ls-files", *below)
-    if ok:   # then the files not yet added, unless ignored: a test file the agent just wrote
-        listed_new, new = git.run("ls-files", "--others", "--exclude-standard", *below)
-        return [name for name in (tracked + "\0" + new if listed_new else tracked).split("\0") if name]
-    walk = itertools.islice(files_below(folder), MAX_COUNTED)
-    return [file.relative_to(git.root).as_posix() for file in walk]
-
-
-def top_level_definitions(text):
-    """The lines of a source or config file that define something at its top level, shortened."""
-    if "\0" in text:   # a binary file
-        return []
-    return [line.strip().rstrip(":{").strip()[:80] for line in text.splitlines() if TOP_LEVEL_DEFINITION.match(line)]
-
-
-def repo_map(git):
-    """One line per file: its path and its top-level definitions, so the model knows where to look.
-
-    Small models that are shown only a request start by guessing paths; with
-    the map in the prompt they read the right file first.
-    """
-    lines = []
-    for name in repo_files(git)[:MAP_FILES]:
-        text = read_doc(git.root / name, git.root, MAP_READ_CHARS) or ""
-        found = top_level_definitions(text)[:MAP_DEFINITIONS]
-        lines.append(f"- {name}" + (f": {'; '.join(found)}" if found else ""))
-    return clip("\n".join(lines), MAP_CHARS)
-
-
-def named_files(request, names):
-    """The files among `names` that a request names, by path or by a file name only one of them has."""
-    paths, by_file_name = set(names), {}
-    for name in names:
-        by_file_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
-    found = []
-    for word in re.split(r"[\s,;:()\[\]{}<>'\"`]+", request):   # a split, not a search: linear on a paste
-        word = word.rstrip(".?!").removeprefix("./")
-        if not re.fullmatch(r"[\w./-]+\.\w+", word):
-            continue
-        matches = [word] if word in paths else by_file_name.get(word, [])
-        if len(matches) == 1 and matches[0] not in found:
-            found.append(matches[0])
-    return found[:MAX_NAMED_FILES]
+    r"|\[|[A-Za-z_][\w.]*\s*[:=]")   # in most languages, or a section or setting of a config
 
 
 @dataclass
@@ -472,10 +723,10 @@ class WorkspaceContext:
 
     @classmethod
     def build(cls, cwd):
-        """Collect the context from git and the project's docs, running nothing the repository ships."""
+        """Collect the context from git and the project's docs, running nothing they ship."""
         cwd = Path(cwd).resolve()
         git = GitRunner(cwd)
-        root = git.root   # the folder that holds .git, or cwd: never where the repository's config says
+        root = git.root   # the folder that holds .git, or cwd: never where its config says
         docs = {}
         for folder in (root, cwd):
             for name in PROJECT_DOCS:
@@ -498,12 +749,13 @@ class WorkspaceContext:
             files=repo_map(git),
         )
 
-    def changes_since(self, seen):
-        """What differs from an earlier snapshot's branch, status and commits, as lines ([] if nothing)."""
-        lines = [f"- branch: now {self.branch} (was {seen['branch']})"] if self.branch != seen["branch"] else []
+    def news_since(self, seen):
+        """What differs from an earlier snapshot's branch, status and commits, as lines."""
+        moved = self.branch != seen["branch"]
+        lines = [f"- branch: now {self.branch} (was {seen['branch']})"] if moved else []
         if self.status != seen["status"]:
             lines.append(f"- status now:\n{self.status}")
-        commits = [commit for commit in self.recent_commits if commit not in seen["recent_commits"]]
+        commits = [line for line in self.recent_commits if line not in seen["recent_commits"]]
         if commits:
             lines.append("- new commits:\n" + "\n".join(f"  - {commit}" for commit in commits))
         return lines
@@ -525,19 +777,174 @@ class WorkspaceContext:
         ])
 
 
+class GitRunner:
+    """Runs git on the repository a folder is in, so that nothing its config names runs.
+
+    A repository may arrive with its .git folder (a tarball, a shared folder),
+    and its config can name programs for git to run: an fsmonitor, hooks, a gpg
+    program, filters, the upload-pack or ssh command of a partial clone's lazy
+    fetch, credential helpers, pagers.  Fetching is off, and so is every
+    setting of the repository's config that names a program.  The root is the
+    folder that holds `.git`, given to git explicitly (core.worktree is ignored).
+    """
+
+    def __init__(self, cwd):
+        self.cwd = Path(cwd).resolve()   # where git runs: its status names files relative to it
+        self.root, self.git_dir, self.problem = find_repository(self.cwd)
+        self.settings = []   # -c overrides for the program-naming keys of this repository's config
+        ok, names = self.run("config", "--name-only", "--list")
+        for name in names.splitlines() if ok else []:
+            section, key = name.split(".", 1)[0].lower(), name.rsplit(".", 1)[-1].lower()
+            if "=" in name:   # `-c name=value` would cut it in the wrong place: git is not used
+                self.root, self.git_dir = self.cwd, None
+                self.problem = f"its git config has a key that cannot be switched off: {name!r}"
+            elif section == "pager" or (section == "filter" and key == "required"):   # pager.log
+                self.settings += ["-c", f"{name}=false"]
+            elif key in PROGRAM_SETTINGS:
+                self.settings += ["-c", f"{name}="]
+
+    def run(self, *args):
+        """(True, output) or (False, why it failed); after one timeout, git is not asked again."""
+        if self.git_dir is None:
+            return False, self.problem
+        env = {**os.environ, **GIT_ENV, "GIT_DIR": str(self.git_dir),
+               "GIT_WORK_TREE": str(self.root)}   # the folder that holds .git, whatever it says
+        try:
+            result = subprocess.run(["git", *GIT_SAFELY, *self.settings, *args], cwd=self.cwd,
+                                    env=env, capture_output=True, text=True, encoding="utf-8",
+                                    errors="replace", stdin=subprocess.DEVNULL,
+                                    timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.problem, self.git_dir = f"git {args[0]} did not finish in {GIT_TIMEOUT} s", None
+            return False, self.problem
+        except OSError as exc:
+            return False, f"git cannot run ({exc.strerror})"
+        if result.returncode != 0:
+            return False, result.stderr.strip().split("\n")[0] or f"git {args[0]} failed"
+        return True, result.stdout.strip()
+
+
+def find_repository(cwd):
+    """The repository cwd is in: (the folder that holds its `.git`, its git folder, ""), or (cwd,
+    None, why git is not used)."""
+    for folder in (cwd, *cwd.parents):
+        dot_git = folder / ".git"
+        found = entry_stat(dot_git)
+        if found is None:
+            continue
+        if hasattr(os, "geteuid") and found.st_uid != os.geteuid():   # as git's safe.directory
+            return cwd, None, f"{dot_git} belongs to another user"
+        if stat.S_ISDIR(found.st_mode):
+            git_dir = dot_git
+        elif stat.S_ISREG(found.st_mode):
+            git_dir = linked_git_dir(dot_git)
+            if git_dir is None:
+                return cwd, None, f"{dot_git} names a repository that is not this folder's"
+        else:
+            return cwd, None, f"{dot_git} is neither a folder nor a file"
+        common = git_dir / first_line(git_dir / "commondir")   # a worktree's is the main one's
+        files = [*(git_dir / name for name in GIT_FILES), common / "config",
+                 common / "packed-refs"]
+        for file in files:
+            kind = entry_stat(file)
+            if kind is not None and not stat.S_ISREG(kind.st_mode):   # a FIFO would hang git
+                return cwd, None, f"{file} is not a regular file"
+        return folder, git_dir, ""
+    return cwd, None, "not a git repository"
+
+
+def linked_git_dir(dot_git):
+    """The git folder a `.git` file names, if that repository points back at this folder, as a
+    linked worktree (`git worktree add`) or a submodule does; else None.
+
+    So a repository that ships `gitdir: ../victim/.git` does not bring the
+    victim's commits and files into the prompt.
+    """
+    named = first_line(dot_git)
+    if not named.startswith("gitdir:"):
+        return None
+    git_dir = (dot_git.parent / named.removeprefix("gitdir:").strip()).resolve()
+    back = first_line(git_dir / "gitdir")   # a worktree's: the path of its .git file
+    if back and (git_dir / back).resolve() == dot_git.resolve():
+        return git_dir
+    try:   # a submodule's: core.worktree in its config
+        config = read_limited(git_dir / "config", 1 << 20).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    worktree = re.search(r'^\s*worktree\s*=\s*"?(.*?)"?\s*$', config, re.MULTILINE | re.IGNORECASE)
+    points_back = worktree and (git_dir / worktree[1]).resolve() == dot_git.parent.resolve()
+    return git_dir if points_back else None
+
+
+def first_line(path):
+    """The first line of a small regular file, stripped, or "" if it cannot be read."""
+    try:
+        return read_limited(path, 4096).decode("utf-8").split("\n", 1)[0].strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def read_doc(path, root, limit):
+    """The first `limit` chars of a doc or source file, if it is a regular file inside the
+    repository; else None."""
+    try:
+        real = path.resolve(strict=True)
+        if not is_inside(real, root):
+            return None
+        with open_regular(real) as file:
+            text = (file.read(4 * limit) or b"").decode("utf-8", errors="replace")
+    except (OSError, RuntimeError):   # RuntimeError: a symlink loop
+        return None
+    return text if len(text) <= limit else text[:limit] + "\n...[more in the file]"
+
+
+def repo_files(git, folder=None):
+    """The repository's files (those below `folder`, if given), relative to its root: git's
+    list, else a walk that skips ignored folders."""
+    folder = folder or git.root
+    inside = "" if folder == git.root else folder.relative_to(git.root).as_posix()
+    below = ("-z", "--full-name", "--", f":/{inside}")   # `:/` is the root, wherever git runs
+    ok, tracked = git.run("ls-files", *below)
+    if ok:   # then the files not yet added, unless ignored: a test file the agent just wrote
+        listed_new, new = git.run("ls-files", "--others", "--exclude-standard", *below)
+        return [name for name in f"{tracked}\0{new if listed_new else ''}".split("\0") if name]
+    walk = itertools.islice(files_below(folder), MAX_COUNTED)
+    return [file.relative_to(git.root).as_posix() for file in walk]
+
+
+def repo_map(git):
+    """One line per file: its path and its top-level definitions, so the model knows where to look.
+
+    Small models that are shown only a request start by guessing paths; with
+    the map in the prompt they read the right file first.
+    """
+    lines = []
+    for name in repo_files(git)[:MAP_FILES]:
+        text = read_doc(git.root / name, git.root, MAP_READ_CHARS) or ""
+        found = [] if "\0" in text else [   # a binary file: its name only
+            line.strip().rstrip(":{").strip()[:80] for line in text.splitlines()
+            if TOP_LEVEL_DEFINITION.match(line)][:MAP_DEFINITIONS]
+        lines.append(f"- {name}" + (f": {'; '.join(found)}" if found else ""))
+    return clip("\n".join(lines), MAP_CHARS)
+
+
 # ---------------------------------------------------------------------------
 # 2. Prompt shape: a stable prefix the server can cache, then what changes
 # ---------------------------------------------------------------------------
 
 RULES = """Rules:
-- Answer with exactly one tool call or one final answer, nothing else.
-- A tool call is <tool>{"name": "TOOL", "args": {...}}</tool>, or the XML form below for multi-line text.
+- Reply with tool calls or with one final answer, nothing else.
+- A tool call is <tool>{"name": "TOOL", "args": {...}}</tool>.
+- For multi-line text, use the XML form shown below.
+- The calls of one reply run in order until one fails; you see their results in the next turn.
 - A final answer is <final>your answer</final>.
 - Use tools to look at files and run commands instead of guessing.
 - Never invent tool results; wait for them to appear in the transcript.
 - Do not repeat an identical tool call that did not help; try something else.
 - Required arguments must not be empty.
 - Read the code before writing tests for it."""
+SOURCE_SUFFIXES = (".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".rb", ".php", ".sh")
+REQUEST_CHARS = MAX_TOOL_OUTPUT   # the current request, repeated at the end of a one-string prompt
 
 
 def example_path(files):
@@ -552,8 +959,8 @@ def chat_turns(item, rendered):
     if item["role"] == "user":
         return [{"role": "user", "content": clip(item["content"], REQUEST_CHARS)}]
     said = rendered.removeprefix("[assistant] ")
-    if item["role"] == "assistant" and said.startswith("Runtime notice"):   # the unusable reply is not kept,
-        return [{"role": "user", "content": said}]   # and no stand-in for it, which a model would copy
+    if item["role"] == "assistant" and said.startswith("Runtime notice"):   # the unusable reply
+        return [{"role": "user", "content": said}]   # is not kept: models copied a stand-in for it
     if item["role"] == "assistant":
         return [{"role": "assistant", "content": f"<final>{said}</final>"}]
     call = json.dumps({"name": item["name"], "args": item["args"]}, ensure_ascii=False)
@@ -563,22 +970,10 @@ def chat_turns(item, rendered):
 
 
 def flat_text(prompt):
-    """A prompt as one text, as the server's chat template lays out chat turns (for measuring reuse)."""
+    """A prompt as one text, as a chat template lays out chat turns (to measure reuse)."""
     if isinstance(prompt, str):
         return prompt
     return "".join(f"<|{turn['role']}|>\n{turn['content']}\n" for turn in prompt)
-
-
-def common_prefix_length(a, b):
-    """How many leading chars two strings share (a binary search; the slices compare in C)."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
 
 
 class PromptShape:
@@ -596,10 +991,10 @@ class PromptShape:
             for name, tool in self.tools.items()
         ]
         path = example_path(self.workspace.files)
-        examples = [   # a model copies an example's values: a real path, and placeholders for the rest
+        examples = [   # a model copies an example's values: a real path, and placeholders
             f'<tool>{{"name": "read_file", "args": {{"path": "{path}"}}}}</tool>',
-            f'<tool name="patch_file" path="{path}"><old_text>lines copied exactly from the file</old_text>'
-            "<new_text>the lines that replace them</new_text></tool>",
+            f'<tool name="patch_file" path="{path}"><old_text>lines copied exactly from the file'
+            "</old_text><new_text>the lines that replace them</new_text></tool>",
         ]
         return "\n\n".join([
             "You are mini-coding-agent, a careful coding assistant working in a local repository.",
@@ -621,78 +1016,63 @@ class PromptShape:
         ])
 
     def prompt(self, user_message):
-        """The prompt for the next model call, compacting the transcript first if it would not fit."""
-        tail = f"{self.memory_text()}\n\nCurrent user request:\n{clip(user_message, REQUEST_CHARS)}"
+        """The prompt as one text, compacting the transcript first if it would not fit."""
+        request = clip(user_message, REQUEST_CHARS)
+        tail = f"{self.memory_text()}\n\nCurrent user request:\n{request}"
         room = self.prompt_budget - len(self.prefix) - len(tail) - len("\n\nTranscript:\n\n\n")
-        history = self.history_text()
-        if len(history) > room:
+        if len(self.history_text()) > room:
             self.compact(room)
-            history = self.history_text()
-        if len(history) > room:
+        if len(self.history_text()) > room:
             raise self.overflow()
-        return f"{self.prefix}\n\nTranscript:\n{history}\n\n{tail}"
+        return f"{self.prefix}\n\nTranscript:\n{self.history_text()}\n\n{tail}"
+
+    def messages(self, user_message):
+        """The same prompt as chat turns, for /api/chat: the prefix as the system message, a
+        turn or two per step, and the memory at the end of the newest turn, where it costs the
+        server's cache least.
+
+        Small models follow a conversation better than a transcript inside one
+        message (see tests/BENCHMARKS.md).  The turns only grow at their end,
+        between compactions; the request is not repeated.
+        """
+        turns = self.turns()
+        size = len(flat_text(turns))
+        if size > self.prompt_budget:   # chat turns wrap each item: scale the room to fit
+            wrapping = (size - len(self.prefix)) / max(len(self.history_text()), 1)
+            self.compact(int((self.prompt_budget - len(self.prefix)) / wrapping))
+            turns = self.turns()
+        if len(flat_text(turns)) > self.prompt_budget:
+            raise self.overflow()
+        return turns
+
+    def turns(self):
+        """The system message (a helper's: its parent's turns), the summary of compacted items,
+        the rest as chat turns, and the memory added to the last turn."""
+        turns = list(self.lead_turns) or [{"role": "system", "content": self.prefix}]
+        if self.summary():
+            turns.append({"role": "user", "content": self.summary()})
+        items = self.session["history"][self.window_start():]
+        for item, text in zip(items, self.transcript, strict=True):
+            turns += chat_turns(item, text)
+        if turns[-1]["role"] == "user":
+            newest = turns.pop()["content"]
+            turns.append({"role": "user", "content": f"{newest}\n\n{self.memory_text()}"})
+        return turns
 
     def overflow(self):
         """The error for a prompt that cannot be made to fit the context window."""
         return RuntimeError(f"The prompt does not fit in --num-ctx {self.num_ctx} tokens; "
                             "start with a larger --num-ctx.")
 
-    def messages(self, user_message):
-        """The same prompt as chat turns, for /api/chat: the prefix as the system message, then one
-        turn per step, ending with the newest result; no memory block and no repeated request.
-
-        Small models follow a conversation better than a transcript inside one
-        message (see the README's figures).  The turns fit the same budget as
-        prompt(), and they too only grow at their end, between compactions.
-        """
-        self.prompt(user_message)   # compacts, if the transcript no longer fits
-        turns = self.turns(len(self.transcript))
-        size = len(flat_text(turns))
-        if size > self.prompt_budget:   # many short steps: each turn's wrapping adds up
-            wrapping = (size - len(self.prefix)) / len(self.history_text())   # chat chars per transcript char
-            self.compact(int((self.prompt_budget - len(self.prefix)) / wrapping))
-            turns = self.turns(len(self.transcript))
-        if len(flat_text(turns)) > self.prompt_budget:
-            raise self.overflow()
-        return turns
-
-    def turns(self, shown):
-        """The system message (a helper: its parent's turns), the summary of compacted items, and the
-        first `shown` items, as chat turns."""
-        turns = list(self.lead_turns) or [{"role": "system", "content": self.prefix}]
-        if self.summary():
-            turns.append({"role": "user", "content": self.summary()})
-        items = self.session["history"][self.window_start():][:shown]
-        for item, text in zip(items, self.transcript[:shown], strict=True):
-            turns += chat_turns(item, text)
-        return turns
-
     def record_stats(self, prompt):
-        """Keep one model call's figures: size, room, how much the server could reuse, Ollama's counters."""
+        """Keep one model call's figures: size, room, how much the server could reuse, Ollama's."""
         prompt = flat_text(prompt)
-        reused = common_prefix_length(prompt, self.last_prompt)
-        figures = {"prompt_chars": len(prompt), "budget_chars": self.prompt_budget, "reused_chars": reused,
-                   "items": len(self.session["history"])}   # how many items the prompt showed
+        figures = {"prompt_chars": len(prompt), "budget_chars": self.prompt_budget,
+                   "reused_chars": len(os.path.commonprefix([prompt, self.last_prompt]))}
         figures.update(getattr(self.model_client, "last_stats", {}))
         self.last_prompt = prompt
         self.session["stats"].append(figures)
         return figures
-
-    def rebuilt_last_prompt(self):
-        """The start of the session's last prompt, up to its transcript's end (prompts are not kept).
-
-        On resume, /stats compares the first new prompt with it, as the server's
-        cache does with the prompt it last saw.
-        """
-        stats = self.session["stats"]
-        covered = stats[-1].get("items") if stats else None
-        if not isinstance(covered, int):
-            return ""
-        shown = max(covered - self.window_start(), 0)
-        if getattr(self.model_client, "chat", False):
-            return flat_text(self.turns(shown))
-        return f"{self.prefix}\n\nTranscript:\n" + "\n".join(([self.summary()] if self.summary() else [])
-                                                          + self.transcript[:shown])
 
 
 # ---------------------------------------------------------------------------
@@ -716,65 +1096,52 @@ TOOL_INFO = {         # tool name -> (needs approval, description, one valid cal
     "list_files": (False, "List the files and folders in a folder of the repo.",
                    '<tool>{"name": "list_files", "args": {"path": "src"}}</tool>'),
     "read_file": (False, "Read lines start..end of a text file, numbered.",
-                  '<tool>{"name": "read_file", "args": {"path": "README.md", "start": 1, "end": 80}}</tool>'),
+                  '<tool>{"name": "read_file", "args": {"path": "README.md", "start": 1, '
+                  '"end": 80}}</tool>'),
     "search": (False, "Find lines containing a text, case-insensitive, in the repo.",
                '<tool>{"name": "search", "args": {"pattern": "def main", "path": "."}}</tool>'),
     "run_shell": (True, "Run a shell command in the repo root; timeout in seconds (1-120).",
-                  '<tool>{"name": "run_shell", "args": {"command": "pytest -q", "timeout": 60}}</tool>'),
+                  '<tool>{"name": "run_shell", "args": {"command": "pytest -q", "timeout": 60}}'
+                  '</tool>'),
     "write_file": (True, "Create or overwrite a file with the given content.",
-                   '<tool name="write_file" path="hello.py"><content>print("hello")</content></tool>'),
+                   '<tool name="write_file" path="hello.py"><content>print("hello")</content>'
+                   '</tool>'),
     "patch_file": (True, "Replace old_text, which must occur exactly once, with new_text.",
                    '<tool name="patch_file" path="hello.py"><old_text>hello</old_text>'
                    '<new_text>world</new_text></tool>'),
     "delegate": (False, "Ask a helper to find something out; it can read but never change files.",
-                 '<tool>{"name": "delegate", "args": {"task": "Find where the CLI flags are defined", '
-                 '"max_steps": 3}}</tool>'),
+                 '<tool>{"name": "delegate", "args": {"task": "Find where the CLI flags are '
+                 'defined", "max_steps": 3}}</tool>'),
 }
 RETRY_ADVICE = "Reply with a valid <tool> call or a non-empty <final> answer."
-APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this session{view}: "
-
-
-# How a reply becomes a call.  The prompt teaches one protocol, but small local
-# models fall back on the dialect they were trained on, so the parser also
-# reads the common ones (the tables below) and the call's result tells the model
-# what was understood.  The rules, in order:
-#   1. Thinking (<think>...</think>, or all before a lone </think>) is never read.
-#   2. Whichever comes first wins: a call's opening tag, or <final>; a call
-#      quoted inside an answer is not run.
-#   3. A call without tags (bare JSON, perhaps in a ``` fence) counts only if it
-#      ends the reply and names a known tool, so JSON shown in an answer is not run.
-#   4. A reply's further calls run after the first, while each succeeds
-#      (run_calls); a final answer written before their results is not taken.
-#   5. An answer written into a file's text is dropped: `<final>text</final>`
-#      or `<final>Created it:</final><code>text</code>` becomes `text`.
-CALL_OPENING = re.compile(r"<tool(?=[\s>])|<tool_call>|<function=([\w.-]+)>")   # ours; Qwen, Hermes; Llama
-THINKING = (("<think>", "</think>"), ("<thinking>", "</thinking>"))
-NAME_KEYS = ("name", "tool", "function")                   # where a payload names its tool
-ARGS_KEYS = ("args", "arguments", "parameters", "input")   # ... and where it keeps the arguments
-TOOL_ALIASES = {      # names other agents give our tools, which models trained on them write
-    "bash": "run_shell", "shell": "run_shell", "shell_command": "run_shell", "run_command": "run_shell",
-    "execute": "run_shell", "edit_file": "patch_file", "str_replace": "patch_file",
-    "replace_in_file": "patch_file", "create_file": "write_file", "cat": "read_file", "view": "read_file",
-    "open_file": "read_file", "ls": "list_files", "list_dir": "list_files", "list_directory": "list_files",
-    "grep": "search", "rg": "search", "find_in_files": "search",
-}
-ARG_ALIASES = {       # ... and their argument names; renamed only where the tool has ours
-    "cmd": "command", "file_path": "path", "filename": "path", "file": "path", "old_str": "old_text",
-    "old": "old_text", "new_str": "new_text", "new": "new_text", "text": "content", "contents": "content",
-    "query": "pattern", "regex": "pattern",
-}
-ANY_FIELD = re.compile(r"<(" + "|".join((*XML_FIELDS, *ARG_ALIASES)) + r")>")
+TOOL_OPENING = re.compile(r"<tool(?=[\s>])")
 ATTRIBUTE = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|\'([^\']*)\')')
-PARAMETER = re.compile(r"<parameter=([\w.-]+)>")   # Qwen3-Coder: <parameter=path>\nsrc/a.py\n</parameter>
-FENCE = re.compile(r"```[\w-]*\s*(.*?)\s*```\s*$", re.DOTALL)
 SPACE = re.compile(r"\s*")
-NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-WORD = re.compile(r"[A-Za-z_]\w*")
-LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
-STRING_END = re.compile(r"\s*(?:[,:=}\]]|$)")   # what may follow a string's closing quote
-STRING_RUNS = {'"': re.compile(r'[^"\\]+'), "'": re.compile(r"[^'\\]+")}
-ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "/": "/", "\\": "\\",
-           '"': '"', "'": "'"}
+JSON = json.JSONDecoder(strict=False)   # strict=False: raw newlines inside strings are fine
+MAX_TAG_CHARS = 4096     # a longer <tool ...> opening tag is malformed
+MAX_CANDIDATES = 32      # places tried as an XML call's end: enough for any real reply
+READ_LINES = 200         # lines read_file shows when not given an end
+MAX_LISTED = 200         # lines of list_files / search output
+MAX_COUNTED = 10_000     # ... and how far past that the entries not shown are counted
+SEARCH_SECONDS = 10      # a search stops after this and says so
+MAX_PATH_CHARS = 1024    # a longer path argument is surely a mistake
+SHELL_CAPTURE = 2 * MAX_TOOL_OUTPUT   # bytes kept from the start and the end of a command's output
+SHELL_OUTPUT_CAP = 32 << 20   # bytes of output that stop a runaway command (`yes`: 0.1 s)
+PROTECTED_DIRS = {".git", STATE_DIR}   # the agent never writes inside these
+UNSEEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}   # control, format (bidi), line separators:
+                                                   # a path that holds one does not read as it is
+
+
+@dataclass
+class ToolResult:
+    """What one tool call did: whether it went well, its text, and what it got wrong."""
+    ok: bool
+    text: str
+    warnings: list = field(default_factory=list)   # from the small-model layer's checks of edits
+
+    def for_model(self):
+        """The result as the model reads it: the text, then a line per warning."""
+        return "\n".join([self.text, *(f"warning: {warning}" for warning in self.warnings)])
 
 
 def retry_notice(problem):
@@ -782,24 +1149,122 @@ def retry_notice(problem):
     return f"Runtime notice: {problem}. {RETRY_ADVICE}"
 
 
-def notice_problem(notice):
-    """What a retry notice says was wrong, without the advice around it."""
-    return notice.removeprefix("Runtime notice: ").split(f". {RETRY_ADVICE}")[0]
+def read_reply(raw):
+    """Read a reply in the protocol the prompt teaches: ("tool", call), ("final", text) or
+    ("retry", notice).  Whichever comes first wins, a <tool> tag or <final>; text with neither
+    is an answer.  A call that more calls follow carries the rest of the reply, under "rest"."""
+    text = raw.strip()
+    if not text:
+        return "retry", retry_notice("the model returned an empty response")
+    opening, final_at = TOOL_OPENING.search(text), text.find("<final>")
+    if opening and (final_at == -1 or opening.start() < final_at):
+        call, end = read_call(text, opening.end())
+        if isinstance(call, str):
+            return "retry", retry_notice(call)
+        if TOOL_OPENING.search(text, end):
+            call["rest"] = text[end:]   # run after this one: see AgentLoop.run_calls
+        return "tool", call
+    if final_at != -1:
+        answer = text[final_at + len("<final>"):].split("</final>", 1)[0].strip()
+        return ("final", answer) if answer else \
+            ("retry", retry_notice("the <final> answer was empty"))
+    return "final", text
 
 
-def add_note(call, words):
-    """Add to what a call's result will say about how the reply was read."""
-    call["note"] = f"{call['note']}; {words}" if "note" in call else words
+def read_call(text, at):
+    """Read the call whose `<tool` ends at text[at]: (call, its end) or (what is wrong, None)."""
+    tag_end = text.find(">", at)
+    if tag_end == -1 or tag_end - at > MAX_TAG_CHARS:
+        return "the <tool> tag is not closed with '>'", None
+    attributes = text[at:tag_end]
+    if re.search(r"\bname\s*=", attributes):
+        return xml_call(text, tag_end + 1, attributes)
+    try:
+        payload, end = JSON.raw_decode(text, SPACE.match(text, tag_end + 1).end())
+    except (ValueError, RecursionError):
+        return "the tool call was not valid JSON", None
+    if not isinstance(payload, dict):
+        return "the tool payload must be a JSON object", None
+    if set(payload) - {"name", "args"}:
+        return 'the tool payload holds more than "name" and "args"', None
+    name, args = payload.get("name"), payload.get("args", {})
+    if not isinstance(name, str) or not name.strip():
+        return "the tool call has no name", None
+    if not isinstance(args, dict):
+        return "the tool args must be a JSON object", None
+    end = SPACE.match(text, end).end()
+    end += len("</tool>") if text.startswith("</tool>", end) else 0
+    return {"name": name.strip(), "args": args}, end
 
 
-def without_note(result):
-    """A tool result without the note on how its call was read (see add_note)."""
-    return result.split("\n", 1)[-1] if result.startswith("(ran ") else result
+def xml_call(text, at, attributes, tool=None, aliases=None):
+    """The XML form, `<tool name="write_file" path="a.py"><content>...</content></tool>`:
+    attributes and fields become args, the fields' text kept exactly; (call, end) or (what is
+    wrong, None).  The small-model layer passes the `tool` another name stands for, and
+    `aliases` of field names."""
+    args = {key: double or single for key, double, single in ATTRIBUTE.findall(attributes)}
+    name, aliases = args.pop("name", "").strip(), aliases or {}
+    if not name:
+        return "the tool call has no name", None
+    tool = tool or name
+    takes = TOOL_ARGS.get(tool, XML_FIELDS)   # the tool's fields, but not what attributes give
+    fields = [key for key in (*XML_FIELDS, *aliases)
+              if aliases.get(key, key) in takes and aliases.get(key, key) not in args]
+    opening = re.compile(r"<(" + "|".join(fields or ["(?!)"]) + r")>")
+    any_field = re.compile(r"<(" + "|".join((*XML_FIELDS, *aliases)) + r")>")
+    whole = None if any_field.match(text, SPACE.match(text, at).end()) else \
+        {"write_file": "content", "delegate": "task"}.get(tool)   # a body without fields is this
+    found, end = fields_until(text, at, opening, whole)
+    if found is None:
+        return (f'the fields inside <tool name="{name}"> could not be read; write each as '
+                "<field>text</field> once, and not again what an attribute gives"), None
+    return {"name": name, "args": {**args, **found}}, end
 
 
-def failed(result):
-    """True if a tool result says the call failed."""
-    return without_note(result).startswith("error:")
+def fields_until(text, at, opening, whole=None, closing="</tool>", field_closing=None):
+    """Read fields from text[at] to the call's closing tag; returns (fields, end) or (None, None).
+
+    The call ends at the first closing tag where its fields are whole and
+    nothing after it still closes this call (so a file may hold `</tool>`);
+    without a closing tag, the call runs to the end of the reply.
+    """
+    end = text.find(closing, at)
+    for _ in range(MAX_CANDIDATES):
+        if end == -1:
+            break
+        fields = read_fields(text[at:end], opening, whole, field_closing)
+        later, next_call = text.find(closing, end + 1), TOOL_OPENING.search(text, end + 1)
+        if fields is not None and (later == -1 or next_call and next_call.start() < later):
+            return fields, end + len(closing)
+        end = later
+    fields = read_fields(text[at:], opening, whole, field_closing)
+    return (fields, len(text)) if fields is not None else (None, None)
+
+
+def read_fields(body, opening, whole=None, closing=None):
+    """The `<field>value</field>` pairs that make up a body, as a dict, or None if it is not that.
+
+    A value ends at the first closing tag that the next field, or the body's
+    end, follows: a file's text may itself hold `</content>`.  A body with no
+    field tags at all is the value of `whole` (a write_file's bare content).
+    """
+    fields, at = {}, SPACE.match(body).end()
+    if whole and not opening.match(body, at):
+        return {whole: body}
+    while at < len(body):
+        match = opening.match(body, at)
+        if not match:
+            return None
+        close = closing or f"</{match.group(1)}>"
+        end = body.find(close, match.end())
+        while end != -1 and body[end + len(close):].strip() and \
+                not opening.match(body, SPACE.match(body, end + len(close)).end()):
+            end = body.find(close, end + 1)
+        if end == -1:
+            return None
+        fields[match.group(1)] = body[match.end():end]
+        at = SPACE.match(body, end + len(close)).end()
+    return fields
 
 
 def signature(name):
@@ -812,6 +1277,1021 @@ def signature(name):
     return ", ".join(parts)
 
 
+def add_note(call, words):
+    """Add to what a call's result will say about how the reply was read."""
+    call["note"] = f"{call['note']}; {words}" if "note" in call else words
+
+
+def patched(text, old_text, new_text, name):
+    """The text with old_text replaced by new_text; ValueError unless old_text occurs once."""
+    count = text.count(old_text)
+    if count != 1:
+        raise ValueError(f"old_text must occur exactly once in {name}, found {count} times")
+    return text.replace(old_text, new_text, 1)
+
+
+class ToolUse:
+    """Component 3: which tools exist, how replies become calls, and the checks on each call."""
+
+    def build_tools(self):
+        """The tool registry: name -> signature, risk, description and an example call."""
+        tools = {}
+        for name, (risky, description, example) in TOOL_INFO.items():
+            if name == "delegate" and self.depth >= self.max_depth:
+                continue
+            tools[name] = {"signature": signature(name), "risky": risky,
+                           "description": description, "example": example}
+        return tools
+
+    @staticmethod
+    def parse(raw, dialects=True):
+        """Read a reply as ("tool", call), ("final", text) or ("retry", notice); never raises.
+
+        read_reply knows the protocol the prompt teaches.  With `dialects` (the
+        small-model layer), a reply it cannot read, reads only as plain text or
+        as a call of a tool or argument it does not know, or that holds thinking,
+        goes to read_dialects.
+        """
+        kind, payload = read_reply(raw)
+        known = kind == "tool" and payload["name"] in TOOL_ARGS and set(payload["args"]) <= set(
+            TOOL_ARGS[payload["name"]])
+        plain = (known or kind == "final" and "<final>" in raw) and not re.search(r"</?think", raw)
+        return read_dialects(raw) if dialects and not plain else (kind, payload)
+
+    def validate_tool(self, name, args):
+        """Check a call's arguments; return them with defaults filled in, or raise ValueError."""
+        checked = {}
+        for arg, default in TOOL_ARGS[name].items():
+            value = args.get(arg, default)
+            if value is REQUIRED:
+                raise ValueError(repr(arg))
+            if value is None and default is None:   # read_file's end: worked out below
+                pass
+            elif arg in INT_ARGS:
+                if isinstance(value, str) and value.strip().isdigit() and len(value) < 10:
+                    value = int(value)
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"{arg} must be an integer")
+            elif not isinstance(value, str):
+                raise ValueError(f"{arg} must be a string")
+            elif not value.strip() and arg not in MAY_BE_EMPTY:
+                raise ValueError(f"{arg} must not be empty")
+            checked[arg] = value
+        if name == "read_file" and checked["end"] is None:   # "read on with start=201" works
+            checked["end"] = checked["start"] + READ_LINES - 1
+        if name == "read_file" and not 1 <= checked["start"] <= checked["end"]:
+            raise ValueError("need 1 <= start <= end")
+        if name == "run_shell" and not 1 <= checked["timeout"] <= 120:
+            raise ValueError("timeout must be between 1 and 120 seconds")
+        if name == "delegate" and checked["max_steps"] < 1:
+            raise ValueError("max_steps must be at least 1")
+        if name == "delegate":
+            checked["max_steps"] = min(checked["max_steps"], self.max_steps)   # not more than ours
+        return checked
+
+    def repeats_last_two(self, name, args):
+        """True if the two previous tool calls were this very call."""
+        tool_items = (item for item in reversed(self.session["history"]) if item["role"] == "tool")
+        calls = list(itertools.islice(tool_items, 2))
+        return len(calls) == 2 and all(c["name"] == name and c["args"] == args for c in calls)
+
+    def approve(self, name, args):
+        """Ask whether a risky tool may run, following the approval policy; an edit that would fail
+        raises (ValueError, OSError) before anyone is asked."""
+        if self.read_only or self.approval_policy == "never":
+            return False
+        preview = self.preview(name, args)
+        if self.approval_policy == "auto" or name in self.always_approved or not preview:
+            return True   # no preview: an edit that changes nothing, nothing to ask about
+        whole = False
+        while True:
+            self.display.approval(name, preview, whole)
+            try:
+                answer = input("").strip().lower()
+            except EOFError:
+                answer = ""
+            if answer not in ("v", "view"):
+                break
+            whole = True   # show the whole diff, then ask again
+        if answer in ("a", "always"):
+            self.always_approved.add(name)
+        allowed = answer in ("y", "yes", "a", "always")
+        if not allowed:
+            why = "" if answer else " (Enter means no)"
+            self.display.notice(f"Denied{why}: {name} was not run.")
+        return allowed
+
+    def preview(self, name, args):
+        """What a risky call would do, for a person to judge: the command, or the diff of the edit
+        under the path it will really write ('' for an edit that changes nothing)."""
+        if name == "run_shell":
+            return (f"run_shell in {self.root} (timeout {args['timeout']} s):\n"
+                    f"  $ {args['command']}")
+        path, old, new = self.planned_edit(name, args)
+        shown = self.relative(path)
+        return "\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), f"a/{shown}",
+                                             f"b/{shown}", lineterm=""))
+
+    def use_tool(self, name, args):
+        """Run one tool call through every check; returns a ToolResult, never raises."""
+        if not isinstance(name, str) or name not in self.tools:
+            return ToolResult(False, f"error: unknown tool '{name}'")
+        try:
+            checked = self.validate_tool(name, args)
+        except ValueError as exc:
+            example = self.tools[name]["example"]
+            return ToolResult(False, f"error: invalid arguments for {name}: {exc}\n"
+                                     f"example: {example}")
+        if self.repeats_last_two(name, args):
+            return ToolResult(False, f"error: repeated identical tool call for {name}; "
+                                     "choose a different tool or return a final answer")
+        try:
+            if self.tools[name]["risky"] and not self.approve(name, checked):
+                return ToolResult(False, f"error: approval denied for {name}")
+            text = getattr(self, f"tool_{name}")(checked)
+        except Exception as exc:   # a tool's failure is a result the model can react to
+            return ToolResult(False, f"error: tool {name} failed: {exc}")
+        return ToolResult(True, clip(text, MAX_TOOL_OUTPUT))
+
+    def run_tool(self, name, args):
+        """Run one tool call as the loop does; returns its result as the model reads it."""
+        return self.tool_result({"name": name, "args": args}).for_model()
+
+    def tool_result(self, call):
+        """Run one call through every check, with the small-model layer's coach (if on) mending it
+        first and adding to its result after; returns a ToolResult."""
+        refused = self.help.before_tool(call) if self.help else None
+        result = refused or self.use_tool(call["name"], call["args"])
+        if self.help:
+            self.help.after_tool(call, result)   # what the call got wrong
+        if "note" in call:   # how the call was read: what the model wrote, what did not run
+            result.text = f"(ran {call['name']}; {call.pop('note')})\n{result.text}"
+        return result
+
+    def path(self, raw_path):
+        """Resolve a path argument inside the workspace, or raise ValueError: the check every tool
+        uses."""
+        parts = re.split(r"[\\/]", raw_path)
+        if len(raw_path) > MAX_PATH_CHARS or any(len(part) > 255 for part in parts):
+            raise ValueError(f"path is too long: {raw_path[:60]}...")
+        if any(unicodedata.category(char) in UNSEEN_CATEGORIES for char in raw_path):
+            raise ValueError(f"path contains a control or invisible character: {raw_path!r}")
+        if raw_path.startswith("~"):
+            raise ValueError(f"path escapes workspace: {raw_path}")
+        try:
+            resolved = (self.root / raw_path).resolve()   # every symlink, even below missing parts
+        except (OSError, RuntimeError) as exc:            # RuntimeError: a symlink loop
+            raise ValueError(f"cannot resolve path {raw_path}: {exc}") from None
+        if not is_inside(resolved, self.root):
+            raise ValueError(f"path escapes workspace: {raw_path}")
+        return resolved
+
+    def relative(self, path):
+        """A path as the model sees it: relative to the repo root."""
+        return path.relative_to(self.root).as_posix() or "."
+
+    def regular_file(self, raw_path):
+        """A path that must name an existing regular file (not a folder, FIFO or device)."""
+        path = self.path(raw_path)
+        if not path.exists():
+            raise ValueError(f"no such file: {raw_path}")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"not a regular file: {raw_path}")
+        return path
+
+    def writable(self, raw_path):
+        """A path the agent may write: inside, not a folder, not in .git or the agent's own."""
+        path = self.path(raw_path)
+        if any(folded(part) in PROTECTED_DIRS for part in path.relative_to(self.root).parts):
+            raise ValueError(f"the agent does not write inside .git or {STATE_DIR}")
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"not a regular file: {raw_path}")
+        return path
+
+    def tool_list_files(self, args):
+        """One folder's entries as `[D] path` / `[F] path` lines, folders first."""
+        folder = self.path(args["path"])
+        if not folder.is_dir():
+            raise ValueError(f"not a folder: {args['path']}")
+        entries = [entry for entry in folder.iterdir() if folded(entry.name) not in IGNORED_DIRS]
+        kinds = {entry: self.entry_kind(entry) for entry in entries}
+        broken = sorted(entry.name for entry, kind in kinds.items() if kind == "broken")
+        lines = sorted(f"[{kind}] {self.relative(entry)}" for entry, kind in kinds.items()
+                       if kind in "DF")
+        if broken:
+            lines.append(f"(skipped {len(broken)} broken or looping symlinks, or entries that "
+                         f"cannot be looked at: {', '.join(broken[:5])})")
+        return listing(lines, "entries", "list a subfolder") or "(empty)"
+
+    def entry_kind(self, entry):
+        """"D" for a folder, "F" for a file, "outside" for a link out of the root (not shown), or
+        "broken" for a link that loops or leads nowhere, or an entry that cannot be looked at."""
+        try:
+            real = entry.resolve(strict=True)
+            return ("D" if real.is_dir() else "F") if is_inside(real, self.root) else "outside"
+        except (OSError, RuntimeError):   # RuntimeError: a symlink loop
+            return "broken"
+
+    def tool_read_file(self, args):
+        """Numbered lines start..end of a text file, reading no further than needed."""
+        path = self.regular_file(args["path"])
+        lines = [f"# {self.relative(path)}"]
+        with open_regular(path) as file:
+            if is_binary(file):
+                return f"{lines[0]}\n(binary file, {path.stat().st_size} bytes; not shown)"
+            shown_chars = 0
+            for number, line in enumerate(text_lines(file), 1):
+                if number > args["end"] or shown_chars > MAX_TOOL_OUTPUT:
+                    lines.append(f"(more lines follow; read on with start={number})")
+                    break
+                if number >= args["start"]:
+                    lines.append(f"{number:>4}: {line}")
+                    shown_chars += len(line) + 6
+            if read_past_cap(file):
+                lines.append(f"(the agent reads only the first {MAX_FILE_BYTES >> 20} MB of a "
+                             "file; the rest of this one was not read)")
+        if len(lines) == 1:
+            lines.append("(empty file)" if args["start"] == 1 else
+                         "(the file ends before line start)")
+        return "\n".join(lines)
+
+    def tool_search(self, args):
+        """`path:line:text` for each line holding the pattern, case-insensitive, in the files git
+        lists (so what .gitignore names is skipped), else in every regular file below the path."""
+        folder = self.path(args["path"])
+        names = [self.relative(folder)] if folder.is_file() else repo_files(self.git, folder)
+        needle, matches, notes = args["pattern"].lower(), [], []
+        deadline = time.monotonic() + SEARCH_SECONDS
+        for name in names:
+            if time.monotonic() > deadline or len(matches) >= MAX_COUNTED:
+                notes.append(f"(the search stopped after {SEARCH_SECONDS} s or {MAX_COUNTED:,} "
+                             "matches, before it looked in every file; narrow the path)")
+                break
+            try:   # not through a symlink: its target is searched under its own name, if inside
+                handle = open_regular(self.root / name)
+            except OSError:
+                continue
+            with handle:
+                if is_binary(handle):
+                    continue
+                matches += [f"{name}:{number}:{line}"
+                            for number, line in enumerate(text_lines(handle), 1)
+                            if needle in line.lower()]
+                if read_past_cap(handle):
+                    notes.append(f"({name} was searched in its first {MAX_FILE_BYTES >> 20} MB)")
+        found = listing(matches[:MAX_COUNTED], "matches", "narrow the pattern or the path")
+        return "\n".join([found or "(no matches)", *notes[:5]])
+
+    def tool_run_shell(self, args):
+        """A shell command's exit code, stdout and stderr."""
+        code, stdout, stderr = run_command(args["command"], self.root, args["timeout"])
+        return f"exit_code: {code}\nstdout:\n{stdout or '(empty)'}\nstderr:\n{stderr or '(empty)'}"
+
+    def planned_edit(self, name, args):
+        """(path, its text now, its text after the edit) for a write_file or patch_file call;
+        raises ValueError or OSError, saying why, if the edit cannot be made.  The approval
+        preview and the tool both plan here, so a failing edit is reported before anyone is
+        asked."""
+        path = self.writable(args["path"])
+        if name == "write_file":
+            old = read_limited(path).decode("utf-8", errors="replace") if path.exists() else ""
+            return path, old, args["content"]
+        if not path.exists():
+            raise ValueError(f"no such file: {args['path']}")
+        try:
+            old = read_limited(path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{args['path']} is not UTF-8 text") from None
+        return path, old, patched(old, args["old_text"], args["new_text"], args["path"])
+
+    def tool_write_file(self, args):
+        """Create or replace a file (undoably)."""
+        path, _, new = self.planned_edit("write_file", args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.write_undoably(path, new.encode("utf-8"), "write_file")
+        return f"wrote {self.relative(path)} ({len(new)} chars)"
+
+    def tool_patch_file(self, args):
+        """Replace the one occurrence of old_text with new_text (undoably)."""
+        path, _, new = self.planned_edit("patch_file", args)
+        self.write_undoably(path, new.encode("utf-8"), "patch_file")
+        return f"patched {self.relative(path)}"
+
+
+def listing(lines, what, advice):
+    """At most MAX_LISTED lines, saying how many more there were and what to do about it."""
+    if len(lines) <= MAX_LISTED:
+        return "\n".join(lines)
+    more = f"{len(lines) - MAX_LISTED:,}{'+' if len(lines) == MAX_COUNTED else ''}"
+    return "\n".join([*lines[:MAX_LISTED], f"({more} more {what} not shown; {advice})"])
+
+
+# Running commands: output goes to temporary files, not pipes, so a background
+# child that keeps them open cannot make the agent wait; a command that runs too
+# long or writes too much, or Ctrl-C, kills its whole process group.
+
+if os.name == "posix":
+    NEW_PROCESS_GROUP = {"start_new_session": True}   # the shell and its children: a group
+else:
+    NEW_PROCESS_GROUP = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+
+
+def run_command(command, cwd, timeout):
+    """Run a shell command that cannot hang the agent: (exit code or why it was stopped, stdout,
+    stderr)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, shell=True, cwd=cwd, stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=err, **NEW_PROCESS_GROUP)
+        started, code = time.monotonic(), None
+        try:
+            while code is None:
+                try:
+                    code = process.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    code = stop_reason(started, timeout, out, err)
+                    if code:
+                        kill_tree(process)
+        except BaseException:
+            kill_tree(process)
+            raise
+        return code, command_output(out), command_output(err)
+
+
+def stop_reason(started, timeout, *outputs):
+    """Why a running command must be stopped now (too slow, or writing gigabytes), or None."""
+    if sum(os.fstat(file.fileno()).st_size for file in outputs) > SHELL_OUTPUT_CAP:
+        return (f"stopped (killed once its output passed {SHELL_OUTPUT_CAP >> 20} MB; print less, "
+                "e.g. | tail -50)")
+    if time.monotonic() - started > timeout:
+        return f"timeout (killed after {timeout} s)"
+    return None
+
+
+def kill_tree(process):
+    """Stop a shell and every process it started."""
+    if os.name == "posix":
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    else:
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
+    process.wait()
+
+
+def command_output(file):
+    """A command's output from its temporary file: all of it, or its first and last part."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    if size <= 2 * SHELL_CAPTURE:
+        data = file.read()
+    else:
+        head = file.read(SHELL_CAPTURE)
+        file.seek(size - SHELL_CAPTURE)
+        data = head + f"\n...[{size - 2 * SHELL_CAPTURE} bytes cut]...\n".encode() + file.read()
+    return data.decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------------------
+# 4. Context reduction: keep what the model sees small and useful
+# ---------------------------------------------------------------------------
+
+ITEM_CHARS = 900         # a transcript item shows at most this much, fixed when recorded
+ARGS_CHARS = 300         # ... and of its arguments (a write's content is on disk: not twice)
+SUMMARY_LINE_CHARS = 160   # a compacted item becomes one line this long at most
+NOTE_CHARS = 220         # chars of one working-memory note
+
+
+def clip(text, limit):
+    """Keep the start and the end of a long text, saying how much was cut from the middle.
+
+    The end matters: it holds a test run's summary and a compiler's last error.
+    """
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    tail = text[len(text) - (limit - head):]
+    return f"{text[:head]}\n...[truncated {len(text) - limit} chars]...\n{tail}"
+
+
+def one_line(text, limit=NOTE_CHARS):
+    """The first line of a text, clipped, for memory notes and summaries."""
+    return clip(text.strip().split("\n", 1)[0], limit).replace("\n", " ")
+
+
+def summary_line(item):
+    """The one line that stands for a compacted history item."""
+    if item["role"] != "tool":
+        return f"- {item['role']}: {one_line(item['content'], SUMMARY_LINE_CHARS)}"
+    args = one_line(json.dumps(item["args"], sort_keys=True, ensure_ascii=False), 60)
+    return f"- {item['name']} {args}: {one_line(item['content'], SUMMARY_LINE_CHARS - 60)}"
+
+
+class ContextReduction:
+    """Component 4: each transcript item is rendered once, small; rare compactions make room."""
+
+    def render(self, item):
+        """How one history item reads in the prompt, fixed when it is recorded."""
+        if item["role"] != "tool":
+            return f"[{item['role']}] {clip(item['content'], ITEM_CHARS)}"
+        args = json.dumps(item["args"], sort_keys=True, ensure_ascii=False)
+        path = item["args"].get("path")
+        content = clip(item["content"], ITEM_CHARS)
+        if item["name"] in ("write_file", "patch_file"):
+            self.shown_reads = {key: read for key, read in self.shown_reads.items()
+                                if read[0] != path}
+        elif item["name"] == "read_file":
+            if self.shown_reads.get(args) == (path, item["content"]):
+                content = "(unchanged since the same read above)"
+            self.shown_reads[args] = (path, item["content"])
+        return f"[tool:{one_line(item['name'], 60)}] {one_line(args, ARGS_CHARS)}\n{content}"
+
+    def history_text(self):
+        """The transcript as the prompt shows it: the summary of compacted items, then the rest."""
+        summary = self.summary()
+        if not self.transcript and not summary:
+            return "- empty"
+        return "\n".join(([summary] if summary else []) + self.transcript)
+
+    def summary(self):
+        """The text that stands for compacted items, or ''."""
+        compactions = self.session["compactions"]
+        return compactions[-1]["summary"] if compactions else ""
+
+    def window_start(self):
+        """The index of the first history item shown verbatim."""
+        compactions = self.session["compactions"]
+        return compactions[-1]["start"] if compactions else 0
+
+    def rebuild_transcript(self):
+        """Render the verbatim part of the history (at start, on resume and after a compaction)."""
+        self.shown_reads = {}   # args JSON -> (path, content) of reads shown in the transcript
+        shown = self.session["history"][self.window_start():]
+        self.transcript = [self.render(item) for item in shown]
+
+    def compact(self, room):
+        """Make room in one big step: older items shrink to a line each, the newest stay whole."""
+        keep_chars, kept = min(MAX_HISTORY, room // 2), 0
+        for text in reversed(self.transcript):
+            if keep_chars < len(text) + 1:
+                break
+            keep_chars -= len(text) + 1
+            kept += 1
+        history, start = self.session["history"], self.window_start()
+        end = len(history) - kept
+        lines = self.summary().split("\n")[1:] + [summary_line(item)
+                                                   for item in history[start:end]]
+        while lines and len("\n".join(lines)) > room // 4:
+            lines.pop(0)   # the oldest summary lines go first
+        heading = f"[summary] {end} earlier items, one line each (oldest dropped first):"
+        summary = "\n".join([heading, *lines])
+        self.session["compactions"].append({"start": end, "summary": summary, "created_at": now()})
+        self.rebuild_transcript()
+        self.session_store.save(self.session)
+
+
+# ---------------------------------------------------------------------------
+# 5. Transcript, memory and resumption: every step is saved and can go on later
+# ---------------------------------------------------------------------------
+
+MAX_NOTES = 5            # working-memory notes kept, newest last
+MAX_FILES = 8            # recently touched files kept in memory
+MEMORY_PATH_CHARS = 200  # a longer path is not remembered: memory stays a few hundred chars
+MAX_SESSION_BYTES = 512 << 20     # a session file larger than this is not loaded: surely not ours
+UNDO_COPY_NAME = r"[0-9a-f]{16}\.bak"   # the names keep_copy gives; any other was planted
+WORKSPACE_SHAPE = {"cwd": str, "repo_root": str, "branch": str, "default_branch": str,
+                   "status": str,
+                   "recent_commits": [str], "project_docs": {str: str}, "files": str}
+SESSION_SHAPE = {     # every field the code reads from a saved session
+    "id": str,
+    "history": [({"role": ("user", "assistant"), "content": str},
+                 {"role": "tool", "name": str, "args": dict, "content": str})],
+    "memory": {"task": str, "files": [str], "notes": [str]},
+    "undo": [{"path": str, "tool": str, "copy": (str, None), "sha256": str}],
+    "compactions": [{"start": int, "summary": str}],
+    "stats": [dict],
+    "workspace?": WORKSPACE_SHAPE,   # the snapshot its prompts start with, once an agent used it
+    "workspace_seen?": {"branch": str, "status": str, "recent_commits": [str]},   # after a resume
+}
+
+
+def shape_problem(value, shape):
+    """Where a value loaded from JSON differs from a shape (see SESSION_SHAPE), e.g. `.memory.task
+    is not a str`, or None.
+
+    A shape is a type, a literal, a tuple of choices, [shape] for a list of
+    them, {key: shape} for an object ("key?" if it may be missing), or
+    {str: shape} for an object with any keys.
+    """
+    if isinstance(shape, tuple):
+        fits = any(shape_problem(value, choice) is None for choice in shape)
+        return None if fits else " is malformed"
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return " is not a list"
+        problems = (f"[{n}]{shape_problem(item, shape[0])}" for n, item in enumerate(value)
+                    if shape_problem(item, shape[0]))
+        return next(problems, None)
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return " is not an object"
+        if str in shape:
+            bad = [key for key, item in value.items() if shape_problem(item, shape[str])]
+            return f"[{bad[0]!r}] is malformed" if bad else None
+        for key, part in shape.items():
+            name = key.rstrip("?")
+            if name not in value and not key.endswith("?"):
+                return f" has no {name!r}"
+            problem = shape_problem(value[name], part) if name in value else None
+            if problem:
+                return f".{name}{problem}"
+        return None
+    if isinstance(shape, type):
+        fits = isinstance(value, shape) and not (shape is int and isinstance(value, bool))
+        return None if fits else f" is not {'an' if shape is int else 'a'} {shape.__name__}"
+    return None if value == shape else f" is not {shape!r}"
+
+
+def session_problem(session):
+    """Why a loaded session cannot be used, or None: it is checked like any untrusted input."""
+    problem = shape_problem(session, SESSION_SHAPE)
+    if problem:
+        return problem[1:] if problem.startswith(".") else f"the session{problem}"
+    if any(change["copy"] is not None and not re.fullmatch(UNDO_COPY_NAME, change["copy"])
+           for change in session["undo"]):
+        return "an undo entry names a copy the agent did not make"
+    if any(not 0 <= compaction["start"] <= len(session["history"])
+           for compaction in session["compactions"]):
+        return "a compaction record points outside the history"
+    return None
+
+
+class SessionBusy(ValueError):
+    """Another running agent holds the session."""
+
+
+class SessionStore:
+    """Sessions under `.mini-coding-agent/sessions/`, one `<id>.json` each, written whole and
+    atomically at every save: a crash leaves the old file or the new one, never half of one."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def path(self, session_id, suffix=".json"):
+        """The file that holds a session (or its lock, or undo folder); the id is a plain name."""
+        if not re.fullmatch(r"[\w.-]+", session_id) or session_id.startswith("."):
+            raise ValueError(f"{session_id!r} is not a session id (see the files in {self.root})")
+        return self.root / f"{session_id}{suffix}"
+
+    def save(self, session):
+        """Save a session and return the path of its file."""
+        path = self.path(session["id"])
+        own_folder(self.root)
+        data = json.dumps(session).encode()   # ASCII: any string survives
+        write_atomic(path, data, mode=0o600)   # it holds files' text: for the user alone
+        return path
+
+    def load(self, session_id):
+        """Read a session back; raise ValueError with one clear reason if it cannot be."""
+        path = self.path(session_id)
+        if not os.path.lexists(path):
+            raise ValueError(f"there is no session file {path}")
+        try:
+            session = json.loads(read_limited(path, MAX_SESSION_BYTES))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ValueError(f"the session file {path} cannot be read ({exc})") from None
+        problem = session_problem(session)
+        if not problem and session["id"] != session_id:
+            problem = f"it holds the session {session['id']!r}, not {session_id!r}"
+        if problem:
+            raise ValueError(f"the session file {path} is damaged: {problem}")
+        return session
+
+    def newest_first(self):
+        """The ids of all saved sessions, the most recently saved first."""
+        files = [path for path in self.root.glob("*.json") if stat.S_ISREG(path.lstat().st_mode)]
+        files.sort(key=lambda path: path.lstat().st_mtime, reverse=True)
+        return [file.stem for file in files]
+
+    def latest(self):
+        """The id of the most recently saved session, or None."""
+        return next(iter(self.newest_first()), None)
+
+    def lock(self, session_id):
+        """Hold a session for this process, or raise SessionBusy; a dead process's is taken."""
+        path = self.path(session_id, ".lock")
+        own_folder(self.root)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                holder = self.holder(session_id)
+                if holder:
+                    raise SessionBusy(f"the session {session_id} is open in another agent "
+                                      f"(process {holder})") from None
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as file:
+                file.write(f"{os.getpid()}\n")
+            return
+        raise SessionBusy(f"the session {session_id} is being opened by another agent right now")
+
+    def holder(self, session_id):
+        """The id of the live process that holds a session, or None."""
+        try:
+            with open_regular(self.path(session_id, ".lock")) as file:
+                pid = int(file.read(32) or b"")
+        except (OSError, ValueError):
+            return None
+        return pid if pid == os.getpid() or process_alive(pid) else None
+
+    def unlock(self, session_id):
+        """Let go of a session this process holds."""
+        if self.holder(session_id) == os.getpid():
+            self.path(session_id, ".lock").unlink(missing_ok=True)
+
+    def children(self):
+        """The store for delegated child agents: apart, so `--resume latest` never picks one."""
+        return SessionStore(self.root / "children")
+
+    def keep_copy(self, session_id, data):
+        """Save the bytes a file held before the agent changed it; returns the copy's name."""
+        folder = own_folder(self.path(session_id, ".undo"))
+        name = f"{secrets.token_hex(8)}.bak"
+        write_atomic(folder / name, data, mode=0o600)
+        return name
+
+    def copy(self, session_id, name):
+        """The bytes of a copy kept by keep_copy (a name it did not make is refused)."""
+        if not re.fullmatch(UNDO_COPY_NAME, name):
+            raise OSError(f"{name!r} is not the name of an undo copy")
+        return read_limited(self.path(session_id, ".undo") / name)
+
+
+def process_alive(pid):
+    """True if a process with this id runs (on Windows asked of tasklist: os.kill would end it)."""
+    if os.name == "nt":
+        tasks = subprocess.run(["tasklist", "/FI", f"PID eq {pid}", "/NH", "/FO", "CSV"],
+                               capture_output=True, text=True).stdout
+        return f'"{pid}"' in tasks
+    try:
+        os.kill(pid, 0)   # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, but belongs to another user
+        return True
+    return True
+
+
+def sha256(data):
+    """A fingerprint of some bytes, to notice a file changed behind the agent's back."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class SessionMemory:
+    """Component 5: the transcript, the working memory and the undo list the agent keeps."""
+
+    def record(self, item):
+        """Add one item to the transcript and save the session."""
+        item = {**item, "created_at": now()}
+        self.session["history"].append(item)
+        self.transcript.append(self.render(item))
+        self.session_store.save(self.session)
+        return item
+
+    def note_tool(self, name, args, result):
+        """Update working memory after a tool ran: files touched and a one-line note.
+
+        Only what happened is remembered: a path a tool refused is not, so no
+        reply can fill the memory (and every later prompt) with junk.
+        """
+        memory = self.session["memory"]
+        path = args.get("path")
+        touched = name in ("read_file", "write_file", "patch_file") and result.ok
+        if touched and isinstance(path, str) and len(path) <= MEMORY_PATH_CHARS:
+            memory["files"] = [f for f in memory["files"] if f != path][-(MAX_FILES - 1):] + [path]
+        self.add_note(f"{name}: {one_line(result.for_model())}")
+
+    def add_note(self, note):
+        """Keep the newest MAX_NOTES notes."""
+        memory = self.session["memory"]
+        memory["notes"] = (memory["notes"] + [note])[-MAX_NOTES:]
+
+    def tell_workspace_changes(self, fresh):
+        """On resume: tell the model once what changed in the repository since the session ran.
+
+        The prompt's prefix keeps the snapshot the session began with, byte for
+        byte, so the server's cache still holds it; the news goes at the end.
+        """
+        seen = self.session.get("workspace_seen", self.session["workspace"])
+        lines = fresh.news_since(seen)
+        self.session["workspace_seen"] = {key: getattr(fresh, key)
+                                          for key in ("branch", "status", "recent_commits")}
+        if lines:
+            news = "\n".join(["[the repository changed since this session last ran]", *lines])
+            self.record({"role": "user", "content": news})
+
+    def reset(self):
+        """Forget the transcript and memory of this session (the undo list stays)."""
+        self.session["history"] = []
+        self.session["memory"] = {"task": "", "files": [], "notes": []}
+        self.session["compactions"] = []
+        self.rebuild_transcript()
+        self.session_store.save(self.session)
+
+    def write_undoably(self, path, data, tool):
+        """Write a file, first keeping what it held so that /undo can put it back."""
+        old = read_limited(path) if path.exists() else None
+        copy = None if old is None else self.session_store.keep_copy(self.session["id"], old)
+        write_atomic(path, data)
+        self.session["undo"].append({"path": self.relative(path), "tool": tool, "copy": copy,
+                                     "sha256": sha256(data), "created_at": now()})
+
+    def undo(self):
+        """Undo the agent's last file change, if the file is still as the agent left it."""
+        if not self.session["undo"]:
+            return "Nothing to undo."
+        change = self.session["undo"][-1]
+        what = f"the {change['tool']} of {change['path']}"
+        try:
+            message = self.revert(change)
+        except (OSError, ValueError) as exc:   # the session may be planted, the file gone or moved
+            return f"Cannot undo {what}: {exc}."
+        self.session["undo"].pop()
+        self.record({"role": "user", "content": f"/undo: Undid {what}: {message}"})
+        return f"Undid {what}: {message}"
+
+    def revert(self, change):
+        """Put back what a file held before one change; raise if it changed since, or cannot be."""
+        path = self.writable(change["path"])   # checked as a tool's: the session is not trusted
+        if not path.is_file() or sha256(read_limited(path)) != change["sha256"]:
+            raise ValueError("the file changed on disk after the agent wrote it")
+        if change["copy"] is None:
+            path.unlink()
+            return "removed the file, which did not exist before."
+        write_atomic(path, self.session_store.copy(self.session["id"], change["copy"]))
+        return "restored its earlier content."
+
+
+# ---------------------------------------------------------------------------
+# 6. Delegation: a bounded, read-only helper agent for side investigations
+# ---------------------------------------------------------------------------
+
+HELPER_RULES = """Helper's task:
+- The transcript above is the main agent's work so far.
+- It asked you, a read-only helper, for the task below.
+- Use only {tools}; other tools are refused. At most {steps} tool calls.
+- Then answer with <final>what you found</final>, which the main agent will read.
+- Your own steps follow."""
+MIN_HELPER_CHARS = 3 * ITEM_CHARS   # room a helper needs for a few steps of its own
+
+
+class Delegation:
+    """Component 6: hand a sub-task to a child agent that can look but not touch.
+
+    The child's prompt is the parent's prompt as it stands (prefix and
+    transcript, or chat turns), then the helper's rules and task, then the
+    child's own steps.  So the server's cache, which holds the parent's last
+    prompt, serves the child's first call; and when the child returns, the
+    parent's next prompt shares all of its own transcript with the child's last.
+    """
+
+    def tool_delegate(self, args):
+        """Run a read-only child agent on a sub-task and return its answer."""
+        if self.depth >= self.max_depth:
+            raise ValueError("delegation depth limit reached")
+        safe_tools = [name for name, (risky, *_) in TOOL_INFO.items()
+                      if not risky and name != "delegate"]
+        rules = HELPER_RULES.format(tools=", ".join(safe_tools), steps=args["max_steps"])
+        prefix = f"{self.prefix}\n\nTranscript:\n{self.history_text()}\n\n{rules}"
+        if self.prompt_budget - len(prefix) < MIN_HELPER_CHARS:
+            raise ValueError("too little of the context window is left for a helper; do this "
+                             "step yourself")
+        child = type(self)(
+            self.model_client, self.workspace, self.session_store.children(),
+            approval_policy="never", read_only=True, max_steps=args["max_steps"],
+            max_new_tokens=self.max_new_tokens, depth=self.depth + 1, max_depth=self.max_depth,
+            num_ctx=self.num_ctx, display=self.display, prefix=prefix,
+            lead_turns=[*self.turns(), {"role": "user", "content": rules}],
+            small_model_help=self.help is not None,
+        )
+        child.session["memory"]["task"] = args["task"]
+        answer = child.ask(args["task"])
+        return (f"delegate_result:\n{answer}\n(the helper can only read: it changed no file; "
+                "make the changes yourself)")
+
+
+class MiniAgent(AgentLoop, PromptShape, ToolUse, ContextReduction, SessionMemory, Delegation):
+    """A coding agent: the loop (AgentLoop) and the six components, in one object."""
+
+
+# ===========================================================================
+# Small-model help: a layer over the components, on unless small_model_help=False
+# ===========================================================================
+# Everything above is the plain mechanism, enough for a model that follows the
+# protocol.  Small local models (1.5 billion parameters on a laptop) do not:
+# they write the dialect they were trained on, and they stop at the first step
+# that looks like progress.  This layer reads what they write (read_dialects,
+# entered from ToolUse.parse) and tells them what they need to hear (the coach,
+# SmallModelHelp, asked by the loop).  tests/BENCHMARKS.md measures each part.
+
+# ---------------------------------------------------------------------------
+# What small models write: other tags, other names, sloppy JSON, thinking
+# ---------------------------------------------------------------------------
+
+CALL_OPENING = re.compile(r"<tool(?=[\s>])|<tool_call>|<function=([\w.-]+)>")   # ours; Qwen; Llama
+THINKING = (("<think>", "</think>"), ("<thinking>", "</thinking>"))
+NAME_KEYS = ("name", "tool", "function")                   # where a payload names its tool
+ARGS_KEYS = ("args", "arguments", "parameters", "input")   # ... and where it keeps the arguments
+TOOL_ALIASES = {      # names other agents give our tools, which models trained on them write
+    "bash": "run_shell", "shell": "run_shell", "shell_command": "run_shell",
+    "run_command": "run_shell", "execute": "run_shell", "edit_file": "patch_file",
+    "str_replace": "patch_file", "replace_in_file": "patch_file", "create_file": "write_file",
+    "cat": "read_file", "view": "read_file", "open_file": "read_file", "ls": "list_files",
+    "list_dir": "list_files", "list_directory": "list_files", "grep": "search", "rg": "search",
+    "find_in_files": "search",
+}
+ARG_ALIASES = {       # ... and their argument names; renamed only where the tool has ours
+    "cmd": "command", "file_path": "path", "filename": "path", "file": "path",
+    "old_str": "old_text", "old": "old_text", "new_str": "new_text", "new": "new_text",
+    "text": "content", "contents": "content", "query": "pattern", "regex": "pattern",
+}
+ANY_FIELD = re.compile(r"<(" + "|".join((*XML_FIELDS, *ARG_ALIASES)) + r")>")
+PARAMETER = re.compile(r"<parameter=([\w.-]+)>")   # Qwen3-Coder: <parameter=path>a.py</parameter>
+FENCE = re.compile(r"```[\w-]*\s*(.*?)\s*```\s*$", re.DOTALL)
+NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+WORD = re.compile(r"[A-Za-z_]\w*")
+LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+STRING_END = re.compile(r"\s*(?:[,:=}\]]|$)")   # what may follow a string's closing quote
+STRING_RUNS = {'"': re.compile(r'[^"\\]+'), "'": re.compile(r"[^'\\]+")}
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "/": "/", "\\": "\\",
+           '"': '"', "'": "'"}
+MAX_LENIENT_CHARS = 100_000   # sloppy JSON longer than this is not read (the reader is slow)
+MAX_JSON_DEPTH = 64      # deeper sloppy JSON is surely not a tool call
+
+
+def read_dialects(raw):
+    """Read a reply in the dialects small models write: ("tool", call), ("final", text), ("retry",
+    notice).  The rules, in order:
+      1. Thinking (<think>...</think>, or all before a lone </think>) is never read.
+      2. Whichever comes first wins: a call's opening tag (ours, <tool_call>, <function=NAME>), or
+         <final>; a call quoted inside an answer is not run.
+      3. A call without tags (bare JSON, perhaps in a ``` fence) counts only if it ends the reply
+         and names a known tool, so JSON shown in an answer is not run.
+      4. Names other agents use become ours; the call's `note` says what the model wrote.
+    """
+    text = without_thinking(raw)
+    if not text.strip() and raw.strip():
+        return "retry", retry_notice("the reply held only thinking, and no call or answer yet")
+    opening, final_at = CALL_OPENING.search(text), text.find("<final>")
+    if opening and (final_at == -1 or opening.start() < final_at):
+        call, end = tagged_call(text, opening)
+    else:
+        call, end = (untagged_call(text) if final_at == -1 else None), len(text)
+        if call is None:
+            return read_reply(text)   # an answer, or nothing usable
+    if isinstance(call, str):
+        return "retry", retry_notice(call)
+    call = canonical_call(call)
+    if CALL_OPENING.search(text, end):
+        call["rest"] = text[end:]
+    return "tool", call
+
+
+def without_thinking(raw):
+    """The reply without the model's thinking, which is never read for calls or answers.
+
+    Thinking opens the reply (`<think>...</think>`, or `<thinking>`), or, where
+    the chat template opened the block itself, ends at a lone `</think>`; a
+    `</think>` inside a call's own text (a file being written) is just text.
+    """
+    text = raw.lstrip()
+    for opening, closing in THINKING:
+        if text.startswith(opening):
+            end = text.find(closing)
+            return "" if end == -1 else text[end + len(closing):]   # never closed: no answer yet
+        end = text.find(closing)
+        call = CALL_OPENING.search(text, 0, max(end, 0))
+        if end != -1 and (call is None or (tagged_call(text, call)[1] or len(text)) <= end):
+            return text[end + len(closing):]
+    return raw
+
+
+def tagged_call(text, opening):
+    """Read the call whose opening tag matched: (call or what is wrong, where the call ends)."""
+    if opening.group(1):   # <function=NAME>
+        return function_call(text, opening.end(), opening.group(1))
+    if opening.group() == "<tool_call>":
+        return json_call(text, opening.end(), "</tool_call>")
+    tag_end = text.find(">", opening.start())
+    if tag_end == -1 or tag_end - opening.start() > MAX_TAG_CHARS:
+        return "the <tool> tag is not closed with '>'", None
+    attributes = text[opening.end():tag_end]
+    named = dict((key, double or single) for key, double, single in ATTRIBUTE.findall(attributes))
+    if "name" in named:   # the XML form, perhaps with another tool's name or field names
+        tool = canonical_call({"name": named["name"], "args": {}})["name"]
+        return xml_call(text, tag_end + 1, attributes, tool, ARG_ALIASES)
+    return json_call(text, tag_end + 1, "</tool>")
+
+
+def json_call(text, at, closing, name=None):
+    """A call whose payload is JSON at text[at] (perhaps in a ``` fence, perhaps sloppy), closed by
+    `closing`; (call, end)."""
+    at = SPACE.match(text, at).end()
+    fence = re.match(r"```[\w-]*", text[at:])
+    at += fence.end() if fence else 0
+    inner = CALL_OPENING.match(text, SPACE.match(text, at).end())
+    if name is None and inner and inner.group(1):   # <tool_call><function=NAME>...</function>
+        call, end = function_call(text, inner.end(), inner.group(1))
+    else:
+        try:
+            payload, end = loads_at(text, at)
+        except ValueError:
+            return ("the tool call was not valid JSON (for code, the XML form takes text as it "
+                    'is: <tool name="patch_file" path="PATH"><old_text>...</old_text><new_text>'
+                    "...</new_text></tool>)"), None
+        call = payload_call(payload, name)
+    if end is not None:
+        end = SPACE.match(text, end).end()
+        end += 3 if fence and text.startswith("```", end) else 0
+        end = SPACE.match(text, end).end()
+        end += len(closing) if text.startswith(closing, end) else 0
+    return call, end
+
+
+def function_call(text, at, name):
+    """`<function=NAME>` with JSON arguments or `<parameter=ARG>value</parameter>` fields."""
+    if text[SPACE.match(text, at).end():].startswith("{"):
+        return json_call(text, at, "</function>", name)
+    fields, end = fields_until(text, at, PARAMETER, closing="</function>",
+                               field_closing="</parameter>")
+    if fields is None:
+        return f"the <parameter=...> fields of <function={name}> could not be read", None
+    args = {key: value.removeprefix("\n").removesuffix("\n") for key, value in fields.items()}
+    return {"name": name, "args": args}, end
+
+
+def untagged_call(text):
+    """A call without tags, as bare JSON or in a ``` fence, that ends the reply; or None."""
+    body = text.rstrip()
+    fenced = FENCE.search(body)
+    if fenced:
+        body = fenced.group(1)
+    starts = [match.end() - 1 for match in re.finditer(r"^[ \t]*\{", body, re.MULTILINE)]
+    for start in starts[:MAX_CANDIDATES]:   # each { that begins a line
+        try:
+            payload, end = loads_at(body, start)
+        except ValueError:
+            continue
+        call = payload_call(payload)
+        known = isinstance(call, dict) and canonical_call(call)["name"] in TOOL_ARGS
+        if known and not body[end:].strip():
+            return call
+    return None
+
+
+def payload_call(payload, name=None):
+    """A call {"name", "args"} from a decoded payload in any shape models use, or what is wrong."""
+    if not isinstance(payload, dict):
+        return "the tool payload must be a JSON object"
+    if name is not None:   # <function=NAME>{args}</function>
+        args = payload
+    else:
+        if isinstance(payload.get("function"), dict):   # OpenAI's {"function": {"name", ...}}
+            payload = payload["function"]
+        name = next((payload[key] for key in NAME_KEYS if key in payload), None)
+        args_key = next((key for key in ARGS_KEYS if key in payload), None)
+        flat = {key: value for key, value in payload.items() if key not in (*NAME_KEYS, "type")}
+        args = payload[args_key] if args_key else flat
+    if isinstance(args, str):   # arguments sent as a JSON string
+        try:
+            args = loads_at(args, 0)[0]
+        except ValueError:
+            pass
+    if not isinstance(name, str) or not name.strip():
+        return "the tool call has no name"
+    if not isinstance(args, dict):
+        return "the tool args must be a JSON object"
+    return {"name": name.strip(), "args": args}
+
+
+def canonical_call(call):
+    """The call with our names for the tool and its arguments, noting what the model wrote."""
+    name, args, renamed = call["name"], dict(call["args"]), []
+    key = name.lower().replace("-", "_")
+    tool = key if key in TOOL_ARGS else TOOL_ALIASES.get(key, name)
+    if tool != name:
+        renamed.append(name)
+    for arg in list(args):
+        ours = ARG_ALIASES.get(arg)
+        takes = TOOL_ARGS.get(tool, {})
+        if arg not in takes and ours in takes and ours not in args:
+            args[ours] = args.pop(arg)
+            renamed.append(arg)
+    note = {"note": f"you wrote {', '.join(renamed)}"} if renamed else {}
+    return {"name": tool, "args": args, **note}
+
+
 def loads_at(text, at):
     """Read the JSON value that starts at text[at] (after spaces); returns (value, where it ends).
 
@@ -821,7 +2301,7 @@ def loads_at(text, at):
     """
     at = SPACE.match(text, at).end()
     try:
-        return json.JSONDecoder(strict=False).raw_decode(text, at)   # strict=False: raw newlines in strings
+        return JSON.raw_decode(text, at)
     except (ValueError, RecursionError):
         if len(text) - at > MAX_LENIENT_CHARS:
             raise ValueError("too long to read leniently") from None
@@ -856,7 +2336,7 @@ def lenient_container(text, at, depth):
         if text[at:at + 1] == closing:
             return items, at + 1
         if closing == "}":
-            bare = WORD.match(text, at)   # a bare key: path="a.py", as in Python or an XML attribute
+            bare = WORD.match(text, at)   # a bare key: path="a.py", as in Python or XML
             key, at = (bare.group(), bare.end()) if bare else lenient_value(text, at, depth + 1)
             at = SPACE.match(text, at).end()
             if not isinstance(key, str) or text[at:at + 1] not in (":", "="):
@@ -902,52 +2382,214 @@ def lenient_string(text, at):
     raise ValueError("a string is not closed")
 
 
-def without_thinking(raw):
-    """The reply without the model's thinking, which is never read for calls or answers.
+# ---------------------------------------------------------------------------
+# What small models need to be told: the coach, asked by the loop
+# ---------------------------------------------------------------------------
 
-    Thinking opens the reply (`<think>...</think>`, or `<thinking>`), or, where
-    the chat template opened the block itself, ends at a lone `</think>`; a
-    `</think>` inside a call's own text (a file being written) is just text.
-    """
-    text = raw.lstrip()
-    for opening, closing in THINKING:
-        if text.startswith(opening):
-            end = text.find(closing)
-            return "" if end == -1 else text[end + len(closing):]   # never closed: no answer yet
-        end = text.find(closing)
-        call = CALL_OPENING.search(text, 0, max(end, 0))
-        if end != -1 and (call is None or (tagged_call(text, call)[1] or len(text)) <= end):
-            return text[end + len(closing):]
-    return raw
+MAX_NAMED_FILES = 3      # files a request names that are read before the model starts
+HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
+HINT_LINE_CHARS = 200    # ... comparing only this much of each line
+ANALYSIS_SECONDS = 1.0   # ... and for no longer than this, whatever the file holds
+SYNTAX_CHECK_CHARS = 300_000   # a larger Python file is not checked (compiling takes ~0.1 s)
+MAX_CHECKED_SCOPES = 1000   # more definitions: names are not checked (symtable is quadratic)
+MAX_STALE_NAMES = 5      # names shown that an edit took away while other files still use them
+MAX_STALE_USES = 8       # ... and lines shown for each: a rename's imports and calls
+DEFINED_NAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)   # a module's own
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+CHECK_REQUEST = (   # sent once per request: small models say "done" untested
+    "[check] You changed {files} and have run nothing since. Check the change with run_shell (run "
+    "the tests, or run the program the way the request would use it) and fix what fails; then "
+    "give your final answer.")
+STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
+    "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
+    "answer.")
 
 
-def payload_call(payload, name=None):
-    """A call {"name", "args"} from a decoded payload in any shape models use, or what is wrong with it."""
-    if not isinstance(payload, dict):
-        return "the tool payload must be a JSON object"
-    if name is not None:   # <function=NAME>{args}</function>
-        args = payload
-    else:
-        if isinstance(payload.get("function"), dict):   # OpenAI: {"type": "function", "function": {...}}
-            payload = payload["function"]
-        name = next((payload[key] for key in NAME_KEYS if key in payload), None)
-        args_key = next((key for key in ARGS_KEYS if key in payload), None)
-        flat = {key: value for key, value in payload.items() if key not in (*NAME_KEYS, "type")}
-        args = payload[args_key] if args_key else flat
-    if isinstance(args, str):   # arguments sent as a JSON string
+class SmallModelHelp:
+    """The coach: the loop asks it before a request, around each tool call, and at each answer."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.taken_away = {}   # (file, name) -> its new name, or None: definitions edits took away
+        self.before = {}       # path -> the text of the file the running edit changes, before it
+        self.unchecked = []    # code files this request changed since its last command
+        self.sent_back = {}    # kind -> how much was left wrong when an answer was last sent back
+
+    def start(self, request):
+        """Before a request: read the files it names, as a person would attach them, so that the
+        model edits the right file instead of guessing one."""
+        self.unchecked, self.sent_back = [], {}
+        for path in named_files(request, repo_files(self.agent.git)):
+            if not self.agent.repeats_last_two("read_file", {"path": path}):   # else it is refused
+                self.agent.run_call({"name": "read_file", "args": {"path": path}})
+
+    def before_tool(self, call):
+        """Mend a call before it runs, or refuse it with a ToolResult: an answer written into a
+        file's text, a patch that changes nothing, quotes written the other way, a patch that would
+        break a Python file that compiles."""
+        args = call["args"]
+        for key in ("content", "new_text"):   # `<final>text</final>` as the file's text
+            found = answer_removed(args[key].strip()) if isinstance(args.get(key), str) else None
+            if found is not None:
+                args[key] = found
+                add_note(call, f"the <final> answer in {key} was dropped: it is not part of "
+                               "a file")
+        edits = ("write_file", "patch_file")
+        wanted = TOOL_ARGS[call["name"]] if call["name"] in edits else {}
+        if not wanted or not all(isinstance(args.get(key), str) for key in wanted):
+            return None
+        text = self.before[args["path"]] = self.file_text(args["path"])
+        if call["name"] == "write_file" or text is None:
+            return None
+        if args["old_text"] == args["new_text"]:   # small models copy a line, then say "done"
+            return refusal("new_text is the same as old_text, so the file would not change")
+        if args["old_text"] not in text:   # f'{x}' for f"{x}", even when shown the line
+            blind_text, blind_old = text.replace("'", '"'), args["old_text"].replace("'", '"')
+            if blind_text.count(blind_old) == 1:   # same lengths: the places agree
+                at = blind_text.find(blind_old)
+                args["old_text"] = text[at:at + len(blind_old)]
+                add_note(call, "old_text matched once ' and \" were taken as one")
         try:
-            args = loads_at(args, 0)[0]
+            after = patched(text, args["old_text"], args["new_text"], args["path"])
         except ValueError:
-            pass
-    if not isinstance(name, str) or not name.strip():
-        return "the tool call has no name"
-    if not isinstance(args, dict):
-        return "the tool args must be a JSON object"
-    return {"name": name.strip(), "args": args}
+            return None   # the tool says so, and after_tool says where to look
+        broken = syntax_error_added(args["path"], text, after)
+        if broken:   # as SWE-agent does: the model sees the line it would have made
+            return refusal(f"the patch would break {args['path']}, so it was not made: {broken}")
+        return None
+
+    def after_tool(self, call, result):
+        """Add to a result what the model needs to hear: how its call was read, where a patch that
+        missed should look, and what an edit got wrong (syntax, undefined names, stale uses)."""
+        name, args = call["name"], call["args"]
+        if name == "run_shell":
+            self.unchecked = []
+        path = args.get("path") if name in ("write_file", "patch_file") else None
+        before = self.before.pop(path, None) if isinstance(path, str) else None
+        text = self.file_text(path) if isinstance(path, str) else None
+        if text is None:
+            return
+        old_text = args.get("old_text") if name == "patch_file" else None
+        if not result.ok and isinstance(old_text, str) and text.count(old_text) != 1:   # it missed
+            elsewhere = "" if old_text in text else self.found_elsewhere(old_text, path)
+            result.text += elsewhere or patch_hint(text, old_text, str(args.get("new_text", "")))
+        if not result.ok:
+            return
+        name = self.agent.relative(self.agent.path(path))
+        if name.endswith(SOURCE_SUFFIXES) and name not in self.unchecked:
+            self.unchecked.append(name)
+        warnings, note = self.edit_warnings(name, before or "", text)
+        result.warnings += warnings
+        result.text += f"\nnote: {note}" if note else ""
+
+    def review_answer(self, answer, steps_left):
+        """Why an answer goes back to the model, as (a notice for the user, a message for the
+        model), or None.  Untested edits go back once; stale uses while fewer are left."""
+        if steps_left < 2:
+            return None
+        stale = self.stale_uses()
+        left = sum(warning.count("\n") + 1 for warning in stale)
+        if stale and left < self.sent_back.get("stale", float("inf")):
+            self.sent_back["stale"] = left
+            warnings = "\n".join(f"warning: {warning}" for warning in stale)
+            return ("The model answered while other files still use a name it took away: its "
+                    "answer is sent back.", STALE_REQUEST.format(warnings=warnings))
+        if self.unchecked and "check" not in self.sent_back:
+            self.sent_back["check"] = len(self.unchecked)
+            files = ", ".join(self.unchecked)
+            return (f"The model changed {files} and ran nothing since: its answer is sent back "
+                    "for a check.", CHECK_REQUEST.format(files=files))
+        return None
+
+    def file_text(self, raw_path):
+        """The text of a file of the repository now, or None if the agent cannot read it."""
+        try:
+            return read_limited(self.agent.path(raw_path)).decode("utf-8")
+        except (OSError, ValueError):   # also a path that escapes, or text that is not UTF-8
+            return None
+
+    def other_files(self, name, suffix=""):
+        """(path, text) of the repository's files other than `name` ending in `suffix`."""
+        for other in repo_files(self.agent.git)[:MAP_FILES]:
+            if other != name and other.endswith(suffix):
+                root = self.agent.root
+                yield other, read_doc(root / other, root, MAP_READ_CHARS) or ""
+
+    def found_elsewhere(self, old_text, name):
+        """Which other file holds a patch's old_text: "; it is in PATH (line N): patch it"."""
+        for path, text in self.other_files(self.agent.relative(self.agent.path(name))):
+            if old_text.strip() and old_text in text:   # small models patch the last file read
+                return f"; it is in {path} (line {line_of(text, old_text)}): patch that file"
+        return ""
+
+    def edit_warnings(self, name, old_text, new_text):
+        """What a Python file just written or patched got wrong: (warnings, a note on a check that
+        was skipped, or "")."""
+        if not name.endswith(".py"):
+            return [], ""
+        if max(len(old_text), len(new_text)) > SYNTAX_CHECK_CHARS:
+            return [], f"{name} is over {SYNTAX_CHECK_CHARS:,} chars, too large to check"
+        before, after = set(DEFINED_NAME.findall(old_text)), set(DEFINED_NAME.findall(new_text))
+        one_for_one = len(before - after) == 1 == len(after - before)
+        renamed = next(iter(after - before)) if one_for_one else None
+        for gone in before - after:   # remembered until no other file uses it
+            self.taken_away[(name, gone)] = renamed
+        problem, note = python_problem(name, new_text)
+        return [problem] * bool(problem) + self.stale_uses(), note
+
+    def stale_uses(self):
+        """Warnings while a function or class taken out of a Python file is used by other files.
+
+        A rename is the common case: a small model renames the definition,
+        says "done", and leaves the imports and calls of the old name broken.
+        The warning comes back after each later edit until no use is left.
+        When one name went and one came, each line is shown as it should
+        read, since small models copy text well and retype code badly.
+        """
+        if not self.taken_away:
+            return []
+        sources = dict(self.other_files("", ".py"))   # each file read once, for every name
+        warnings = []
+        for home in sorted({home for home, _ in self.taken_away}):
+            gone = {name for place, name in self.taken_away if place == home}
+            uses = lines_using(gone, home, sources)
+            for name in sorted(gone):
+                back = name in DEFINED_NAME.findall(sources.get(home, ""))
+                if not uses[name] or back:   # every use changed, or the name is back
+                    del self.taken_away[(home, name)]
+                    continue
+                new_name, word = self.taken_away[(home, name)], re.compile(rf"\b{name}\b")
+                shown = [f"{path}:{number}: {line}"
+                         + (f"  ->  {word.sub(new_name, line)}" if new_name else "")
+                         for path, number, line in uses[name][:MAX_STALE_USES]]
+                warnings.append(f"{home} no longer defines {name}, which these lines still use; "
+                                "change them too:\n" + "\n".join(shown))
+        return warnings[:MAX_STALE_NAMES]
+
+
+def refusal(why):
+    """A patch the coach refuses, as the tool's own failure would read."""
+    return ToolResult(False, f"error: tool patch_file failed: {why}")
+
+
+def named_files(request, names):
+    """The files among `names` that a request names, by path or by a file name only one has."""
+    paths, by_file_name = set(names), {}
+    for name in names:
+        by_file_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+    found = []
+    for word in re.split(r"[\s,;:()\[\]{}<>'\"`]+", request):   # a split: linear on a paste
+        word = word.rstrip(".?!").removeprefix("./")
+        if not re.fullmatch(r"[\w./-]+\.\w+", word):
+            continue
+        matches = [word] if word in paths else by_file_name.get(word, [])
+        if len(matches) == 1 and matches[0] not in found:
+            found.append(matches[0])
+    return found[:MAX_NAMED_FILES]
 
 
 def answer_removed(text):
-    """A file's text with the answer a small model wrapped around it taken off: `<final>text</final>`,
+    """A file's text without the answer a small model wrapped around it, `<final>text</final>`
     or `<final>Created it:</final><code>text</code>`; None if it has none."""
     end = text.find("</final>")
     if not text.startswith("<final>") or end == -1:
@@ -958,293 +2600,28 @@ def answer_removed(text):
     return text[len("<final>"):-len("</final>")] if text.endswith("</final>") else None
 
 
-def canonical_call(call):
-    """The call with our names for the tool and its arguments, noting what the model wrote instead."""
-    name, args, renamed = call["name"], dict(call["args"]), []
-    key = name.lower().replace("-", "_")
-    tool = key if key in TOOL_ARGS else TOOL_ALIASES.get(key, name)
-    if tool != name:
-        renamed.append(name)
-    for arg in list(args):
-        ours = ARG_ALIASES.get(arg)
-        if tool in TOOL_ARGS and arg not in TOOL_ARGS[tool] and ours in TOOL_ARGS[tool] and ours not in args:
-            args[ours] = args.pop(arg)
-            renamed.append(arg)
-    notes = [f"you wrote {', '.join(renamed)}"] if renamed else []
-    for arg in ("content", "new_text"):   # a file's text written as an answer, which small models do
-        text = args[arg].strip() if isinstance(args.get(arg), str) else ""
-        found = answer_removed(text)
-        if found is not None:
-            args[arg] = found
-            notes.append(f"the <final> answer in {arg} was dropped: it is not part of a file")
-    return {"name": tool, "args": args, **({"note": "; ".join(notes)} if notes else {})}
-
-
-def read_fields(body, opening, closing=None, whole=None):
-    """The `<field>value</field>` pairs that make up a body, as a dict, or None if the body is not that.
-
-    A value ends at the first closing tag followed by the next field or the
-    body's end, so a file's text may itself hold `</content>`.  A body with no
-    field tags at all is the value of `whole` (a write_file's bare content).
-    """
-    fields, at = {}, SPACE.match(body).end()
-    if whole and not opening.match(body, at):
-        return {whole: body}
-    while at < len(body):
-        match = opening.match(body, at)
-        if not match:
-            return None
-        close = closing or f"</{match.group(1)}>"
-        end = body.find(close, match.end())
-        while end != -1 and not (body[end + len(close):].isspace() or end + len(close) == len(body)
-                                 or opening.match(body, SPACE.match(body, end + len(close)).end())):
-            end = body.find(close, end + 1)
-        if end == -1:
-            return None
-        fields[match.group(1)] = body[match.end():end]
-        at = SPACE.match(body, end + len(close)).end()
-    return fields
-
-
-def fields_until(text, at, closing, opening, field_closing=None, whole=None):
-    """Read fields from text[at] to the call's closing tag; returns (fields, end) or (None, None).
-
-    The call ends at the first closing tag where its fields are whole and
-    nothing after it still closes this call (so a file may hold `</tool>`);
-    with no closing tag, the call runs to the end of the reply.
-    """
-    end = text.find(closing, at)
-    for _ in range(MAX_CANDIDATES):
-        if end == -1:
-            break
-        fields = read_fields(text[at:end], opening, field_closing, whole)
-        later, next_call = text.find(closing, end + 1), CALL_OPENING.search(text, end + 1)
-        if fields is not None and (later == -1 or next_call and next_call.start() < later):
-            return fields, end + len(closing)
-        end = later
-    fields = read_fields(text[at:], opening, field_closing, whole)
-    return (fields, len(text)) if fields is not None else (None, None)
-
-
-def xml_call(text, at, attributes):
-    """Our XML form, `<tool name="write_file" path="a.py"><content>...</content></tool>`; (call, end)."""
-    args = {key: double or single for key, double, single in ATTRIBUTE.findall(attributes)}
-    name = args.pop("name", "").strip()
-    if not name:
-        return "the tool call has no name", None
-    tool = canonical_call({"name": name, "args": {}})["name"]
-    known = TOOL_ARGS.get(tool, dict.fromkeys(XML_FIELDS))
-    names = [field for field in (*XML_FIELDS, *ARG_ALIASES)   # the tool's fields, but not its attributes
-             if ARG_ALIASES.get(field, field) in known and ARG_ALIASES.get(field, field) not in args]
-    opening = re.compile(r"<(" + "|".join(names or ["(?!)"]) + r")>")
-    whole = None if ANY_FIELD.match(text, SPACE.match(text, at).end()) else \
-        {"write_file": "content", "delegate": "task"}.get(tool)   # a body without fields is the content
-    fields, end = fields_until(text, at, "</tool>", opening, whole=whole)
-    if fields is None:
-        return (f"the fields inside <tool name=\"{name}\"> could not be read; write each as "
-                "<field>text</field> once, and not again what an attribute gives"), None
-    return {"name": name, "args": {**args, **fields}}, end
-
-
-def function_call(text, at, name):
-    """`<function=NAME>` with JSON arguments or `<parameter=ARG>value</parameter>` fields; (call, end)."""
-    if text[SPACE.match(text, at).end():].startswith("{"):
-        return json_call(text, at, "</function>", name)
-    fields, end = fields_until(text, at, "</function>", PARAMETER, "</parameter>")
-    if fields is None:
-        return f"the <parameter=...> fields of <function={name}> could not be read", None
-    args = {key: value.removeprefix("\n").removesuffix("\n") for key, value in fields.items()}
-    return {"name": name, "args": args}, end
-
-
-def json_call(text, at, closing, name=None):
-    """A call whose payload is JSON at text[at] (perhaps in a ``` fence), closed by `closing`; (call, end)."""
-    at = SPACE.match(text, at).end()
-    fence = re.match(r"```[\w-]*", text[at:])
-    at += fence.end() if fence else 0
-    inner = CALL_OPENING.match(text, SPACE.match(text, at).end())
-    if name is None and inner and inner.group(1):   # <tool_call><function=NAME>...</function></tool_call>
-        call, end = function_call(text, inner.end(), inner.group(1))
-    else:
-        try:
-            payload, end = loads_at(text, at)
-        except ValueError:
-            return ("the tool call was not valid JSON (for code, the XML form takes text as it is: <tool "
-                    'name="patch_file" path="PATH"><old_text>...</old_text><new_text>...</new_text></tool>)'), None
-        call = payload_call(payload, name)
-    if end is not None:
-        end = SPACE.match(text, end).end()
-        end += 3 if fence and text.startswith("```", end) else 0
-        end = SPACE.match(text, end).end()
-        end += len(closing) if text.startswith(closing, end) else 0
-    return call, end
-
-
-def tagged_call(text, opening):
-    """Read the call whose opening tag matched; returns (call or what is wrong, where the call ends)."""
-    if opening.group(1):   # <function=NAME>
-        return function_call(text, opening.end(), opening.group(1))
-    if opening.group() == "<tool_call>":
-        return json_call(text, opening.end(), "</tool_call>")
-    tag_end = text.find(">", opening.start())
-    if tag_end == -1 or tag_end - opening.start() > MAX_TAG_CHARS:
-        return "the <tool> tag is not closed with '>'", None
-    attributes = text[opening.end():tag_end]
-    if re.search(r"\bname\s*=", attributes):
-        return xml_call(text, tag_end + 1, attributes)
-    return json_call(text, tag_end + 1, "</tool>")
-
-
-def untagged_call(text):
-    """A call written without tags, as bare JSON or in a ``` fence, that ends the reply; or None."""
-    body = text.rstrip()
-    fenced = FENCE.search(body)
-    if fenced:
-        body = fenced.group(1)
-    starts = [match.end() - 1 for match in re.finditer(r"^[ \t]*\{", body, re.MULTILINE)]   # a { that begins a line
-    for start in starts[:MAX_CANDIDATES]:
-        try:
-            payload, end = loads_at(body, start)
-        except ValueError:
-            continue
-        call = payload_call(payload)
-        if not body[end:].strip() and isinstance(call, dict) and canonical_call(call)["name"] in TOOL_ARGS:
-            return call
-    return None
-
-
-def listing(lines, what, advice):
-    """At most MAX_LISTED lines, saying how many more there were and what to do about it."""
-    if len(lines) <= MAX_LISTED:
-        return "\n".join(lines)
-    more = f"{len(lines) - MAX_LISTED:,}{'+' if len(lines) == MAX_COUNTED else ''}"
-    return "\n".join([*lines[:MAX_LISTED], f"({more} more {what} not shown; {advice})"])
-
-
-def text_lines(file):
-    """The lines of a file opened in binary mode, decoded; reads only as far as the caller goes, and
-    never past its first MAX_FILE_BYTES (see read_past_cap)."""
-    while file.tell() < MAX_FILE_BYTES:
-        chunk = line = file.readline(4 * MAX_LINE_CHARS)
-        if not chunk:
-            return
-        while not chunk.endswith(b"\n") and file.tell() < MAX_FILE_BYTES:   # the rest of a long line
-            chunk = file.readline(4 * MAX_LINE_CHARS)
-            if not chunk:
-                break
-        yield line.decode("utf-8", errors="replace").rstrip("\r\n")[:MAX_LINE_CHARS]
-
-
-def read_past_cap(file):
-    """True if text_lines stopped at MAX_FILE_BYTES, with more of the file unread."""
-    return file.tell() >= MAX_FILE_BYTES and bool(file.read(1))
-
-
-def is_binary(file):
-    """True if a file opened in binary mode looks binary (a NUL byte near its start)."""
-    binary = b"\0" in (file.read(BINARY_SNIFF) or b"")
-    file.seek(0)
-    return binary
-
-
-if os.name == "posix":
-    NEW_PROCESS_GROUP = {"start_new_session": True}   # the shell and its children get their own group
-else:
-    NEW_PROCESS_GROUP = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-
-
-def kill_tree(process):
-    """Stop a shell and every process it started."""
-    if os.name == "posix":
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except OSError:
-            pass
-    else:
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
-    process.wait()
-
-
-def read_capped(file):
-    """A command's output from its temporary file: all of it, or its first and last part."""
-    size = file.seek(0, os.SEEK_END)
-    file.seek(0)
-    if size <= 2 * SHELL_CAPTURE:
-        data = file.read()
-    else:
-        head = file.read(SHELL_CAPTURE)
-        file.seek(size - SHELL_CAPTURE)
-        data = head + f"\n...[{size - 2 * SHELL_CAPTURE} bytes cut]...\n".encode() + file.read()
-    return data.decode("utf-8", errors="replace")
-
-
-def stop_reason(started, timeout, *outputs):
-    """Why a running command must be stopped now (too slow, or a runaway writing gigabytes), or None."""
-    if sum(os.fstat(file.fileno()).st_size for file in outputs) > SHELL_OUTPUT_CAP:
-        return f"stopped (killed once its output passed {SHELL_OUTPUT_CAP >> 20} MB; print less, e.g. | tail -50)"
-    if time.monotonic() - started > timeout:
-        return f"timeout (killed after {timeout} s)"
-    return None
-
-
-def run_command(command, cwd, timeout):
-    """Run a shell command that cannot hang the agent: (exit code or why it was stopped, stdout, stderr).
-
-    Output goes to temporary files, not pipes, so a background child that keeps
-    them open cannot make us wait; when the command runs too long or writes too
-    much, or on Ctrl-C, the whole process group is killed.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, shell=True, cwd=cwd, stdin=subprocess.DEVNULL,
-                                   stdout=out, stderr=err, **NEW_PROCESS_GROUP)
-        started, code = time.monotonic(), None
-        try:
-            while code is None:
-                try:
-                    code = process.wait(timeout=0.05)
-                except subprocess.TimeoutExpired:
-                    code = stop_reason(started, timeout, out, err)
-                    if code:
-                        kill_tree(process)
-        except BaseException:
-            kill_tree(process)
-            raise
-        return code, read_capped(out), read_capped(err)
-
-
-def lines_using(names, home, sources):
-    """For each of `names`, taken out of the Python file `home`: (path, number, line) of each line that
-    uses it in the other files of `sources` that name home's module (the others have a `main` of their own)."""
-    module = Path(home).parent.name if Path(home).name == "__init__.py" else Path(home).stem
-    names_module = re.compile(rf"\b{re.escape(module)}\b")
-    uses = {name: [] for name in names}
-    for path, text in sources.items():
-        if path == home or not names_module.search(text):
-            continue
-        for number, line in enumerate(text.splitlines(), 1):
-            for name in names.intersection(IDENTIFIER.findall(line)):
-                uses[name].append((path, number, line.strip()))
-    return uses
-
-
 def line_of(text, part):
     """The number of the line where `part` first occurs in `text`."""
     return text.count("\n", 0, text.find(part)) + 1
 
 
 def patch_hint(text, old_text, new_text):
-    """For a patch whose old_text did not match once: where it occurs, that it was made, or the line most like it."""
+    """For a patch whose old_text did not occur once: where it occurs, that the change is made
+    already, or the line most like it."""
     lines = text.splitlines()[:HINT_LINES]
     if old_text in text:
         found = [str(number) for number, line in enumerate(lines, 1) if old_text.strip() in line]
-        return f" (lines {', '.join(found[:10])}); take in more of the lines around it" if found else ""
-    if new_text.strip() and new_text in text:   # small models repeat a patch they made two steps ago
-        return f"; its new_text is already there (line {line_of(text, new_text)}): that change is made"
+        lines_found = f" (lines {', '.join(found[:10])}); take in more of the lines around it"
+        return lines_found if found else ""
+    if new_text.strip() and new_text in text:   # small models make a patch again, two steps on
+        return (f"; its new_text is already there (line {line_of(text, new_text)}): that change "
+                "is made")
     first = next((line.strip() for line in old_text.splitlines() if line.strip()), "")
     number = nearest_line(lines, first)
     if number is None:
         return "; read the file and copy the lines exactly"
-    return f"; the nearest is line {number}, copy it exactly: {one_line(lines[number - 1].strip(), ARGS_CHARS)}"
+    nearest = one_line(lines[number - 1].strip(), ARGS_CHARS)
+    return f"; the nearest is line {number}, copy it exactly: {nearest}"
 
 
 def nearest_line(lines, wanted):
@@ -1259,34 +2636,32 @@ def nearest_line(lines, wanted):
         if time.monotonic() > deadline:
             break
         matcher.set_seq1(line.strip()[:HINT_LINE_CHARS])
-        if matcher.real_quick_ratio() > best_ratio and matcher.quick_ratio() > best_ratio:
+        if matcher.real_quick_ratio() >= best_ratio and matcher.quick_ratio() >= best_ratio:
             ratio = matcher.ratio()
             if ratio > best_ratio or (best is None and ratio == best_ratio):
                 best, best_ratio = number, ratio
     return best
 
 
-def patched(text, args, name):
-    """The text with old_text replaced by new_text, and a note if only other quotes made it match;
-    ValueError, saying where to look, unless old_text occurs exactly once.
-
-    Small models write code's quotes their own way (f'{x}' for f"{x}") even
-    when shown the line, so ' and " count as one when nothing matches as written.
-    """
-    old_text, count, note = args["old_text"], text.count(args["old_text"]), ""
-    at = text.find(old_text) if count == 1 else -1
-    if count == 0:
-        blind_text, blind_old = text.replace("'", '"'), old_text.replace("'", '"')   # same lengths: places agree
-        if blind_text.count(blind_old) == 1:
-            at, note = blind_text.find(blind_old), " (old_text matched once ' and \" were taken as one)"
-    if at == -1:
-        raise ValueError(f"old_text must occur exactly once in {name}, found {count} times"
-                         + patch_hint(text, old_text, args["new_text"]))
-    return text[:at] + args["new_text"] + text[at + len(old_text):], note
+def syntax_error(name, text):
+    """Why a Python file's text does not compile, with its line, or "" (it is never run)."""
+    if len(text) > SYNTAX_CHECK_CHARS:
+        return ""
+    try:
+        with warnings.catch_warnings():   # a SyntaxWarning ('\d' in a string) would print
+            warnings.simplefilter("ignore")
+            compile(text, name, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return f"{exc.msg} (line {exc.lineno}: {one_line((exc.text or '').strip(), ARGS_CHARS)})"
+    except (ValueError, RecursionError, MemoryError):   # NUL bytes, absurd nesting: not ours
+        pass
+    return ""
 
 
-IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
-DEFINED_NAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)   # a module's functions, classes
+def syntax_error_added(name, old_text, new_text):
+    """The syntax error an edit would bring into a Python file that compiles, or ""."""
+    error = syntax_error(name, new_text) if name.endswith(".py") else ""
+    return error if error and not syntax_error(name, old_text) else ""
 
 
 def undefined_names(text):
@@ -1300,7 +2675,7 @@ def undefined_names(text):
     tables = [module]
     for table in tables:   # grows as it goes: every scope, nested ones too
         tables += table.get_children()
-        if len(tables) > MAX_CHECKED_SCOPES:   # each lookup scans a scope's children: quadratic
+        if len(tables) > MAX_CHECKED_SCOPES:   # each lookup scans a scope's children
             return None
     defined, used = set(dir(builtins)), set()
     for table in tables:
@@ -1313,1101 +2688,53 @@ def undefined_names(text):
     return sorted(name for name in used - defined if not name.startswith("__"))
 
 
-def syntax_error(name, text):
-    """Why a Python file's text does not compile, with its line, or "" if it compiles (it is never run)."""
-    if len(text) > SYNTAX_CHECK_CHARS:
-        return ""
-    try:
-        with warnings.catch_warnings():   # a SyntaxWarning ('\d' in a string) would print on the terminal
-            warnings.simplefilter("ignore")
-            compile(text, name, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        return f"{exc.msg} (line {exc.lineno}: {one_line((exc.text or '').strip(), ARGS_CHARS)})"
-    except (ValueError, RecursionError, MemoryError):   # NUL bytes; absurd nesting: not ours to judge
-        pass
-    return ""
-
-
-def syntax_error_added(name, old_text, new_text):
-    """The syntax error an edit would bring into a Python file that compiles, or "".
-
-    Such a patch is refused, as SWE-agent refuses it: the model sees the line
-    it would have made, and the file stays whole.
-    """
-    error = syntax_error(name, new_text) if name.endswith(".py") else ""
-    return error if error and not syntax_error(name, old_text) else ""
-
-
 def python_problem(name, text):
-    """A warning if a Python file just written does not parse, or uses a name it never defines; else "".
+    """(A warning if a Python file just written does not parse, or uses a name it never defines,
+    or ""; a note if the check was skipped, or "").
 
     A real tool's editor shows these at once; a small model that is told
     fixes its slip, one that is not says "done" over a broken file.
     """
     error = syntax_error(name, text)
     if error:
-        return f"\nwarning: {name} does not parse as Python: {error}; fix it"
+        return f"{name} does not parse as Python: {error}; fix it", ""
     try:
         missing = undefined_names(text)
     except (ValueError, RecursionError, MemoryError):
-        return ""
+        return "", ""
     if missing is None:
-        return f"\nnote: {name} has over {MAX_CHECKED_SCOPES:,} definitions, too many to check its names"
+        return "", (f"{name} has over {MAX_CHECKED_SCOPES:,} definitions, too many to check "
+                    "its names")
     if not missing:
-        return ""
-    return f"\nwarning: {name} uses names it never defines or imports: {', '.join(missing[:5])}; fix it"
-
-
-class ToolUse:
-    """Component 3: which tools exist, how replies become calls, and the checks on each call."""
-
-    def build_tools(self):
-        """The tool registry: name -> signature, risk, description and an example call."""
-        tools = {}
-        for name, (risky, description, example) in TOOL_INFO.items():
-            if name == "delegate" and self.depth >= self.max_depth:
-                continue
-            tools[name] = {"signature": signature(name), "risky": risky,
-                           "description": description, "example": example}
-        return tools
-
-    @staticmethod
-    def parse(raw):
-        """Read a model reply as ("tool", call), ("final", text) or ("retry", notice); never raises.
-
-        A call that was written differently from our protocol (another name, a
-        wrapper, more after it) carries a `note` saying so, for its result.
-        """
-        text = without_thinking(raw)
-        if not text.strip() and raw.strip():
-            return "retry", retry_notice("the reply held only thinking, and no call or answer yet")
-        if not text.strip():
-            return "retry", retry_notice("the model returned an empty response")
-        opening, final_at = CALL_OPENING.search(text), text.find("<final>")
-        if opening and (final_at == -1 or opening.start() < final_at):
-            call, end = tagged_call(text, opening)
-        elif final_at != -1:
-            answer = text[final_at + len("<final>"):].split("</final>", 1)[0].strip()
-            return ("final", answer) if answer else ("retry", retry_notice("the <final> answer was empty"))
-        else:
-            call, end = untagged_call(text), len(text)
-            if call is None:
-                return "final", text.strip()
-        if isinstance(call, str):
-            return "retry", retry_notice(call)
-        call = canonical_call(call)
-        if CALL_OPENING.search(text, end):
-            call["rest"] = text[end:]   # run after this one: see run_calls
-        return "tool", call
-
-    def validate_tool(self, name, args):
-        """Check a call's arguments; return them with defaults filled in, or raise ValueError."""
-        checked = {}
-        for arg, default in TOOL_ARGS[name].items():
-            value = args.get(arg, default)
-            if value is REQUIRED:
-                raise ValueError(repr(arg))
-            if value is None and default is None:   # read_file's end: worked out below
-                pass
-            elif arg in INT_ARGS:
-                if isinstance(value, str) and value.strip().isdigit() and len(value) < 10:
-                    value = int(value)
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ValueError(f"{arg} must be an integer")
-            elif not isinstance(value, str):
-                raise ValueError(f"{arg} must be a string")
-            elif not value.strip() and arg not in MAY_BE_EMPTY:
-                raise ValueError(f"{arg} must not be empty")
-            checked[arg] = value
-        if name == "read_file" and checked["end"] is None:   # so "read on with start=201" just works
-            checked["end"] = checked["start"] + READ_LINES - 1
-        if name == "read_file" and not 1 <= checked["start"] <= checked["end"]:
-            raise ValueError("need 1 <= start <= end")
-        if name == "run_shell" and not 1 <= checked["timeout"] <= 120:
-            raise ValueError("timeout must be between 1 and 120 seconds")
-        if name == "delegate":
-            if checked["max_steps"] < 1:
-                raise ValueError("max_steps must be at least 1")
-            checked["max_steps"] = min(checked["max_steps"], self.max_steps)   # no more than our own
-        return checked
-
-    def repeats_last_two(self, name, args):
-        """True if the two previous tool calls were this very call."""
-        tool_items = (item for item in reversed(self.session["history"]) if item["role"] == "tool")
-        calls = list(itertools.islice(tool_items, 2))
-        return len(calls) == 2 and all(c["name"] == name and c["args"] == args for c in calls)
-
-    def approve(self, name, args):
-        """Ask whether a risky tool may run, following the approval policy."""
-        if self.read_only or self.approval_policy == "never":
-            return False
-        preview = self.preview(name, args)
-        if self.approval_policy == "auto" or name in self.always_approved or not preview:
-            return True   # no preview: an edit that changes nothing, nothing to ask about
-        whole = False
-        while True:
-            self.display.approval(name, preview, whole)
-            try:
-                answer = input("").strip().lower()
-            except EOFError:
-                answer = ""
-            if answer not in ("v", "view"):
-                break
-            whole = True   # show the whole diff, then ask again
-        if answer in ("a", "always"):
-            self.always_approved.add(name)
-        allowed = answer in ("y", "yes", "a", "always")
-        if not allowed:
-            self.display.notice(f"Denied{' (Enter means no)' if not answer else ''}: {name} was not run.")
-        return allowed
-
-    def preview(self, name, args):
-        """What a risky call would do, for a person to judge: the command, or the whole diff of the edit
-        ('' for an edit that changes nothing)."""
-        if name == "run_shell":
-            return f"run_shell in {self.root} (timeout {args['timeout']} s):\n  $ {args['command']}"
-        path, old, new, _ = self.planned_edit(name, args)
-        shown = self.relative(path)   # the file that will change, whatever the path said
-        return "\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), f"a/{shown}", f"b/{shown}",
-                                             lineterm=""))
-
-    def run_tool(self, name, args):
-        """Run one tool call through every check; always returns text, never raises."""
-        if not isinstance(name, str) or name not in self.tools:
-            return f"error: unknown tool '{name}'"
-        try:
-            checked = self.validate_tool(name, args)
-        except ValueError as exc:
-            return f"error: invalid arguments for {name}: {exc}\nexample: {self.tools[name]['example']}"
-        if self.repeats_last_two(name, args):
-            return (f"error: repeated identical tool call for {name}; "
-                    "choose a different tool or return a final answer")
-        try:
-            if self.tools[name]["risky"] and not self.approve(name, checked):
-                return f"error: approval denied for {name}"
-            result = getattr(self, f"tool_{name}")(checked)
-        except Exception as exc:   # a tool's failure is a result the model can react to
-            return f"error: tool {name} failed: {exc}"
-        return clip(result, MAX_TOOL_OUTPUT)
-
-    def path(self, raw_path):
-        """Resolve a path argument inside the workspace, or raise ValueError: the check every tool uses."""
-        if len(raw_path) > MAX_PATH_CHARS or any(len(part) > 255 for part in re.split(r"[\\/]", raw_path)):
-            raise ValueError(f"path is too long: {raw_path[:60]}...")
-        if any(unicodedata.category(char) in UNSEEN_CATEGORIES for char in raw_path):
-            raise ValueError(f"path contains a control or invisible character: {raw_path!r}")
-        if raw_path.startswith("~"):
-            raise ValueError(f"path escapes workspace: {raw_path}")
-        try:
-            resolved = (self.root / raw_path).resolve()   # follows every symlink, even below missing parts
-        except (OSError, RuntimeError) as exc:            # RuntimeError: a symlink loop
-            raise ValueError(f"cannot resolve path {raw_path}: {exc}") from None
-        if not is_inside(resolved, self.root):
-            raise ValueError(f"path escapes workspace: {raw_path}")
-        return resolved
-
-    def relative(self, path):
-        """A path as the model sees it: relative to the repo root."""
-        return path.relative_to(self.root).as_posix() or "."
-
-    def regular_file(self, raw_path):
-        """A path that must name an existing regular file (not a folder, FIFO or device)."""
-        path = self.path(raw_path)
-        if not path.exists():
-            raise ValueError(f"no such file: {raw_path}")
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise ValueError(f"not a regular file: {raw_path}")
-        return path
-
-    def writable(self, raw_path):
-        """A path the agent may write: inside the workspace, not a folder, not in .git or our own state."""
-        path = self.path(raw_path)
-        if any(folded(part) in PROTECTED_DIRS for part in path.relative_to(self.root).parts):
-            raise ValueError(f"the agent does not write inside {' or '.join(sorted(PROTECTED_DIRS))}")
-        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
-            raise ValueError(f"not a regular file: {raw_path}")
-        return path
-
-    def tool_list_files(self, args):
-        """One folder's entries as `[D] path` / `[F] path` lines, folders first."""
-        folder = self.path(args["path"])
-        if not folder.is_dir():
-            raise ValueError(f"not a folder: {args['path']}")
-        entries = [entry for entry in folder.iterdir() if folded(entry.name) not in IGNORED_DIRS]
-        kinds = {entry: self.entry_kind(entry) for entry in entries}
-        broken = sorted(entry.name for entry, kind in kinds.items() if kind == "broken")
-        lines = sorted(f"[{kind}] {self.relative(entry)}" for entry, kind in kinds.items() if kind in "DF")
-        if broken:
-            lines.append(f"(skipped {len(broken)} broken or looping symlinks, or entries that cannot be "
-                         f"looked at: {', '.join(broken[:5])})")
-        return listing(lines, "entries", "list a subfolder") or "(empty)"
-
-    def entry_kind(self, entry):
-        """"D" for a folder, "F" for a file, "outside" for a link that leads out of the root (not shown),
-        "broken" for a link that loops or leads nowhere, or an entry that cannot be looked at."""
-        try:
-            real = entry.resolve(strict=True)
-            return ("D" if real.is_dir() else "F") if is_inside(real, self.root) else "outside"
-        except (OSError, RuntimeError):   # RuntimeError: a symlink loop
-            return "broken"
-
-    def tool_read_file(self, args):
-        """Numbered lines start..end of a text file, reading no further than needed."""
-        path = self.regular_file(args["path"])
-        lines = [f"# {self.relative(path)}"]
-        with open_regular(path) as file:
-            if is_binary(file):
-                return f"# {self.relative(path)}\n(binary file, {path.stat().st_size} bytes; not shown)"
-            shown_chars = 0
-            for number, line in enumerate(text_lines(file), 1):
-                if number > args["end"] or shown_chars > MAX_TOOL_OUTPUT:
-                    lines.append(f"(more lines follow; read on with start={number})")
-                    break
-                if number >= args["start"]:
-                    lines.append(f"{number:>4}: {line}")
-                    shown_chars += len(line) + 6
-            if read_past_cap(file):
-                lines.append(f"(the agent reads only the first {MAX_FILE_BYTES >> 20} MB of a file; "
-                             "the rest of this one was not read)")
-        if len(lines) == 1:
-            lines.append("(empty file)" if args["start"] == 1 else "(the file ends before line start)")
-        return "\n".join(lines)
-
-    def tool_search(self, args):
-        """`path:line:text` for each line containing the pattern, case-insensitive, in the files git
-        lists (so what .gitignore names is skipped), else in every regular file below the path."""
-        folder = self.path(args["path"])
-        names = [self.relative(folder)] if folder.is_file() else repo_files(self.git, folder)
-        needle, matches, notes = args["pattern"].lower(), [], []
-        deadline = time.monotonic() + SEARCH_SECONDS
-        for name in names:
-            if time.monotonic() > deadline or len(matches) >= MAX_COUNTED:
-                notes.append(f"(the search stopped after {SEARCH_SECONDS} s or {MAX_COUNTED:,} matches, "
-                             "before it looked in every file; narrow the path)")
-                break
-            try:
-                handle = open_regular(self.root / name)   # not through a symlink: its target is searched
-            except OSError:                                # under its own name, if it is inside
-                continue
-            with handle:
-                if is_binary(handle):
-                    continue
-                matches += [f"{name}:{number}:{line}" for number, line in enumerate(text_lines(handle), 1)
-                            if needle in line.lower()]
-                if read_past_cap(handle):
-                    notes.append(f"({name} was searched only in its first {MAX_FILE_BYTES >> 20} MB)")
-        found = listing(matches[:MAX_COUNTED], "matches", "narrow the pattern or the path")
-        return "\n".join([found or "(no matches)", *notes[:5]])
-
-    def tool_run_shell(self, args):
-        """A shell command's exit code, stdout and stderr."""
-        code, stdout, stderr = run_command(args["command"], self.root, args["timeout"])
-        return f"exit_code: {code}\nstdout:\n{stdout or '(empty)'}\nstderr:\n{stderr or '(empty)'}"
-
-    def other_files(self, name, suffix=""):
-        """(path, text) of the repository's files other than `name` ending in `suffix`, read as needed."""
-        for other in repo_files(self.git)[:MAP_FILES]:
-            if other != name and other.endswith(suffix):
-                yield other, read_doc(self.root / other, self.root, MAP_READ_CHARS) or ""
-
-    def found_elsewhere(self, old_text, name):
-        """Which other file holds a patch's old_text: "in PATH (line N): patch that file"; else ""."""
-        for path, text in self.other_files(name):
-            if old_text.strip() and old_text in text:
-                return f"in {path} (line {line_of(text, old_text)}): patch that file"
-        return ""
-
-    def note_taken_away(self, name, old_text, new_text):
-        """Remember the functions and classes an edit took out of a Python file, and the new name of a rename."""
-        before, after = set(DEFINED_NAME.findall(old_text)), set(DEFINED_NAME.findall(new_text))
-        renamed = len(before - after) == 1 and len(after - before) == 1
-        for gone in before - after:
-            self.taken_away[(name, gone)] = next(iter(after - before)) if renamed else None
-
-    def stale_uses(self):
-        """Warnings while a function or class taken out of a Python file is still used by other files.
-
-        A rename is the common case: a small model renames the definition,
-        says "done", and leaves the imports and calls of the old name broken.
-        The warning comes back after each later edit until no use is left.
-        When one name went and one came, each line is shown as it should
-        read, since small models copy text well and retype code badly.
-        """
-        if not self.taken_away:
-            return ""
-        sources = dict(self.other_files("", ".py"))   # each file read once, whatever was taken away
-        notes = []
-        for home in {home for home, _ in self.taken_away}:
-            gone = {name for place, name in self.taken_away if place == home}
-            uses = lines_using(gone, home, sources)
-            for name in sorted(gone):
-                if not uses[name] or name in DEFINED_NAME.findall(sources.get(home, "")):   # all changed,
-                    del self.taken_away[(home, name)]                                       # or it is back
-                    continue
-                new_name, word = self.taken_away[(home, name)], re.compile(rf"\b{name}\b")
-                shown = [f"{path}:{number}: {line}" + (f"  ->  {word.sub(new_name, line)}" if new_name else "")
-                         for path, number, line in uses[name][:MAX_STALE_USES]]
-                notes.append(f"\nwarning: {home} no longer defines {name}, which these lines still use; "
-                             "change them too:\n" + "\n".join(shown))
-        return "".join(notes[:MAX_STALE_NAMES])
-
-    def edit_warnings(self, name, old_text, new_text):
-        """What a file just written or patched got wrong, as warning lines for the model; else ""."""
-        if not name.endswith(".py"):
-            return ""
-        if max(len(old_text), len(new_text)) > SYNTAX_CHECK_CHARS:
-            return f"\nnote: {name} is over {SYNTAX_CHECK_CHARS:,} chars, too large to check"
-        self.note_taken_away(name, old_text, new_text)
-        return python_problem(name, new_text) + self.stale_uses()
-
-    def planned_edit(self, name, args):
-        """(path, its text now, its text after the edit, a note) for a write_file or patch_file call;
-        raises ValueError or OSError, saying why, if the edit cannot be made.
-
-        The approval preview and the tool both plan the edit here, so a patch
-        that would fail is reported at once, and nobody is asked to approve it.
-        """
-        path = self.writable(args["path"])
-        if name == "write_file":
-            old = read_limited(path).decode("utf-8", errors="replace") if path.exists() else ""
-            return path, old, args["content"], ""
-        if not path.exists():
-            raise ValueError(f"no such file: {args['path']}")
-        try:
-            text = read_limited(path).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{args['path']} is not UTF-8 text") from None
-        if args["old_text"] == args["new_text"]:   # small models copy a line and change nothing, then say "done"
-            raise ValueError("new_text is the same as old_text, so the file would not change")
-        try:
-            new_text, note = patched(text, args, args["path"])
-        except ValueError:   # small models patch the file they last read, not the one the line is in
-            elsewhere = "" if args["old_text"] in text else self.found_elsewhere(args["old_text"], self.relative(path))
-            if not elsewhere:
-                raise
-            raise ValueError(f"old_text is not in {args['path']} but {elsewhere}") from None
-        broken = syntax_error_added(args["path"], text, new_text)
-        if broken:
-            raise ValueError(f"the patch would break {args['path']}, so it was not made: {broken}")
-        return path, text, new_text, note
-
-    def tool_write_file(self, args):
-        """Create or replace a file (undoably)."""
-        path, old, new, _ = self.planned_edit("write_file", args)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.write_undoably(path, new.encode("utf-8"), "write_file")
-        name = self.relative(path)
-        return f"wrote {name} ({len(new)} chars){self.edit_warnings(name, old, new)}"
-
-    def tool_patch_file(self, args):
-        """Replace the one occurrence of old_text with new_text (undoably)."""
-        path, old, new, note = self.planned_edit("patch_file", args)
-        self.write_undoably(path, new.encode("utf-8"), "patch_file")
-        name = self.relative(path)
-        return f"patched {name}{note}{self.edit_warnings(name, old, new)}"
-
-
-# ---------------------------------------------------------------------------
-# 4. Context reduction: keep what the model sees small and useful
-# ---------------------------------------------------------------------------
-
-def clip(text, limit):
-    """Keep the start and the end of a long text, saying how much was cut from the middle.
-
-    The end matters: it holds a test run's summary and a compiler's last error.
-    """
-    if len(text) <= limit:
-        return text
-    head = limit // 2
-    return f"{text[:head]}\n...[truncated {len(text) - limit} chars]...\n{text[len(text) - (limit - head):]}"
-
-
-def one_line(text, limit=NOTE_CHARS):
-    """The first line of a text, clipped, for memory notes and summaries."""
-    return clip(text.strip().split("\n", 1)[0], limit).replace("\n", " ")
-
-
-def summary_line(item):
-    """The one line that stands for a compacted history item."""
-    if item["role"] != "tool":
-        return f"- {item['role']}: {one_line(item['content'], SUMMARY_LINE_CHARS)}"
-    args = one_line(json.dumps(item["args"], sort_keys=True, ensure_ascii=False), 60)
-    return f"- {item['name']} {args}: {one_line(item['content'], SUMMARY_LINE_CHARS - 60)}"
-
-
-class ContextReduction:
-    """Component 4: each transcript item is rendered once, small; rare compactions make room."""
-
-    def render(self, item):
-        """How one history item reads in the prompt, fixed when it is recorded."""
-        if item["role"] != "tool":
-            return f"[{item['role']}] {clip(item['content'], ITEM_CHARS)}"
-        args = json.dumps(item["args"], sort_keys=True, ensure_ascii=False)
-        path = item["args"].get("path")
-        content = clip(item["content"], ITEM_CHARS)
-        if item["name"] in ("write_file", "patch_file"):
-            self.shown_reads = {key: read for key, read in self.shown_reads.items() if read[0] != path}
-        elif item["name"] == "read_file":
-            if self.shown_reads.get(args) == (path, item["content"]):
-                content = "(unchanged since the same read above)"
-            self.shown_reads[args] = (path, item["content"])
-        return f"[tool:{one_line(item['name'], 60)}] {one_line(args, ARGS_CHARS)}\n{content}"   # the call: one line
-
-    def history_text(self):
-        """The transcript as the prompt shows it: summary of compacted items, then the rest verbatim."""
-        summary = self.summary()
-        if not self.transcript and not summary:
-            return "- empty"
-        return "\n".join(([summary] if summary else []) + self.transcript)
-
-    def summary(self):
-        """The text that stands for compacted items, or ''."""
-        compactions = self.session["compactions"]
-        return compactions[-1]["summary"] if compactions else ""
-
-    def window_start(self):
-        """The index of the first history item shown verbatim."""
-        compactions = self.session["compactions"]
-        return compactions[-1]["start"] if compactions else 0
-
-    def rebuild_transcript(self):
-        """Render the verbatim part of the history (at start, on resume and after a compaction)."""
-        self.shown_reads = {}   # args JSON -> (path, content) of reads shown in the transcript
-        self.transcript = [self.render(item) for item in self.session["history"][self.window_start():]]
-
-    def compact(self, room):
-        """Make room in one big step: older items shrink to a line each, the newest stay verbatim."""
-        keep_chars, kept = min(MAX_HISTORY, room // 2), 0
-        for text in reversed(self.transcript):
-            if keep_chars < len(text) + 1:
-                break
-            keep_chars -= len(text) + 1
-            kept += 1
-        history, start = self.session["history"], self.window_start()
-        end = len(history) - kept
-        old_lines = self.summary().split("\n")[1:]
-        lines = old_lines + [summary_line(item) for item in history[start:end]]
-        while lines and len("\n".join(lines)) > room // 4:
-            lines.pop(0)   # the oldest summary lines go first
-        summary = "\n".join([f"[summary] {end} earlier items, one line each (oldest dropped first):", *lines])
-        self.session["compactions"].append({"start": end, "summary": summary, "created_at": now()})
-        self.rebuild_transcript()
-        self.session_store.save(self.session)
-
-
-# ---------------------------------------------------------------------------
-# 5. Transcript, memory and resumption: every step is saved and can go on later
-# ---------------------------------------------------------------------------
-
-WORKSPACE_SHAPE = {"cwd": str, "repo_root": str, "branch": str, "default_branch": str, "status": str,
-                   "recent_commits": [str], "project_docs": {str: str}, "files?": str}
-SESSION_SHAPE = {     # every field the code reads from a saved session; "?": older versions did not write it
-    "id": str,
-    "history": [({"role": ("user", "assistant"), "content": str},
-                 {"role": "tool", "name": str, "args": dict, "content": str})],
-    "memory": {"task": str, "files": [str], "notes": [str]},
-    "undo?": [{"path": str, "tool": str, "copy": (str, None), "sha256": str}],
-    "compactions?": [{"start": int, "summary": str}],
-    "stats?": [dict],
-    "workspace?": WORKSPACE_SHAPE,   # the snapshot the session's prompts start with
-    "workspace_seen?": {"branch": str, "status": str, "recent_commits": [str]},   # the latest told to the model
-}
-
-CHECK_REQUEST = ("[check] You changed {files} and have run nothing since. Check the change with run_shell "
-                 "(run the tests, or run the program the way the request would use it) and fix what fails; "
-                 "then give your final answer.")   # sent once per request: small models say "done" untested
-STALE_REQUEST = ("[check] Not done yet: {warnings}\nChange those lines with patch_file, "
-                 "then give your final answer.")   # again while fewer are left: a rename stops at its first patch
-
-
-def shape_problem(value, shape):
-    """Where a value loaded from JSON differs from a shape (see SESSION_SHAPE), e.g. `.memory.task is not
-    a str`, or None.
-
-    A shape is a type, a literal, a tuple of choices, [shape] for a list of
-    them, {key: shape} for an object ("key?" if it may be missing), or
-    {str: shape} for an object with any keys.
-    """
-    if isinstance(shape, tuple):
-        fits = any(shape_problem(value, choice) is None for choice in shape)
-        return None if fits else " is malformed"
-    if isinstance(shape, list):
-        if not isinstance(value, list):
-            return " is not a list"
-        for n, item in enumerate(value):
-            problem = shape_problem(item, shape[0])
-            if problem:
-                return f"[{n}]{problem}"
-        return None
-    if isinstance(shape, dict):
-        if not isinstance(value, dict):
-            return " is not an object"
-        if str in shape:
-            bad = [key for key, item in value.items() if shape_problem(item, shape[str]) is not None]
-            return f"[{bad[0]!r}] is malformed" if bad else None
-        for key, part in shape.items():
-            name = key.rstrip("?")
-            if name not in value:
-                if key.endswith("?"):
-                    continue
-                return f" has no {name!r}"
-            problem = shape_problem(value[name], part)
-            if problem:
-                return f".{name}{problem}"
-        return None
-    if isinstance(shape, type):
-        fits = isinstance(value, shape) and not (shape is int and isinstance(value, bool))
-        return None if fits else f" is not {'an' if shape is int else 'a'} {shape.__name__}"
-    return None if value == shape else f" is not {shape!r}"
-
-
-def session_problem(session):
-    """Why a loaded session cannot be used, or None if it can: it is checked like any untrusted input."""
-    problem = shape_problem(session, SESSION_SHAPE)
-    if problem:
-        return problem[1:] if problem.startswith(".") else f"the session{problem}"
-    if any(change["copy"] is not None and not re.fullmatch(UNDO_COPY_NAME, change["copy"])
-           for change in session.get("undo", [])):
-        return "an undo entry names a copy the agent did not make"
-    if any(not 0 <= compaction["start"] <= len(session["history"]) for compaction in session.get("compactions", [])):
-        return "a compaction record points outside the history"
-    return None
-
-
-class SessionBusy(ValueError):
-    """Another running agent holds the session."""
-
-
-def process_alive(pid):
-    """True if a process with this id is running (Windows: asked of tasklist, since os.kill would end it)."""
-    if os.name == "nt":
-        listing = subprocess.run(["tasklist", "/FI", f"PID eq {pid}", "/NH", "/FO", "CSV"],
-                                 capture_output=True, text=True).stdout
-        return f'"{pid}"' in listing
-    try:
-        os.kill(pid, 0)   # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # it exists, but belongs to another user
-        return True
-    return True
-
-
-def field_marks(session):
-    """What each field of a session holds now, to tell later what changed: a list by its length and
-    last item (items are never changed once added), anything else by its JSON."""
-    return {key: ("list", len(value), value[-1] if value else None) if isinstance(value, list)
-            else ("value", json.dumps(value)) for key, value in session.items()}
-
-
-def changes_since(session, marks):
-    """The fields that changed since `marks`: items added to a list under "KEY+", other values under "KEY"."""
-    changes = {}
-    for key, value in session.items():
-        mark = marks.get(key, ())
-        grown = isinstance(value, list) and mark[:1] == ("list",) and mark[1] <= len(value) and \
-            (mark[1] == 0 or value[mark[1] - 1] is mark[2])
-        if grown and len(value) > mark[1]:
-            changes[key + "+"] = value[mark[1]:]
-        elif not grown and ("value", json.dumps(value)) != mark:
-            changes[key] = value
-    return changes
-
-
-class SessionStore:
-    """Sessions under `.mini-coding-agent/sessions/`: `<id>.json`, and for a large one a journal beside it.
-
-    A small session is written whole at every save, atomically.  A large one
-    would cost a long rewrite at every step, so a save appends only what changed
-    to `<id>.jsonl`, each line naming the file it extends; when the journal has
-    grown as large as the file, the file is written whole again and the journal
-    goes.  A crash at any moment leaves the session loadable: a torn last line
-    is ignored, and so is a journal whose file was rewritten.
-    """
-
-    def __init__(self, root):
-        self.root = Path(root)
-        self.on_disk = {}   # session id -> its file's token and size, the journal's size, and field marks
-
-    def path(self, session_id, suffix=".json"):
-        """The file that holds a session (or its journal, lock, or undo folder); the id must be a plain name."""
-        if not re.fullmatch(r"[\w.-]+", session_id) or session_id.startswith("."):
-            raise ValueError(f"{session_id!r} is not a session id (see the files in {self.root})")
-        return self.root / f"{session_id}{suffix}"
-
-    def save(self, session):
-        """Save a session and return the path of its file."""
-        own_folder(self.root)
-        disk = self.on_disk.get(session["id"])
-        if disk is None or disk["file"] < SMALL_SESSION_BYTES:
-            self.write_whole(session)
-            return self.path(session["id"])
-        changes = changes_since(session, disk["marks"])
-        line = (json.dumps({"journal": disk["token"], "changes": changes}) + "\n").encode()
-        if disk["journal"] + len(line) > disk["file"]:
-            self.write_whole(session)
-        elif changes:
-            self.append(session["id"], disk["journal"], line)
-            disk["journal"] += len(line)
-            disk["marks"] = field_marks(session)
-        return self.path(session["id"])
-
-    def write_whole(self, session):
-        """Write the whole session as its file; any journal it had is then out of date, and goes."""
-        token = secrets.token_hex(8)
-        data = json.dumps({**session, "journal": token}).encode()   # ASCII: any string survives
-        write_atomic(self.path(session["id"]), data, mode=0o600)   # sessions hold file contents: user only
-        self.path(session["id"], ".jsonl").unlink(missing_ok=True)
-        self.on_disk[session["id"]] = {"token": token, "file": len(data), "journal": 0, "marks": field_marks(session)}
-
-    def append(self, session_id, good_bytes, line):
-        """Add a line to a session's journal, after its last whole line (a torn one is overwritten)."""
-        fd = os.open(self.path(session_id, ".jsonl"), os.O_RDWR | os.O_CREAT | O_NOFOLLOW | O_BINARY, 0o600)
-        try:
-            os.lseek(fd, good_bytes, os.SEEK_SET)
-            os.write(fd, line)
-            os.ftruncate(fd, good_bytes + len(line))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def load(self, session_id):
-        """Read a session back; raise ValueError with one clear reason if it cannot be."""
-        path = self.path(session_id)
-        if not os.path.lexists(path):
-            raise ValueError(f"there is no session file {path}")
-        try:
-            data = read_limited(path, MAX_SESSION_BYTES)
-            session = json.loads(data)
-            token = session.pop("journal", None) if isinstance(session, dict) else None
-            journal, good = self.journal_of(session_id, token)
-            for changes in journal:
-                for key, value in changes.items():
-                    if key.endswith("+"):
-                        session[key[:-1]].extend(value)
-                    else:
-                        session[key] = value
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-            raise ValueError(f"the session file {path} cannot be read ({exc})") from None
-        problem = session_problem(session)
-        if not problem and session["id"] != session_id:
-            problem = f"it holds the session {session['id']!r}, not {session_id!r}"
-        if problem:
-            raise ValueError(f"the session file {path} is damaged: {problem}")
-        self.on_disk[session_id] = {"token": token, "file": len(data), "journal": good,
-                                    "marks": field_marks(session)}
-        return session
-
-    def journal_of(self, session_id, token):
-        """The changes a session's journal holds for this file, and how many bytes of whole lines it has."""
-        path = self.path(session_id, ".jsonl")
-        if token is None or not os.path.lexists(path):
-            return [], 0
-        changes, good = [], 0
-        for line in read_limited(path, MAX_SESSION_BYTES).splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break   # the last line, torn by a crash: what it held was never saved
-            entry = json.loads(line)
-            if entry.get("journal") != token:
-                return [], 0   # the journal of an older file, rewritten whole since: start afresh
-            changes.append(entry["changes"])
-            good += len(line)
-        return changes, good
-
-    def newest_first(self):
-        """The ids of all saved sessions, the most recently saved first."""
-        files = [path for path in self.root.glob("*.json") if stat.S_ISREG(path.lstat().st_mode)]
-        files.sort(key=lambda path: path.lstat().st_mtime, reverse=True)
-        return [file.stem for file in files]
-
-    def lock(self, session_id):
-        """Hold a session for this process, or raise SessionBusy; a lock left by a dead process is taken over."""
-        path = self.path(session_id, ".lock")
-        own_folder(self.root)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY, 0o600)
-            except FileExistsError:
-                holder = self.holder(session_id)
-                if holder:
-                    raise SessionBusy(f"the session {session_id} is open in another agent (process {holder})") from None
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as file:
-                file.write(f"{os.getpid()}\n")
-            return
-        raise SessionBusy(f"the session {session_id} is being opened by another agent right now")
-
-    def holder(self, session_id):
-        """The id of the live process that holds a session, or None."""
-        try:
-            with open_regular(self.path(session_id, ".lock")) as file:
-                pid = int(file.read(32))
-        except (OSError, ValueError):
-            return None
-        return pid if pid == os.getpid() or process_alive(pid) else None
-
-    def unlock(self, session_id):
-        """Let go of a session this process holds."""
-        if self.holder(session_id) == os.getpid():
-            self.path(session_id, ".lock").unlink(missing_ok=True)
-
-    def latest(self):
-        """The id of the most recently saved session, or None."""
-        return next(iter(self.newest_first()), None)
-
-    def children(self):
-        """The store for delegated child agents: apart, so `--resume latest` never picks one."""
-        return SessionStore(self.root / "children")
-
-    def keep_copy(self, session_id, data):
-        """Save the bytes a file held before the agent changed it; returns the copy's name."""
-        folder = own_folder(self.path(session_id, ".undo"))
-        name = f"{secrets.token_hex(8)}.bak"
-        write_atomic(folder / name, data, mode=0o600)
-        return name
-
-    def copy(self, session_id, name):
-        """The bytes of a copy kept by keep_copy (a name it did not make is refused)."""
-        if not re.fullmatch(UNDO_COPY_NAME, name):
-            raise OSError(f"{name!r} is not the name of an undo copy")
-        return read_limited(self.path(session_id, ".undo") / name)
-
-
-def new_session(workspace_root):
-    """An empty session dict."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return {
-        "id": f"{stamp}-{secrets.token_hex(3)}",
-        "created_at": now(),
-        "workspace_root": str(workspace_root),
-        "history": [],
-        "memory": {"task": "", "files": [], "notes": []},
-        "undo": [],          # file changes /undo can revert, newest last
-        "compactions": [],   # each time the transcript was compacted; the last one is in force
-        "stats": [],         # figures of every model call, for /stats
-    }
-
-
-def sha256(data):
-    """A fingerprint of some bytes, to notice a file changed behind the agent's back."""
-    return hashlib.sha256(data).hexdigest()
-
-
-class Display:
-    """How the agent shows its work as it goes: this quiet one shows only approval questions.
-
-    The command line uses TerminalDisplay (at the end of the file) instead.
-    """
-
-    def model_started(self, depth):
-        """A model call begins (depth > 0: a delegated helper's call)."""
-
-    def model_text(self, text):
-        """A piece of a reply being streamed."""
-
-    def model_finished(self):
-        """The model call ended, well or not."""
-
-    def tool_started(self, name, args, depth):
-        """A tool call is about to run (depth > 0: a delegated helper's call)."""
-
-    def tool_finished(self, name, result, depth):
-        """A tool call ran (or was refused)."""
-
-    def notice(self, text):
-        """Something the user should know about the step, e.g. a malformed reply."""
-
-    def step_figures(self, figures):
-        """The figures of a model call (see PromptShape.record_stats)."""
-
-    def approval(self, name, preview, whole):
-        """Show what a risky call would do (`whole`: all of a long diff) and ask; input() reads the answer."""
-        sys.stderr.write(f"{preview}\n{APPROVAL_QUESTION.format(name=name, view='')}")
-        sys.stderr.flush()
-
-
-class SessionMemory:
-    """Component 5: the agent loop, and the transcript, working memory and undo list it keeps."""
-
-    def record(self, item):
-        """Add one item to the transcript and save the session."""
-        item = {**item, "created_at": now()}
-        self.session["history"].append(item)
-        self.transcript.append(self.render(item))
-        self.session_store.save(self.session)
-        return item
-
-    def note_tool(self, name, args, result):
-        """Update working memory after a tool ran: files touched and a one-line note.
-
-        Only what happened is remembered: a path a tool refused is not, so no
-        reply can fill the memory (and every later prompt) with junk.
-        """
-        memory = self.session["memory"]
-        path = args.get("path")
-        touched = name in ("read_file", "write_file", "patch_file") and not failed(result)
-        if touched and isinstance(path, str) and len(path) <= MEMORY_PATH_CHARS:
-            memory["files"] = [f for f in memory["files"] if f != path][-(MAX_FILES - 1):] + [path]
-        self.add_note(f"{name}: {one_line(result)}")
-
-    def add_note(self, note):
-        """Keep the newest MAX_NOTES notes."""
-        memory = self.session["memory"]
-        memory["notes"] = (memory["notes"] + [note])[-MAX_NOTES:]
-
-    def ask(self, user_message):
-        """Work on one user request until the model gives a final answer or a limit is hit."""
-        memory = self.session["memory"]
-        memory["task"] = memory["task"] or user_message.strip()[:300]
-        self.record({"role": "user", "content": user_message})
-        try:
-            if self.attach_named_files:
-                # Read the files the request names, as a person would attach them: small
-                # models then edit the right file instead of guessing one.
-                for path in named_files(user_message, repo_files(self.git)):
-                    if not self.repeats_last_two("read_file", {"path": path}):   # else it would be refused
-                        self.run_call({"name": "read_file", "args": {"path": path}})
-            return self.work_on(user_message)
-        except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
-            self.record({"role": "assistant", "content": "interrupted by the user"})
-            raise
-
-    def work_on(self, user_message):
-        """The loop: ask the model, run the tool it picks, record, until a final answer or a limit."""
-        steps = attempts = thought_out = 0
-        sent_back = {}   # kind -> how much was left wrong when an answer was last sent back for it
-        max_attempts = max(3 * self.max_steps, self.max_steps + 4)
-        self.stopped_by_limit = False
-        while steps < self.max_steps and attempts < max_attempts and thought_out < 2:
-            attempts += 1
-            kind, payload = self.next_reply(user_message)
-            thought_out = thought_out + 1 if kind == "thinking" else 0
-            if kind == "tool":
-                steps += self.run_calls(payload, self.max_steps - steps)
-            elif kind in ("retry", "thinking"):
-                self.display.notice(f"The model's reply was not usable ({notice_problem(payload)}); asking again.")
-                self.record({"role": "assistant", "content": payload})
-            else:
-                self.add_note(f"answer: {one_line(payload)}")
-                self.record({"role": "assistant", "content": payload})
-                why = self.why_not_done(sent_back) if self.max_steps - steps >= 2 else None
-                if not why:
-                    return payload
-                kind, notice, message, left = why
-                sent_back[kind] = left
-                self.display.notice(notice)
-                self.record({"role": "user", "content": message})
-        self.stopped_by_limit = True
-        if thought_out == 2:
-            answer = (f"Stopped: twice in a row the model spent all {self.max_new_tokens} tokens thinking, "
-                      "without an answer; raise --max-new-tokens.")
-        elif steps >= self.max_steps:
-            answer = f"Stopped after {steps} tool steps: the step limit (--max-steps) was reached."
-        else:
-            answer = f"Stopped after {attempts} attempts: too many malformed model responses."
-        self.record({"role": "assistant", "content": answer})
-        return answer
-
-    def why_not_done(self, sent_back):
-        """Why an answer goes back to the model: (kind, notice for the user, message for the model, how much
-        is left), or None.  Untested edits go back once; stale uses again while each time fewer are left."""
-        stale = self.stale_uses() if self.check_edits else ""
-        left = stale.count("\n")   # one line per use, and one per name
-        if stale and left < sent_back.get("stale", float("inf")):
-            return ("stale", "The model answered while other files still use a name it took away: "
-                    "its answer is sent back.", STALE_REQUEST.format(warnings=stale.strip()), left)
-        edited = [] if "check" in sent_back else self.unchecked_edits()
-        if edited:
-            files = ", ".join(edited)
-            return ("check", f"The model changed {files} and ran nothing since: its answer is sent back for a check.",
-                    CHECK_REQUEST.format(files=files), len(edited))
-        return None
-
-    def unchecked_edits(self):
-        """The code files this request wrote or patched after its last command (none unless check_edits)."""
-        if not self.check_edits:
-            return []
-        edited = []
-        for item in reversed(self.session["history"]):
-            if item["role"] == "user" and not item["content"].startswith("[check]") or item.get("name") == "run_shell":
-                break   # the request, or a command run since
-            path = item["args"]["path"] if item.get("name") in ("write_file", "patch_file") else ""
-            if path.endswith(SOURCE_SUFFIXES) and not failed(item["content"]) and path not in edited:
-                edited.append(path)
-        return edited[::-1]
-
-    def next_reply(self, user_message):
-        """One model call: ("tool" | "final" | "retry" | "thinking", payload); a reply cut short is never run."""
-        chat = getattr(self.model_client, "chat", False)   # a client that takes chat turns says so
-        prompt = self.messages(user_message) if chat else self.prompt(user_message)
-        self.display.model_started(self.depth)
-        try:
-            raw = self.model_client.complete(prompt, self.max_new_tokens)
-        except NoSuchEndpoint:
-            if not chat:
-                raise
-            self.model_client.chat = False   # a server without /api/chat: one prompt string from now on
-            return self.next_reply(user_message)
-        finally:
-            self.display.model_finished()
-        figures = self.record_stats(prompt)
-        self.display.step_figures(figures)
-        if figures.get("done_reason") != "length":
-            return self.parse(raw)
-        limit = f"the token limit (--max-new-tokens {self.max_new_tokens})"
-        if not without_thinking(raw).strip():
-            return "thinking", retry_notice(f"{limit} ran out while the model was still thinking; think less")
-        return "retry", retry_notice(
-            f"your reply was cut off at {limit} before it ended, so nothing in it was run; write a large "
-            "file in parts (write_file with the first part, then patch_file to add the rest), or answer "
-            "more briefly")
-
-    def run_calls(self, call, room):
-        """Run one reply's calls in order while each goes well, at most `room` of them; return how many ran.
-
-        Small models often write a whole plan in one reply (three edits, then
-        <final>).  Each call runs as if it had had a reply of its own; a final
-        answer written before the results were seen is not taken, so the model
-        is asked again once it has them.
-        """
-        ran = 0
-        while True:
-            ran += 1
-            rest = call.pop("rest", "")
-            kind, following = self.parse(rest) if rest else ("end", None)
-            if kind == "retry":   # a garbled call among good ones: say why it and what follows did not run
-                add_note(call, f"the next call in your reply was not run: {notice_problem(following)}")
-            more = kind == "tool" and ran < room
-            if not self.run_call(call, more) or not more:
-                return ran
-            call = following
-
-    def run_call(self, call, more=False):
-        """Run a tool call, show it, and record it with its result (saying how a dialect was read);
-        True if it went well.  `more`: calls follow it in the same reply, which a failure cancels, and so
-        does a warning: they were written before the model knew what went wrong."""
-        self.display.tool_started(call["name"], call["args"], self.depth)
-        result = self.run_tool(call["name"], call["args"])
-        warned = call["name"] in ("write_file", "patch_file") and "\nwarning: " in result   # see edit_warnings
-        trouble = "failed" if failed(result) else "left a warning" if warned else ""
-        if more and trouble:
-            add_note(call, f"it {trouble}, so the calls after it in your reply were not run")
-        if "note" in call:
-            result = f"(ran {call['name']}; {call.pop('note')})\n{result}"
-        self.display.tool_finished(call["name"], result, self.depth)
-        self.note_tool(call["name"], call["args"], result)
-        self.record({"role": "tool", **call, "content": result})
-        return not trouble
-
-    def tell_workspace_changes(self, fresh):
-        """On resume: tell the model once what changed in the repository since the session last ran.
-
-        The prompt's prefix keeps the snapshot the session began with, byte for
-        byte, so the server's cache still holds it; the news goes at the end.
-        """
-        seen = self.session.get("workspace_seen", self.session["workspace"])
-        lines = fresh.changes_since(seen)
-        self.session["workspace_seen"] = {key: getattr(fresh, key) for key in ("branch", "status", "recent_commits")}
-        if lines:
-            self.record({"role": "user", "content": "[the repository changed since this session last ran]\n"
-                                                    + "\n".join(lines)})
-
-    def reset(self):
-        """Forget the transcript and memory of this session (the undo list stays)."""
-        self.session["history"] = []
-        self.session["memory"] = {"task": "", "files": [], "notes": []}
-        self.session["compactions"] = []
-        self.rebuild_transcript()
-        self.session_store.save(self.session)
-
-    def write_undoably(self, path, data, tool):
-        """Write a file, first keeping what it held so that /undo can put it back; returns what it held."""
-        old = read_limited(path) if path.exists() else None
-        copy = None if old is None else self.session_store.keep_copy(self.session["id"], old)
-        write_atomic(path, data)
-        self.session["undo"].append({"path": self.relative(path), "tool": tool, "copy": copy,
-                                     "sha256": sha256(data), "created_at": now()})
-        return old
-
-    def undo(self):
-        """Undo the agent's last file change, if the file is still as the agent left it."""
-        if not self.session["undo"]:
-            return "Nothing to undo."
-        change = self.session["undo"][-1]
-        what = f"the {change['tool']} of {change['path']}"
-        try:
-            message = self.revert(change)
-        except (OSError, ValueError) as exc:   # the session may be planted, the file gone or moved away
-            return f"Cannot undo {what}: {exc}."
-        self.session["undo"].pop()
-        self.record({"role": "user", "content": f"/undo: Undid {what}: {message}"})
-        return f"Undid {what}: {message}"
-
-    def revert(self, change):
-        """Put back what a file held before one change; raise if it changed since, or cannot be."""
-        path = self.writable(change["path"])   # checked as a tool's path: the session file is not trusted
-        if not path.is_file() or sha256(read_limited(path)) != change["sha256"]:
-            raise ValueError("the file changed on disk after the agent wrote it")
-        if change["copy"] is None:
-            path.unlink()
-            return "removed the file, which did not exist before."
-        write_atomic(path, self.session_store.copy(self.session["id"], change["copy"]))
-        return "restored its earlier content."
-
-
-# ---------------------------------------------------------------------------
-# 6. Delegation: a bounded, read-only helper agent for side investigations
-# ---------------------------------------------------------------------------
-
-HELPER_RULES = """Helper's task:
-- The transcript above is the main agent's work so far. It asked you, a read-only helper, for the task below.
-- Use only {tools}; other tools are refused. At most {steps} tool calls.
-- Then answer with <final>what you found</final>, which the main agent will read. Your own steps follow."""
-MIN_HELPER_CHARS = 3 * ITEM_CHARS   # room a helper needs for a few steps of its own
-
-
-class Delegation:
-    """Component 6: hand a sub-task to a child agent that can look but not touch.
-
-    The child's prompt is the parent's prompt as it stands (prefix and
-    transcript, or chat turns), then the helper's rules and task, then the
-    child's own steps.
-    So the server's cache, which holds the parent's last prompt, serves the
-    child's first call; and when the child returns, the parent's next prompt
-    shares everything up to its own transcript's end with the child's last.
-    """
-
-    def tool_delegate(self, args):
-        """Run a read-only child agent on a sub-task and return its answer."""
-        if self.depth >= self.max_depth:
-            raise ValueError("delegation depth limit reached")
-        safe_tools = [name for name, (risky, *_) in TOOL_INFO.items() if not risky and name != "delegate"]
-        rules = HELPER_RULES.format(tools=", ".join(safe_tools), steps=args["max_steps"])
-        prefix = f"{self.prefix}\n\nTranscript:\n{self.history_text()}\n\n{rules}"
-        if self.prompt_budget - len(prefix) < MIN_HELPER_CHARS:
-            raise ValueError("too little of the context window is left for a helper; do this step yourself")
-        child = type(self)(
-            self.model_client, self.workspace, self.session_store.children(),
-            approval_policy="never", read_only=True, max_steps=args["max_steps"],
-            max_new_tokens=self.max_new_tokens, depth=self.depth + 1, max_depth=self.max_depth,
-            num_ctx=self.num_ctx, display=self.display, prefix=prefix,
-            lead_turns=[*self.turns(len(self.transcript)), {"role": "user", "content": rules}],
-        )
-        child.session["memory"]["task"] = args["task"]
-        answer = child.ask(args["task"])   # small models' helpers claim edits they cannot make: say so
-        return f"delegate_result:\n{answer}\n(the helper can only read: it changed no file; make the changes yourself)"
+        return "", ""
+    return f"{name} uses names it never defines or imports: {', '.join(missing[:5])}; fix it", ""
+
+
+def lines_using(names, home, sources):
+    """For each of `names`, taken out of the Python file `home`: (path, number, line) of each line
+    that uses it in the files of `sources` that name home's module (others have their own main)."""
+    module = Path(home).parent.name if Path(home).name == "__init__.py" else Path(home).stem
+    names_module = re.compile(rf"\b{re.escape(module)}\b")
+    uses = {name: [] for name in names}
+    for path, text in sources.items():
+        if path == home or not names_module.search(text):
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for name in names.intersection(IDENTIFIER.findall(line)):
+                uses[name].append((path, number, line.strip()))
+    return uses
 
 
 # ---------------------------------------------------------------------------
 # The model: prompt in, text out
 # ---------------------------------------------------------------------------
 
-MAX_INFO_BYTES = 16 << 20      # a reply of /api/tags or /api/show, or a reply's fixed part: its context ids
-REPLY_BYTES_PER_TOKEN = 1024   # ... plus this per token asked for (a streamed token's line is ~150 bytes)
+STARTUP_TIMEOUT = 5      # seconds for the startup checks: a local server answers at once
+MAX_INFO_BYTES = 16 << 20      # a reply of /api/tags or /api/show, or a reply's context ids
+REPLY_BYTES_PER_TOKEN = 1024   # ... plus this per token asked for (a streamed token: ~150 bytes)
 MAX_LINE_BYTES = 4 << 20       # one line of a stream; the last carries the context ids
 COUNTERS = ("prompt_eval_count", "prompt_eval_cached_count", "prompt_eval_duration",
-            "eval_count", "eval_duration")   # what Ollama reports about a reply; any may be missing
+            "eval_count", "eval_duration")   # what Ollama reports of a reply; any may be missing
 
 
 class FakeModelClient:
@@ -2442,7 +2769,8 @@ def checked_reply(reply):
         raise RuntimeError(f"Ollama error: {reply['error']}")
     message = reply.get("message")
     if isinstance(message, dict):
-        return {**reply, "response": message.get("content", ""), "thinking": message.get("thinking", "")}
+        return {**reply, "response": message.get("content", ""),
+                "thinking": message.get("thinking", "")}
     return reply
 
 
@@ -2459,7 +2787,8 @@ def reply_pieces(response, deadline, limit):
     while piece := response.read1(65536):
         received += len(piece)
         if received > limit:
-            raise RuntimeError(f"Ollama's reply passed {limit >> 20} MB without ending; it was cut off.")
+            raise RuntimeError(f"Ollama's reply passed {limit >> 20} MB without ending; it was "
+                               "cut off.")
         if time.monotonic() > deadline:
             raise TimeoutError
         yield piece
@@ -2474,7 +2803,8 @@ def reply_lines(pieces):
         *lines, pending = (pending + piece).split(b"\n")
         yield from lines
         if len(pending) > MAX_LINE_BYTES:
-            raise RuntimeError(f"Ollama sent a line over {MAX_LINE_BYTES >> 20} MB; it was cut off.")
+            raise RuntimeError(f"Ollama sent a line over {MAX_LINE_BYTES >> 20} MB; it was cut "
+                               "off.")
     yield pending
 
 
@@ -2494,22 +2824,8 @@ def model_key(name):
     return name if ":" in name else f"{name}:latest"
 
 
-def think_setting(show):
-    """The `think` value for a model, from /api/show: False (off) where it takes that, else its lowest
-    level (gpt-oss takes only "low"/"medium"/"high"), or None (say nothing) if it cannot think at all."""
-    thinking = show.get("thinking")
-    values = thinking.get("values") if isinstance(thinking, dict) else None
-    if isinstance(values, list) and values and False not in values:
-        levels = [level for level in ("low", "medium", "high") if level in values]
-        return levels[0] if levels else values[0]
-    capabilities = show.get("capabilities")
-    if isinstance(capabilities, list) and "thinking" not in capabilities:
-        return None
-    return False
-
-
 def is_loopback(host):
-    """True for this machine's own addresses: localhost, 127.x.x.x, ::1 (with or without a port)."""
+    """True for this machine's own addresses: localhost, 127.x.x.x, ::1 (perhaps with a port)."""
     name = urllib.parse.urlsplit(f"//{host}").hostname or ""
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -2518,7 +2834,8 @@ def is_loopback(host):
 
 
 class LoopbackDirect(urllib.request.ProxyHandler):
-    """Proxy settings apply, except to this machine (as in Ollama's own client): a local prompt stays local."""
+    """Proxy settings apply, but not to this machine (as in Ollama's own client): a local
+    prompt stays local."""
 
     def proxy_open(self, req, proxy, type):
         return None if is_loopback(req.host) else super().proxy_open(req, proxy, type)
@@ -2537,13 +2854,13 @@ class OllamaModelClient:
     """A model served by Ollama, asked through its HTTP API."""
 
     def __init__(self, model, host, temperature, top_p, timeout, num_ctx=DEFAULT_NUM_CTX):
-        # urlopen() goes through this opener from now on, in this whole program
-        urllib.request.install_opener(urllib.request.build_opener(LoopbackDirect(), SameHostRedirects()))
+        opener = urllib.request.build_opener(LoopbackDirect(), SameHostRedirects())
+        urllib.request.install_opener(opener)   # urlopen() goes through it, in this whole program
         self.model, self.host = model, host.rstrip("/")
         self.temperature, self.top_p, self.timeout = temperature, top_p, timeout
         self.num_ctx = num_ctx   # sent with every request: a change would reload the model
-        self.think = False       # thinking off; a model that cannot turn it off gets its lowest level
-        self.chat = True         # the agent sends chat turns (/api/chat); False: one prompt (/api/generate)
+        self.think = False       # thinking off; a model that cannot turn it off: its lowest level
+        self.chat = True         # the agent sends chat turns (/api/chat); False: /api/generate
         self.on_text = None      # set to a function to stream replies to it as they arrive
         self.on_thinking = None  # ... and one for the thinking a thinking model streams first
         self.last_stats = {}     # Ollama's counters for the last reply
@@ -2553,7 +2870,8 @@ class OllamaModelClient:
         (its thinking, if any, is not part of it)."""
         chat = isinstance(prompt, list)
         payload = {
-            "model": self.model, **({"messages": prompt} if chat else {"prompt": prompt, "raw": False}),
+            "model": self.model,
+            **({"messages": prompt} if chat else {"prompt": prompt, "raw": False}),
             "stream": self.on_text is not None,
             **({} if self.think is None else {"think": self.think}),
             "options": {"num_predict": max_new_tokens, "temperature": self.temperature,
@@ -2565,14 +2883,15 @@ class OllamaModelClient:
                               limit=MAX_INFO_BYTES + max_new_tokens * REPLY_BYTES_PER_TOKEN)
         except RuntimeError as exc:
             if self.think is False and "does not support thinking" in str(exc):
-                self.think = None   # one Ollama release refused think=false for models that cannot think
+                self.think = None   # one Ollama release refused think=false where no thinking
                 return self.complete(prompt, max_new_tokens)
             raise
         if not isinstance(reply.get("response"), str):
             raise RuntimeError("Ollama's reply holds no text (no 'response' field).")
-        self.last_stats = {key: reply[key] for key in COUNTERS if isinstance(reply.get(key), (int, float))}
+        self.last_stats = {key: reply[key] for key in COUNTERS
+                           if isinstance(reply.get(key), (int, float))}
         if isinstance(reply.get("done_reason"), str):
-            self.last_stats["done_reason"] = reply["done_reason"]   # "length": cut off at num_predict
+            self.last_stats["done_reason"] = reply["done_reason"]   # "length": cut at num_predict
         if isinstance(reply.get("thinking"), str) and reply["thinking"]:
             self.last_stats["thinking_chars"] = len(reply["thinking"])   # eval_count includes it
         return reply["response"]
@@ -2596,13 +2915,12 @@ class OllamaModelClient:
                         show(text)
             if chunk.get("done"):
                 return {**chunk, "response": "".join(pieces), "thinking": "".join(thinking)}
-        raise RuntimeError(f"The connection to Ollama at {self.host} closed before the reply was complete.")
+        raise RuntimeError(f"The connection to Ollama at {self.host} closed before the reply was "
+                           "complete.")
 
     def call(self, path, payload=None, read=read_json, timeout=None, limit=MAX_INFO_BYTES):
-        """One HTTP request (GET without payload, else POST); every failure becomes one RuntimeError.
-
-        The whole reply must arrive within the timeout, and be no larger than `limit` bytes.
-        """
+        """One HTTP request (GET without payload, else POST); every failure becomes one
+        RuntimeError.  The whole reply must arrive within the timeout and `limit` bytes."""
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(f"{self.host}{path}", data=data,
                                          headers={"Content-Type": "application/json"})
@@ -2642,9 +2960,10 @@ class OllamaModelClient:
         except (ValueError, AttributeError):
             text = body
         if 300 <= exc.code < 400:
-            return (f"Ollama at {self.host} answered with a redirect to {exc.headers.get('Location')}, which "
-                    "is not followed to another host; give --host the server's own address.")
-        if exc.code == 404 and "model" in str(text):   # a missing path says only "404 page not found"
+            return (f"Ollama at {self.host} answered with a redirect to "
+                    f"{exc.headers.get('Location')}, which is not followed to another host; give "
+                    "--host the server's own address.")
+        if exc.code == 404 and "model" in str(text):   # a missing path: "404 page not found"
             return f"Ollama has no model {self.model!r}; pull it with `ollama pull {self.model}`."
         return f"Ollama request failed with HTTP {exc.code}: {clip(str(text), 300)}"
 
@@ -2663,71 +2982,24 @@ class OllamaModelClient:
                 if isinstance(model, dict) and isinstance(model.get("name"), str)]
 
     def read_model_info(self):
-        """Ask /api/show about the model: set `think` to a value it takes; return its context length or None."""
+        """Ask /api/show about the model: its context length (or None), and the `think` value it
+        takes: False (off) where it can, else its lowest level (gpt-oss takes only "low", "medium"
+        or "high"), or None (said nothing of) if it cannot think at all."""
         try:
             show = self.call("/api/show", {"model": self.model}, timeout=STARTUP_TIMEOUT)
         except RuntimeError:
             return None
-        self.think = think_setting(show)
+        thinking, capabilities = show.get("thinking"), show.get("capabilities")
+        values = thinking.get("values") if isinstance(thinking, dict) else None
+        if isinstance(values, list) and values and False not in values:
+            levels = [level for level in ("low", "medium", "high") if level in values]
+            self.think = levels[0] if levels else values[0]
+        elif isinstance(capabilities, list) and "thinking" not in capabilities:
+            self.think = None
         info = show.get("model_info")
         lengths = [value for key, value in (info if isinstance(info, dict) else {}).items()
                    if key.endswith(".context_length") and isinstance(value, int)]
         return lengths[0] if lengths else None
-
-
-# ---------------------------------------------------------------------------
-# The agent: the six components working together
-# ---------------------------------------------------------------------------
-
-class MiniAgent(PromptShape, ToolUse, ContextReduction, SessionMemory, Delegation):
-    """A coding agent: prompt the model, run the tool it picks, record, repeat."""
-
-    def __init__(self, model_client, workspace, session_store, session=None, approval_policy="ask",
-                 max_steps=6, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, depth=0, max_depth=1, read_only=False,
-                 num_ctx=DEFAULT_NUM_CTX, display=None, prefix=None, lead_turns=(), attach_named_files=False,
-                 check_edits=False):
-        self.model_client = model_client
-        self.root = Path(workspace.repo_root).resolve()
-        self.git = GitRunner(self.root)   # git, run so that nothing the repository names is run
-        self.session_store = session_store
-        self.session = session or new_session(self.root)
-        for key in ("undo", "compactions", "stats"):   # sessions saved by older versions lack these
-            self.session.setdefault(key, [])
-        saved = self.session.get("workspace")   # prompts start with the snapshot the session began with
-        fields = [key.rstrip("?") for key in WORKSPACE_SHAPE]
-        self.workspace = WorkspaceContext(**{key: saved[key] for key in fields if key in saved}) if saved else workspace
-        self.session["workspace"] = asdict(self.workspace)
-        self.approval_policy = approval_policy
-        self.max_steps = max_steps
-        self.max_new_tokens = max_new_tokens
-        self.depth, self.max_depth = depth, max_depth
-        self.read_only = read_only
-        self.attach_named_files = attach_named_files   # read the files a request names first (the CLI does)
-        self.check_edits = check_edits   # send an answer after untested edits back for a check (the CLI does)
-        self.always_approved = set()   # tools the user said [a]lways to, this session
-        self.taken_away = {}   # (file, name) -> new name or None: definitions edits took away (see stale_uses)
-        self.display = display or Display()
-        self.num_ctx = num_ctx
-        self.prompt_budget = int((num_ctx - max_new_tokens - TEMPLATE_TOKENS) * CHARS_PER_TOKEN)
-        self.tools = self.build_tools()
-        self.prefix = prefix or self.build_prefix()   # a helper's prefix extends its parent's prompt
-        self.lead_turns = lead_turns   # ... and so do its chat turns
-        self.stopped_by_limit = False   # did the last request end at a limit rather than with an answer?
-        self.rebuild_transcript()
-        self.last_prompt = self.rebuilt_last_prompt()   # the previous request's prompt, to measure cache reuse
-        if saved:
-            self.tell_workspace_changes(workspace)
-
-    @property
-    def session_path(self):
-        """The file this session is saved in."""
-        return self.session_store.path(self.session["id"])
-
-    @classmethod
-    def from_session(cls, model_client, workspace, session_store, session_id, **kwargs):
-        """An agent that goes on with a saved session."""
-        return cls(model_client, workspace, session_store,
-                   session=session_store.load(session_id), **kwargs)
 
 
 # ---------------------------------------------------------------------------
@@ -2743,293 +3015,16 @@ HELP = """Commands:
   /reset     forget this session's transcript and memory
   /exit      leave (also /quit, Ctrl-D, or Ctrl-C at an empty prompt)
 End a line with \\ to go on typing on the next line."""
-CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n: no text drives the terminal
-UNSEEN_CHARS = re.compile("[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\U000e0000-\U000e007f]")
-# ... and these, which reorder or hide text (bidi controls, line separators), are shown as \uXXXX
-STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
-PREVIEW_LINES = 4        # lines of a tool's result shown on screen
-PREVIEW_WIDTH = 200      # ... each cut to this many chars
-APPROVAL_HEAD, APPROVAL_TAIL = 40, 20   # lines of a long diff shown before asking; [v] shows the rest
-DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
-EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 130   # one-shot exit codes (see --help)
-
-
-def paint(text, style, stream):
-    """Text made safe for a terminal (whoever wrote it), and coloured if the stream is a terminal
-    and NO_COLOR is unset."""
-    text = UNSEEN_CHARS.sub(lambda char: f"\\u{ord(char.group()):04x}", CONTROL_CHARS.sub("", text))
-    if style is None or not stream.isatty() or os.environ.get("NO_COLOR"):
-        return text
-    return f"\x1b[{STYLES[style]}m{text}\x1b[0m"
-
-
-def say(message, style=None):
-    """Tell the user something that is not an answer: on stderr, so stdout holds only answers."""
-    print(paint(message, style, sys.stderr), file=sys.stderr)
-
-
-def show(text):
-    """Print what a REPL command shows, on stdout, made safe: it may hold model-written text."""
-    print(paint(text, None, sys.stdout))
-
-
-def shell_preview(lines):
-    """The lines of a shell result worth seeing at a glance: its exit code and the end of each output,
-    where a failing test run's summary and a traceback's last lines are."""
-    shown, part = [lines[0]], []
-    for line in [*lines[1:], "stderr:"]:
-        if line in ("stdout:", "stderr:"):
-            shown += [*(["..."] if len(part) > PREVIEW_LINES else []), *part[-PREVIEW_LINES:]]
-            part = []
-        elif line != "(empty)":
-            part.append(line)
-    return shown
-
-
-def describe_call(name, args):
-    """A tool call as one line a person can scan, e.g. `read_file README.md 1-80`."""
-    get = args.get
-    if name == "read_file":
-        text = f"read_file {get('path')} {get('start', 1)}-{get('end', 200)}"
-    elif name in ("run_shell", "delegate"):
-        text = f"{name}: {get('command') or get('task')}"
-    elif name == "search":
-        text = f"search {get('pattern')!r} in {get('path', '.')}"
-    else:
-        text = f"{name} {get('path', '.')}"
-    return one_line(text, 160)
-
-
-def figures_line(figures):
-    """One model call's figures in a line, for --verbose."""
-    line = (f"prompt {figures['prompt_chars']:,} of {figures['budget_chars']:,} chars, "
-            f"{figures['reused_chars'] / max(figures['prompt_chars'], 1):.0%} reused from the last")
-    if "prompt_eval_count" in figures:
-        line += (f"; {figures['prompt_eval_count']:,} prompt tokens in "
-                 f"{figures.get('prompt_eval_duration', 0) / 1e9:.2f} s")
-    if "eval_count" in figures:
-        line += f", {figures['eval_count']:,} new in {figures.get('eval_duration', 0) / 1e9:.2f} s"
-    return line
-
-
-def stats_cell(row, key, width, scale=1):
-    """A right-aligned figure of a stats row ('-' if the server did not send it); ns shown as s."""
-    if key not in row:
-        return "-".rjust(width)
-    return f"{row[key] / scale:>{width},.2f}" if scale != 1 else f"{row[key]:>{width},}"
-
-
-def stats_row(label, row):
-    """One line of the /stats table."""
-    reused = row.get("reused_chars", 0) / max(row.get("prompt_chars", 0), 1)
-    return " ".join([
-        f"{label:>5}", stats_cell(row, "prompt_chars", 12), f"{reused:>6.0%}",
-        stats_cell(row, "prompt_eval_count", 13), stats_cell(row, "prompt_eval_cached_count", 10),
-        stats_cell(row, "prompt_eval_duration", 6, 1e9), stats_cell(row, "eval_count", 10),
-        stats_cell(row, "eval_duration", 5, 1e9)])
-
-
-def stats_table(stats):
-    """The /stats report: one row per model call of the session, then the totals."""
-    if not stats:
-        return "No model calls yet in this session."
-    rows = [{key: value for key, value in row.items() if isinstance(value, (int, float))}   # only figures:
-            for row in stats]                                                               # not done_reason
-    totals = {key: sum(row.get(key, 0) for row in rows) for key in set().union(*rows)}
-    header = " call prompt chars reused prompt tokens cached tok eval s new tokens gen s"
-    lines = [header, *[stats_row(str(n), row) for n, row in enumerate(rows, 1)], stats_row("total", totals)]
-    last = rows[-1]
-    if "budget_chars" in last and "prompt_chars" in last:
-        lines.append(f"The last prompt used {last['prompt_chars']:,} of the {last['budget_chars']:,} chars "
-                     f"--num-ctx allows ({last['prompt_chars'] / max(last['budget_chars'], 1):.0%}); "
-                     "past that, older steps are compacted.")
-    return "\n".join(lines)
-
-
-class TerminalDisplay(Display):
-    """What a person sees: a waiting timer, the reply as it streams, a line per tool, the answer.
-
-    Everything goes to stderr except answers, which go to stdout, so that
-    `answer=$(mini-coding-agent "...")` captures just the answer.
-    """
-
-    def __init__(self, verbose=False):
-        self.verbose = verbose
-        self.live = sys.stderr.isatty()   # a person is watching: show the timer and stream
-        self.ticker, self.stop_ticking = None, threading.Event()
-        self.new_reply(0)
-
-    def new_reply(self, depth):
-        """Forget the last reply: nothing of the next one is shown yet."""
-        self.depth, self.reply, self.shown = depth, "", 0   # the reply so far, and how much was handled
-        self.mode = "prose"                     # then "answer" after <final>, "call" after a call's tag
-        self.printed = self.thinking = False    # prose shown on screen; thinking being shown
-
-    def model_started(self, depth):
-        self.new_reply(depth)
-        if self.live:
-            self.stop_ticking = threading.Event()
-            self.ticker = threading.Thread(target=self.tick, args=(self.stop_ticking,), daemon=True)
-            self.ticker.start()
-
-    def tick(self, stop):
-        """Show the seconds spent waiting for the model, on one line, until told to stop."""
-        started = time.monotonic()
-        while not stop.wait(0.25):
-            sys.stderr.write(f"\r  waiting for the model... {time.monotonic() - started:.0f} s ")
-            sys.stderr.flush()
-
-    def stop_ticker(self):
-        """Stop the waiting timer, if it runs, and clear its line."""
-        if self.ticker:
-            self.stop_ticking.set()
-            self.ticker.join()
-            self.ticker = None
-            sys.stderr.write("\r" + " " * 40 + "\r")
-
-    def model_thinking(self, text):
-        """A piece of a thinking model's thinking: shown dimmed, never taken as the answer."""
-        self.stop_ticker()
-        self.thinking = True
-        sys.stderr.write(paint(text, "dim", sys.stderr))
-        sys.stderr.flush()
-
-    def model_text(self, text):
-        self.stop_ticker()
-        if self.thinking:
-            sys.stderr.write("\n")
-            self.thinking = False
-        self.reply += text
-        if self.mode == "prose":
-            self.show_prose(done=False)
-        if self.mode == "answer":
-            self.show_answer_part(done=False)
-        if self.mode == "call":
-            sys.stderr.write(f"\r  writing a tool call... {len(self.reply) - self.shown:,} chars ")
-        sys.stderr.flush()
-
-    def show_prose(self, done):
-        """Stream the reply dimmed, until it turns out to hold an answer or a tool call."""
-        rest = self.reply[self.shown:]
-        call, final = CALL_OPENING.search(rest), rest.find("<final>")
-        if final != -1 and (call is None or final < call.start()) and self.depth == 0 and sys.stdout.isatty():
-            self.mode, end, skip = "answer", final, len("<final>")
-        elif call:
-            self.mode, end, skip = "call", call.start(), 0
-        else:   # hold back what may be the start of a tag
-            partial = rest.rfind("<")
-            end, skip = (partial if not done and partial != -1 and ">" not in rest[partial:] else len(rest)), 0
-        if self.depth == 0 and rest[:end].strip():
-            sys.stderr.write(paint(rest[:end], "dim", sys.stderr))
-            self.printed = True
-        self.shown += end + skip
-
-    def show_answer_part(self, done):
-        """Print the streamed answer so far, up to `</final>` (what follows that is not shown)."""
-        answer = self.reply[self.shown:]
-        end = answer.find("</final>")
-        if end == -1:
-            partial = answer.rfind("<")   # hold back what may be the start of </final>
-            holding = not done and partial != -1 and "</final>".startswith(answer[partial:])
-            end = partial if holding else len(answer)
-        sys.stdout.write(paint(answer[:end], "bold", sys.stdout))
-        sys.stdout.flush()
-        self.shown += end
-        if answer.find("</final>") != -1:
-            self.mode = "answered"   # nothing after </final> is shown
-
-    def model_finished(self):
-        self.stop_ticker()
-        if self.mode == "prose":
-            self.show_prose(done=True)
-        if self.mode == "answer":
-            self.show_answer_part(done=True)
-        if self.mode in ("answer", "answered"):
-            print()
-        elif self.mode == "call":
-            sys.stderr.write("\r" + " " * 50 + "\r")   # the tool's one-line summary takes its place
-        elif self.printed or self.thinking:
-            sys.stderr.write("\n")
-
-    def tool_started(self, name, args, depth):
-        helper = "helper " if depth else ""
-        say(f"{'    ' * depth}-> {helper}{describe_call(name, args)}", "cyan")
-
-    def tool_finished(self, name, result, depth):
-        lines = result.splitlines() or ["(no output)"]
-        shown = shell_preview(lines) if name == "run_shell" else lines[:PREVIEW_LINES]
-        if name != "run_shell" and len(lines) > PREVIEW_LINES:
-            shown.append(f"... {len(lines) - PREVIEW_LINES} more lines")
-        style = "red" if failed(result) else "dim"
-        say("\n".join(f"{'    ' * depth}   {line[:PREVIEW_WIDTH]}" for line in shown), style)
-
-    def notice(self, text):
-        say(text, "yellow")
-
-    def step_figures(self, figures):
-        if self.verbose:
-            say(f"   [{figures_line(figures)}]", "dim")
-
-    def approval(self, name, preview, whole):
-        self.stop_ticker()
-        lines = preview.splitlines()
-        cut = not whole and len(lines) > APPROVAL_HEAD + APPROVAL_TAIL
-        if cut:   # the head and the tail; [v] shows all of it
-            hidden = len(lines) - APPROVAL_HEAD - APPROVAL_TAIL
-            lines = [*lines[:APPROVAL_HEAD], f"... {hidden} lines not shown: answer v to see them all ...",
-                     *lines[-APPROVAL_TAIL:]]
-        for line in lines:
-            style = "bold" if line.startswith(("+++", "---", "...")) else DIFF_STYLES.get(line[:1], "bold")
-            say(line, style)
-        question = APPROVAL_QUESTION.format(name=name, view=" / [v]iew the whole diff" if cut else "")
-        sys.stderr.write(paint(question, "yellow", sys.stderr))
-        sys.stderr.flush()
-
-    def answer(self, text):
-        """Print a final answer on stdout, unless it already streamed onto the terminal stdout is on."""
-        streamed_here = self.printed and sys.stdout.isatty() and sys.stderr.isatty() and \
-            os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
-        if self.mode not in ("answer", "answered") and not streamed_here:
-            print(paint(text, "bold", sys.stdout))
-
-
-def shorten(text, width):
-    """Shorten text in the middle with '...' so it fits in width."""
-    if len(text) <= width:
-        return text
-    head = (width - 3) // 2
-    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
-
-
-MASCOT = (" .-------. ",
-          " | O   O | ",
-          " |   v   | ",
-          " '-------' ")
-
-
-def build_welcome(agent, model, host):
-    """A box that says what the agent will work on and with which model; it fits the terminal."""
-    columns = shutil.get_terminal_size((80, 24)).columns
-    width = min(max(columns, 68), 84) if columns >= 68 else max(columns - 1, 24)
-    inner = width - 4
-    rows = [
-        ("workspace", str(agent.root)),
-        ("model", f"{model} at {host}"),
-        ("context", f"{agent.num_ctx:,} tokens (prompts up to {agent.prompt_budget:,} chars)"),
-        ("branch", agent.workspace.branch),
-        ("approval", agent.approval_policy),
-        ("session", agent.session["id"] + (f" (resumed, {len(agent.session['history'])} items)"
-                                           if agent.session["history"] else "")),
-    ]
-    title = ["MINI CODING AGENT", "a coding agent on your own machine"]
-    if inner >= 50:
-        lines = [face + "  " + text for face, text in zip(MASCOT, ["", *title, ""], strict=True)]
-    else:
-        lines = title
-    lines += [""] + [f"{label:<10} {shorten(value, inner - 11)}" for label, value in rows]
-    lines += ["", shorten("Type a request, or /help for commands.", inner)]
-    border = "+" + "-" * (width - 2) + "+"
-    return "\n".join([border, *[f"| {line[:inner]:<{inner}} |" for line in lines], border])
+EPILOG = ("Exit status of a one-shot request: 0 it was answered; 1 an error (server, model); "
+          "2 bad usage or a session that cannot be used; 3 a limit (--max-steps, malformed "
+          "replies) stopped it, with the reason on stderr; 130 interrupted.  Environment: "
+          "OLLAMA_HOST (as for Ollama itself), MINI_CODING_AGENT_MODEL, NO_COLOR.")
+MIN_TRANSCRIPT_CHARS = 8 * ITEM_CHARS   # a smaller --num-ctx could not show a few recent steps
+EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPTED = 1, 2, 3, 130   # one-shot exits (--help)
+STATS_COLUMNS = [   # /stats: (heading, figure, width, scale: ns become seconds)
+    ("prompt chars", "prompt_chars", 12, 1), ("prompt tokens", "prompt_eval_count", 13, 1),
+    ("cached tok", "prompt_eval_cached_count", 10, 1), ("eval s", "prompt_eval_duration", 6, 1e9),
+    ("new tokens", "eval_count", 10, 1), ("gen s", "eval_duration", 5, 1e9)]
 
 
 def positive_int(text):
@@ -3056,63 +3051,38 @@ def positive_float(text):
 
 def build_arg_parser():
     """The command-line flags: the reference's, with its defaults, and a few of our own."""
-    parser = argparse.ArgumentParser(
-        prog="mini-coding-agent",
-        description="A small coding agent for local models served by Ollama.",
-        epilog="Exit status of a one-shot request: 0 it was answered; 1 an error (server, model); "
-               "2 bad usage or a session that cannot be used; 3 a limit (--max-steps, malformed replies) "
-               "stopped it, with the reason on stderr; 130 interrupted. "
-               "Environment: OLLAMA_HOST (as for Ollama itself), MINI_CODING_AGENT_MODEL, NO_COLOR.")
-    parser.add_argument("prompt", nargs="*",
-                        help="answer this request once and exit; without it, start an interactive session")
-    parser.add_argument("--cwd", default=".", help="the repository to work in (default: .)")
-    parser.add_argument("--model", help=f"Ollama model (default: $MINI_CODING_AGENT_MODEL, else {DEFAULT_MODEL})")
-    parser.add_argument("--host", help=f"Ollama server, in any form Ollama takes (default: $OLLAMA_HOST, else "
-                                       f"{DEFAULT_HOST})")
-    parser.add_argument("--ollama-timeout", type=positive_float, default=300,
-                        help="seconds to wait for one model reply (default: 300)")
-    parser.add_argument("--resume", metavar="ID|latest", help="go on with a saved session")
-    parser.add_argument("--approval", choices=("ask", "auto", "never"), default="ask",
-                        help="risky tools (shell, writes): ask, allow all, or deny all (default: ask)")
-    parser.add_argument("--max-steps", type=positive_int, default=6,
-                        help="tool calls allowed per request (default: 6)")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS,
-                        help=f"longest model reply, in tokens (default: {DEFAULT_MAX_NEW_TOKENS})")
-    parser.add_argument("--temperature", type=float, default=0.2, help="sampling temperature (default: 0.2)")
-    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold (default: 0.9)")
-    parser.add_argument("--num-ctx", type=positive_int,
-                        help=f"context window in tokens, sent with every request (default: the model's own, "
-                             f"at most {DEFAULT_NUM_CTX})")
-    parser.add_argument("--no-stream", action="store_true", help="show replies only once they are complete")
-    parser.add_argument("--verbose", action="store_true", help="print each model call's figures")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser = argparse.ArgumentParser(prog="mini-coding-agent", epilog=EPILOG,
+                                     description="A coding agent for local models on Ollama.")
+    add = parser.add_argument
+    add("prompt", nargs="*", help="answer this request once and exit; without it, start a session")
+    add("--cwd", default=".", help="the repository to work in (default: .)")
+    add("--model", help=f"Ollama model (default: $MINI_CODING_AGENT_MODEL, else {DEFAULT_MODEL})")
+    add("--host", help=f"Ollama server, in any form Ollama takes (default: $OLLAMA_HOST, else "
+                       f"{DEFAULT_HOST})")
+    add("--ollama-timeout", type=positive_float, default=300,
+        help="seconds to wait for one model reply (default: 300)")
+    add("--resume", metavar="ID|latest", help="go on with a saved session")
+    add("--approval", choices=("ask", "auto", "never"), default="ask",
+        help="risky tools (shell, writes): ask, allow all, or deny all (default: ask)")
+    add("--max-steps", type=positive_int, default=6,
+        help="tool calls allowed per request (default: 6)")
+    add("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS,
+        help=f"longest model reply, in tokens (default: {DEFAULT_MAX_NEW_TOKENS})")
+    add("--temperature", type=float, default=0.2, help="sampling temperature (default: 0.2)")
+    add("--top-p", type=float, default=0.9, help="nucleus sampling threshold (default: 0.9)")
+    add("--num-ctx", type=positive_int, help="context window in tokens, sent with every request "
+        f"(default: the model's own, at most {DEFAULT_NUM_CTX})")
+    add("--no-stream", action="store_true", help="show replies only once they are complete")
+    add("--no-small-model-help", action="store_true",
+        help="the plain protocol only: no dialects, hints, edit checks or answers sent back")
+    add("--verbose", action="store_true", help="print each model call's figures")
+    add("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
-def this_program():
-    """How this program was started, as the start of a command someone can paste anywhere."""
-    started = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    if started is None or started.suffix == ".py":   # `python mini_coding_agent.py` or `python -m ...`
-        return [sys.executable, str(started or Path(__file__).resolve())]
-    on_path = shutil.which(started.name)
-    return [started.name] if on_path and Path(on_path).resolve() == started else [str(started)]
-
-
-def resume_hint(agent, args):
-    """How to go on with this session later (if anything was saved), as a command that works when pasted."""
-    if not agent.session_path.exists():
-        return "Nothing was done, so no session was saved."
-    command = [*this_program(), "--cwd", str(agent.root)]
-    for flag in ("host", "model"):
-        if getattr(args, flag):
-            command += [f"--{flag}", getattr(args, flag)]
-    join = shlex.join if os.name == "posix" else subprocess.list2cmdline
-    return f"The session is saved; go on with: {join([*command, '--resume', agent.session['id']])}"
-
-
 def ollama_host(text):
-    """An Ollama address in any form Ollama itself takes (host, host:port, :port, scheme://host:port)
-    as a URL; 0.0.0.0 means this machine. Raises ValueError for what is not an address."""
+    """An Ollama address in any form Ollama takes (host, host:port, :port, scheme://host:port) as
+    a URL; 0.0.0.0 means this machine.  Raises ValueError for what is not an address."""
     text = text.strip().strip("\"'")
     scheme, has_scheme, rest = text.partition("://")
     if not has_scheme:
@@ -3123,33 +3093,10 @@ def ollama_host(text):
     if any(char.isspace() for char in hostport):
         raise ValueError("it holds a space")
     parts = urllib.parse.urlsplit(f"//{hostport}")
-    port = parts.port or ({"http": 80, "https": 443}[scheme] if has_scheme else 11434)   # as Ollama does
+    port = parts.port or ({"http": 80, "https": 443}[scheme] if has_scheme else 11434)
     host = parts.hostname or "127.0.0.1"
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
-
-
-def held_session(store, session_id):
-    """Lock a saved session for this process and load it; raise ValueError (SessionBusy if held)."""
-    store.lock(session_id)
-    try:
-        return store.load(session_id)
-    except ValueError:
-        store.unlock(session_id)
-        raise
-
-
-def resumed_session(store, wanted):
-    """The saved session to go on with: the one named, or for `latest` the newest that loads and is free."""
-    if wanted != "latest":
-        return held_session(store, wanted)
-    for session_id in store.newest_first():
-        try:
-            return held_session(store, session_id)
-        except ValueError as exc:
-            say(f"warning: skipping a session: {exc}")
-    say("No saved session to resume; starting a new one.")
-    return None
 
 
 class CannotStart(Exception):
@@ -3161,7 +3108,7 @@ class CannotStart(Exception):
 
 
 def check_server(client, num_ctx):
-    """Before the first request: does Ollama answer, with the model? Returns the context window to use."""
+    """Before the first request: does Ollama answer, with the model?  The context window to use."""
     try:
         models = client.installed_models()
     except OllamaUnreachable as exc:
@@ -3169,68 +3116,93 @@ def check_server(client, num_ctx):
     if models is None:
         say(f"warning: {client.host} answers, but not with Ollama's model list; going on anyway.")
     elif model_key(client.model) not in {model_key(name) for name in models}:
-        raise CannotStart(f"The model {client.model} is not pulled (installed: {', '.join(models) or 'none'}). "
-                          f"Pull it with: ollama pull {client.model}", EXIT_ERROR)
+        raise CannotStart(f"The model {client.model} is not pulled (installed: "
+                          f"{', '.join(models) or 'none'}). Pull it with: ollama pull "
+                          f"{client.model}", EXIT_ERROR)
     context_length = client.read_model_info()
     if num_ctx is None:   # Ollama would silently cut a prompt longer than what the model takes
         return min(DEFAULT_NUM_CTX, context_length or DEFAULT_NUM_CTX)
     if context_length and num_ctx > context_length:
-        raise CannotStart(f"--num-ctx {num_ctx} is more than {client.model} takes ({context_length} tokens); "
-                          f"use --num-ctx {context_length} or less.", EXIT_USAGE)
+        raise CannotStart(f"--num-ctx {num_ctx} is more than {client.model} takes "
+                          f"({context_length} tokens); use --num-ctx {context_length} or less.",
+                          EXIT_USAGE)
     return num_ctx
 
 
-def start_agent(args):
-    """Everything before the first request: the repository, the model and its window, the session."""
-    cwd = Path(args.cwd).expanduser()
-    if not cwd.is_dir():
-        raise CannotStart(f"--cwd {args.cwd} is not a folder; give the repository to work in.", EXIT_USAGE)
-    workspace = WorkspaceContext.build(cwd)
-    state = Path(workspace.repo_root) / STATE_DIR
-    problem = state_problem(state)
-    if problem:
-        raise CannotStart(f"{problem}, and the agent keeps its sessions in {STATE_DIR}; remove it (it came "
-                          "with the repository) and start again.", EXIT_USAGE)
-    host_given = args.host if args.host is not None else os.environ.get("OLLAMA_HOST", "")
+def connect(args):
+    """The model client the flags ask for, its server checked, with the context window to use."""
+    given = args.host if args.host is not None else os.environ.get("OLLAMA_HOST", "")
     try:
-        host = ollama_host(host_given)
+        host = ollama_host(given)
     except ValueError as exc:
         source = "--host" if args.host is not None else "OLLAMA_HOST"
-        raise CannotStart(f"{source} {host_given!r} is not an address Ollama takes ({exc}); use one like "
-                          "127.0.0.1:11434 or http://my-server:11434.", EXIT_USAGE) from None
+        raise CannotStart(f"{source} {given!r} is not an address Ollama takes ({exc}); use one "
+                          "like 127.0.0.1:11434 or http://my-server:11434.", EXIT_USAGE) from None
     model = args.model or os.environ.get("MINI_CODING_AGENT_MODEL") or DEFAULT_MODEL
-    display = TerminalDisplay(verbose=args.verbose)
     client = OllamaModelClient(model, host, args.temperature, args.top_p, args.ollama_timeout)
     client.num_ctx = check_server(client, args.num_ctx)
+    return client
+
+
+def resumed_session(store, wanted):
+    """The saved session to go on with, locked for this process: the one named, or for `latest`
+    the newest that loads and is free; raises CannotStart if the one named cannot be used."""
+    for session_id in store.newest_first() if wanted == "latest" else [wanted]:
+        try:
+            store.lock(session_id)
+            try:
+                return store.load(session_id)
+            except ValueError:
+                store.unlock(session_id)
+                raise
+        except ValueError as exc:
+            if wanted == "latest":
+                say(f"warning: skipping a session: {exc}")
+                continue
+            advice = ("leave it there first, or start a new session without --resume"
+                      if isinstance(exc, SessionBusy) else
+                      "start without --resume, or use --resume latest")
+            raise CannotStart(f"{exc}; {advice}.", EXIT_USAGE) from None
+    say("No saved session to resume; starting a new one.")
+    return None
+
+
+def start_agent(args):
+    """Everything before the first request: the model and its window, the repository, the
+    session."""
+    cwd = Path(args.cwd).expanduser()
+    if not cwd.is_dir():
+        raise CannotStart(f"--cwd {args.cwd} is not a folder; give the repository to work in.",
+                          EXIT_USAGE)
+    client, display = connect(args), TerminalDisplay(verbose=args.verbose)
     if display.live and not args.no_stream:
         client.on_text, client.on_thinking = display.model_text, display.model_thinking
+    workspace = WorkspaceContext.build(cwd)
+    state = Path(workspace.repo_root) / STATE_DIR
+    if state_problem(state):
+        raise CannotStart(f"{state_problem(state)}, and the agent keeps its sessions in "
+                          f"{STATE_DIR}; remove it (it came with the repository) and start again.",
+                          EXIT_USAGE)
     store = SessionStore(state / "sessions")
-    try:
-        session = resumed_session(store, args.resume) if args.resume else None
-    except SessionBusy as exc:
-        raise CannotStart(f"{exc}; leave it there first, or start a new session without --resume.",
-                          EXIT_USAGE) from None
-    except ValueError as exc:
-        raise CannotStart(f"{exc}; start without --resume, or use --resume latest.", EXIT_USAGE) from None
+    session = resumed_session(store, args.resume) if args.resume else None
     no_one_to_ask = args.approval == "ask" and not sys.stdin.isatty()
-    agent = MiniAgent(client, workspace, store, session=session,
+    agent = MiniAgent(client, workspace, store, session=session, display=display,
                       approval_policy="never" if no_one_to_ask else args.approval,
                       max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
-                      num_ctx=client.num_ctx, display=display, attach_named_files=True,
-                      check_edits=True)
+                      num_ctx=client.num_ctx, small_model_help=not args.no_small_model_help)
     if session is None:
         store.lock(agent.session["id"])
     room = agent.prompt_budget - len(agent.prefix)
     if room < MIN_TRANSCRIPT_CHARS:
         store.unlock(agent.session["id"])
         needed = client.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
-        raise CannotStart(f"--num-ctx {client.num_ctx} leaves no room for the transcript; use {needed} or more.",
-                          EXIT_USAGE)
+        raise CannotStart(f"--num-ctx {client.num_ctx} leaves no room for the transcript; use "
+                          f"{needed} or more.", EXIT_USAGE)
     return agent, display
 
 
 def run_request(agent, display, request):
-    """Answer one request; returns the exit code one-shot mode ends with. Ctrl-C goes up to the caller."""
+    """Answer one request; returns the exit code of one-shot mode.  Ctrl-C goes to the caller."""
     try:
         answer = agent.ask(request)
     except RuntimeError as exc:
@@ -3246,20 +3218,34 @@ def run_request(agent, display, request):
     return 0
 
 
-def read_request():
-    """One request from the REPL; a line ending in a backslash goes on on the next line (a paste is one)."""
-    lines = [input("mini-coding-agent> ")]
-    while lines[-1].endswith("\\"):
-        lines[-1] = lines[-1][:-1]
-        lines.append(input("... "))
-    return "\n".join(lines).strip()
+def this_program():
+    """How this program was started, as the start of a command someone can paste anywhere."""
+    started = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if started is None or started.suffix == ".py":   # `python mini_coding_agent.py`, `python -m`
+        return [sys.executable, str(started or Path(__file__).resolve())]
+    on_path = shutil.which(started.name)
+    return [started.name] if on_path and Path(on_path).resolve() == started else [str(started)]
+
+
+def resume_hint(agent, args):
+    """How to go on with this session later, as a command that works when pasted."""
+    if not agent.session_path.exists():
+        return "Nothing was done, so no session was saved."
+    command = [*this_program(), "--cwd", str(agent.root)]
+    for flag in ("host", "model"):
+        if getattr(args, flag):
+            command += [f"--{flag}", getattr(args, flag)]
+    join = shlex.join if os.name == "posix" else subprocess.list2cmdline
+    return f"The session is saved; go on with: {join([*command, '--resume', agent.session['id']])}"
 
 
 def history_problem(history_file):
-    """Why the REPL's history cannot be kept in this file (a FIFO would hang the start, a folder the
-    exit), or ""."""
+    """Why the REPL's history cannot be kept in this file (a FIFO would hang the start, a folder
+    the exit), or ""."""
     found = entry_stat(history_file)
-    return "" if found is None or stat.S_ISREG(found.st_mode) else f"{history_file} is not a regular file"
+    if found is None or stat.S_ISREG(found.st_mode):
+        return ""
+    return f"{history_file} is not a regular file"
 
 
 def enable_line_editing(history_file):
@@ -3268,9 +3254,10 @@ def enable_line_editing(history_file):
         import readline  # not on every platform, and it changes input(): only for the REPL
     except ImportError:
         return None
-    # Bracketed paste makes a pasted traceback one request, not one per line; Python leaves it off.
-    # It needs escape codes on the terminal, which NO_COLOR asks us not to send.
-    readline.parse_and_bind(f"set enable-bracketed-paste {'off' if os.environ.get('NO_COLOR') else 'on'}")
+    # Bracketed paste makes a pasted traceback one request, not one per line; Python leaves it
+    # off.  It needs escape codes on the terminal, which NO_COLOR asks us not to send.
+    paste = "off" if os.environ.get("NO_COLOR") else "on"
+    readline.parse_and_bind(f"set enable-bracketed-paste {paste}")
     try:
         if not history_problem(history_file):
             readline.read_history_file(history_file)
@@ -3280,11 +3267,21 @@ def enable_line_editing(history_file):
     return readline
 
 
+def read_request():
+    """One request from the REPL; a line ending in a backslash goes on (a paste is one request)."""
+    lines = [input("mini-coding-agent> ")]
+    while lines[-1].endswith("\\"):
+        lines[-1] = lines[-1][:-1]
+        lines.append(input("... "))
+    return "\n".join(lines).strip()
+
+
 def run_repl(agent, display, args):
     """Read requests and slash commands until /exit, end of input, or Ctrl-C at an empty prompt."""
     history_file = agent.root / STATE_DIR / "repl-history"
     if history_problem(history_file):
-        say(f"warning: {history_problem(history_file)}, so the REPL's history is not kept; remove it.")
+        say(f"warning: {history_problem(history_file)}, so the REPL's history is not kept; "
+            "remove it.")
     readline = enable_line_editing(history_file) if sys.stdin.isatty() else None
     try:
         while True:
@@ -3301,7 +3298,7 @@ def run_repl(agent, display, args):
                 return 0
             run_line(agent, display, line)
     finally:
-        if readline and not history_problem(history_file):   # checked again: it may have changed
+        if readline and not history_problem(history_file):   # again: it may have changed
             try:
                 own_folder(history_file.parent)
                 readline.write_history_file(history_file)
@@ -3309,18 +3306,60 @@ def run_repl(agent, display, args):
                 say(f"warning: the REPL's history was not saved ({exc}).")
 
 
+def figures_line(figures):
+    """One model call's figures in a line, for --verbose."""
+    reused = figures["reused_chars"] / max(figures["prompt_chars"], 1)
+    line = (f"prompt {figures['prompt_chars']:,} of {figures['budget_chars']:,} chars, "
+            f"{reused:.0%} reused from the last")
+    if "prompt_eval_count" in figures:
+        line += (f"; {figures['prompt_eval_count']:,} prompt tokens in "
+                 f"{figures.get('prompt_eval_duration', 0) / 1e9:.2f} s")
+    if "eval_count" in figures:
+        line += f", {figures['eval_count']:,} new in {figures.get('eval_duration', 0) / 1e9:.2f} s"
+    return line
+
+
+def stats_row(label, row):
+    """One line of the /stats table: '-' where the server did not send a figure."""
+    reused = row.get("reused_chars", 0) / max(row.get("prompt_chars", 0), 1)
+    cells = [f"{row[key] / scale:>{width},.2f}" if key in row and scale != 1 else
+             f"{row[key]:>{width},}" if key in row else "-".rjust(width)
+             for _, key, width, scale in STATS_COLUMNS]
+    return " ".join([f"{label:>5}", cells[0], f"{reused:>6.0%}", *cells[1:]])
+
+
+def stats_table(stats):
+    """The /stats report: one row per model call of the session, then the totals."""
+    if not stats:
+        return "No model calls yet in this session."
+    rows = [{key: value for key, value in row.items() if isinstance(value, (int, float))}
+            for row in stats]   # only figures: not done_reason
+    totals = {key: sum(row.get(key, 0) for row in rows) for key in set().union(*rows)}
+    header = " call prompt chars reused prompt tokens cached tok eval s new tokens gen s"
+    lines = [header, *[stats_row(str(n), row) for n, row in enumerate(rows, 1)],
+             stats_row("total", totals)]
+    last = rows[-1]
+    if "budget_chars" in last and "prompt_chars" in last:
+        lines.append(f"The last prompt used {last['prompt_chars']:,} of the "
+                     f"{last['budget_chars']:,} chars --num-ctx allows "
+                     f"({last['prompt_chars'] / max(last['budget_chars'], 1):.0%}); past that, "
+                     "older steps are compacted.")
+    return "\n".join(lines)
+
+
 def session_info(agent):
     """What /session shows: where the session is kept, and how much it and its undo copies take."""
-    store, session_id = agent.session_store, agent.session["id"]
-    files = [store.path(session_id, suffix) for suffix in (".json", ".jsonl")]
-    undo = store.path(session_id, ".undo")
+    undo = agent.session_store.path(agent.session["id"], ".undo")
     copies = [path for path in undo.iterdir() if path.suffix == ".bak"] if undo.is_dir() else []
-    size = sum(path.stat().st_size for path in files if path.exists())
-    return (f"{agent.session_path}\n{len(agent.session['history'])} transcript items, {size / 1024:,.0f} KB; "
-            f"{len(copies)} undo copies in {undo.name}, {sum(c.stat().st_size for c in copies) / 1024:,.0f} KB")
+    size = agent.session_path.stat().st_size if agent.session_path.exists() else 0
+    copied = sum(copy.stat().st_size for copy in copies)
+    return (f"{agent.session_path}\n{len(agent.session['history'])} transcript items, "
+            f"{size / 1024:,.0f} KB; {len(copies)} undo copies in {undo.name}, "
+            f"{copied / 1024:,.0f} KB")
 
 
 def reset_command(agent):
+    """What /reset does and says."""
     agent.reset()
     return "Session history and memory cleared."
 
@@ -3336,14 +3375,14 @@ COMMANDS = {   # REPL command -> what it shows
 
 
 def run_line(agent, display, line):
-    """Carry out one REPL line: a /command, or a request (a line like `/etc/hosts is empty?` is one)."""
+    """Carry out one REPL line: a /command, or a request (`/etc/hosts is empty?` is one)."""
     word = line.split(maxsplit=1)[0] if line else ""
     if re.fullmatch(r"/[a-z]+", word):
         if word not in COMMANDS:
             say(f"Unknown command {word}; /help lists the commands.")
             return
-        try:
-            show(COMMANDS[word](agent))
+        try:   # it may show model-written text: made safe for the terminal
+            print(paint(COMMANDS[word](agent), None, sys.stdout))
         except Exception as exc:   # no command may end the session with a traceback
             say(f"error: {word} failed: {exc}")
     elif line:

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import MODULE, OllamaFixture  # noqa: E402
+from conftest import MODULE, OllamaFixture, common_prefix_length  # noqa: E402
 
 import mini_coding_agent as mca  # noqa: E402
 
@@ -111,7 +111,7 @@ def prefix_figures(prompts):
     and the share of the previous prompt (what the server has cached) that it reuses."""
     reuse, kept, fresh = [], [], len(prompts[0])
     for before, now in zip(prompts, prompts[1:], strict=False):
-        common = mca.common_prefix_length(now, before)
+        common = common_prefix_length(now, before)
         reuse.append(common / len(now))
         kept.append(common / len(before))
         fresh += len(now) - common
@@ -138,7 +138,7 @@ def run_session(server, repo, agent):
 
 def kept_share(now, before):
     """The share of the previous prompt (what the server's cache holds) that a prompt reuses."""
-    return mca.common_prefix_length(now, before) / len(before)
+    return common_prefix_length(now, before) / len(before)
 
 
 def restart_and_helper_figures(prompts, firsts):
@@ -152,8 +152,8 @@ def restart_and_helper_figures(prompts, firsts):
     before, after = prompts[helper[0] - 1], prompts[helper[-1] + 1]
     print(f"helper's first call: {kept_share(prompts[helper[0]], before):.3f} of the parent's last prompt "
           "(target >= 0.90)")
-    own = mca.common_prefix_length(after, before)
-    served = mca.common_prefix_length(after, prompts[helper[-1]])
+    own = common_prefix_length(after, before)
+    served = common_prefix_length(after, prompts[helper[-1]])
     print(f"parent after the helper: {served:,} chars served from the helper's last prompt, where its own "
           f"previous prompt would give {own:,} (target: at least that)")
 

@@ -237,6 +237,11 @@ def repo(tmp_path):
     return root
 
 
+def common_prefix_length(a, b):
+    """How many leading chars two prompts share: what the server's cache can reuse."""
+    return len(os.path.commonprefix([mca.flat_text(a), mca.flat_text(b)]))
+
+
 def make_workspace(root):
     """A WorkspaceContext built directly, without git."""
     return mca.WorkspaceContext(cwd=str(root), repo_root=str(root), branch="main",
@@ -245,8 +250,10 @@ def make_workspace(root):
 
 
 def make_agent(root, outputs, **kwargs):
-    """A MiniAgent on scripted replies, approving everything unless told otherwise."""
+    """A MiniAgent on scripted replies, approving everything unless told otherwise; the plain core,
+    unless a test asks for the small-model layer (small_model_help=True, MiniAgent's default)."""
     kwargs.setdefault("approval_policy", "auto")
+    kwargs.setdefault("small_model_help", False)
     store = mca.SessionStore(Path(root) / ".mini-coding-agent" / "sessions")
     return mca.MiniAgent(mca.FakeModelClient(outputs), make_workspace(root), store, **kwargs)
 

@@ -109,7 +109,7 @@ def test_the_repl_leaves_on_quit_or_end_of_input(ollama, repo, ending):
 def test_a_line_ending_in_backslash_continues(ollama, repo):
     ollama.script("<final>ok</final>")
     agent_cli(ollama, repo, input="first line \\\nsecond line\n")
-    assert ollama.prompts[0].endswith("<|user|>\nfirst line \nsecond line\n")   # the last chat turn
+    assert "<|user|>\nfirst line \nsecond line\n\nMemory:\n" in ollama.prompts[0]   # the last turn
 
 
 def test_without_a_terminal_risky_tools_are_denied(ollama, repo):
@@ -493,15 +493,13 @@ def test_a_write_cut_off_at_the_token_limit_leaves_no_file_and_tells_the_model_w
     assert "cut off" in done.stderr
 
 
-def test_thinking_that_uses_up_the_token_limit_twice_stops_the_request(ollama, repo):
+def test_a_reply_cut_off_while_the_model_thinks_is_asked_again(ollama, repo):
     thinking_only = {"thinking_chunks": ["Let me think about this very carefully... " * 20], "text": "",
                      "done_reason": "length"}
-    ollama.script(thinking_only, thinking_only, "<final>never asked</final>")
+    ollama.script(thinking_only, "<final>42</final>")
     done = agent_cli(ollama, repo, "--max-new-tokens", "100", "hard question")
-    assert done.returncode == mca.EXIT_LIMIT and done.stdout == ""
-    assert "twice in a row the model spent all 100 tokens thinking" in done.stderr
-    assert "raise --max-new-tokens" in done.stderr and len(ollama.prompts) == 2
-    assert "still thinking" in ollama.prompts[1]
+    assert (done.returncode, done.stdout) == (0, "42\n") and len(ollama.prompts) == 2
+    assert "cut off at the token limit (--max-new-tokens 100)" in ollama.prompts[1]
 
 
 def test_a_request_stopped_by_a_limit_exits_non_zero_with_the_reason_on_stderr(ollama, repo):
@@ -539,18 +537,7 @@ def test_a_resumed_session_sends_the_same_prefix_and_hears_of_changes_once(ollam
     assert "?? b.txt" not in first[:prefix_end]   # the prefix is the snapshot the session began with
     news = "[the repository changed since this session last ran]\n- status now:\n?? b.txt"
     assert news in resumed and again.count(news) == 1
-    assert mca.common_prefix_length(resumed, ollama.prompts[1]) > 0.9 * len(ollama.prompts[1][:prefix_end])
-
-
-def test_stats_after_a_resume_compare_with_the_sessions_last_prompt(ollama, repo):
-    ollama.script('<tool>{"name": "list_files", "args": {}}</tool>', "<final>listed</final>")
-    assert agent_cli(ollama, repo, "list the files").returncode == 0
-    ollama.script("<final>yes</final>")
-    done = agent_cli(ollama, repo, "--resume", "latest", input="go on\n/stats\n/exit\n")
-    rows = [line.split() for line in done.stdout.splitlines() if line.strip()[:1].isdigit()]
-    assert [row[0] for row in rows] == ["1", "2", "3"]
-    assert int(rows[2][2].rstrip("%")) >= 85   # no longer 0% after a restart
-    assert "The last prompt used" in done.stdout
+    assert len(os.path.commonprefix([resumed, ollama.prompts[1]])) > 0.9 * prefix_end
 
 
 # --- never a traceback, and nothing drives the terminal --------------------------------
@@ -648,7 +635,7 @@ def test_a_line_starting_with_a_path_is_a_request_not_a_command(ollama, repo):
     ollama.script("<final>because it is listed in .gitignore</final>")
     done = agent_cli(ollama, repo, input="/etc/hosts is ignored, why?\n/exit\n")
     assert "because it is listed" in done.stdout and "Unknown command" not in done.stderr
-    assert ollama.prompts[0].endswith("<|user|>\n/etc/hosts is ignored, why?\n")
+    assert "<|user|>\n/etc/hosts is ignored, why?\n\nMemory:" in ollama.prompts[0]
 
 
 def test_the_welcome_box_says_when_a_session_is_resumed(ollama, repo):
@@ -661,23 +648,21 @@ def test_the_welcome_box_says_when_a_session_is_resumed(ollama, repo):
 
 # --- packaging ----------------------------------------------------------------------------
 
-def test_the_sdist_carries_its_tests_and_they_pass(tmp_path):
-    pytest.importorskip("hatchling", reason="the README's test command installs hatchling to build the sdist")
-    if (MODULE.parent / "PKG-INFO").exists():
-        pytest.skip("this is the unpacked sdist itself")
-    built = subprocess.run([sys.executable, "-c", "import sys; from hatchling.build import build_sdist; "
-                            "print(build_sdist(sys.argv[1]))", str(tmp_path)], cwd=MODULE.parent,
+def test_the_wheel_holds_the_module_and_its_command_and_needs_nothing(tmp_path):
+    pytest.importorskip("hatchling", reason="the README's test command installs hatchling to build it")
+    built = subprocess.run([sys.executable, "-c", "import sys; from hatchling.build import build_wheel; "
+                            "print(build_wheel(sys.argv[1]))", str(tmp_path)], cwd=MODULE.parent,
                            capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, built.stderr
-    import tarfile
-    with tarfile.open(tmp_path / built.stdout.strip()) as archive:
-        archive.extractall(tmp_path, filter="data") if sys.version_info >= (3, 12) else archive.extractall(tmp_path)
-    [unpacked] = [path for path in tmp_path.iterdir() if path.is_dir()]
-    assert (unpacked / "tests" / "conftest.py").exists() and (unpacked / "LICENSE").exists()
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"], cwd=unpacked,
-                           capture_output=True, text=True, timeout=900)
-    assert tests.returncode == 0, tests.stdout[-2000:]
-    assert " passed" in tests.stdout.splitlines()[-1]
+    import zipfile
+    with zipfile.ZipFile(tmp_path / built.stdout.strip()) as wheel:
+        names = wheel.namelist()
+        [metadata] = [name for name in names if name.endswith("/METADATA")]
+        [entry_points] = [name for name in names if name.endswith("/entry_points.txt")]
+        assert "mini-coding-agent = mini_coding_agent:main" in wheel.read(entry_points).decode()
+        assert "Requires-Dist" not in wheel.read(metadata).decode()   # the standard library only
+    assert [name for name in names if not name.endswith((".dist-info/RECORD", ".dist-info/WHEEL"))
+            and ".dist-info/" not in name] == ["mini_coding_agent.py"]
 
 
 def test_a_request_naming_a_file_gets_it_read_first_and_sent_as_chat_turns(ollama, repo):

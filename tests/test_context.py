@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import make_agent, make_workspace
+from conftest import common_prefix_length, make_agent, make_workspace
 
 import mini_coding_agent as mca
 
@@ -118,7 +118,7 @@ def test_compaction_is_rare_big_and_recorded(repo):
     agent = long_session(repo, 200, num_ctx=8192)
     compactions = agent.session["compactions"]
     assert 2 <= len(compactions) <= 40
-    reuse = [mca.common_prefix_length(now, before) / len(now)
+    reuse = [common_prefix_length(now, before) / len(now)
              for before, now in zip(agent.model_client.prompts, agent.model_client.prompts[1:], strict=False)]
     shrinking = [n for n, (before, now) in enumerate(zip(agent.model_client.prompts,
                                                         agent.model_client.prompts[1:], strict=False))

@@ -28,8 +28,8 @@ CAPTURED = [   # Qwen2.5-Coder-1.5B-Instruct, served by llama.cpp behind Ollama'
     # ... and in chat turns, with the repository's map and its files read first
     ('<tool>{"name": "write_file", "args": {"path": "test_stack.py", "content": "<final>Done: test_stack.py '
      'now contains unit tests for the Stack class.</final>"}}</tool>',   # an answer as the file's text:
-     ("tool", "write_file", {"path": "test_stack.py", "content": "Done: test_stack.py now contains "   # the
-                             "unit tests for the Stack class."})),   # tags go, the syntax check will speak
+     ("tool", "write_file", {"path": "test_stack.py", "content": "<final>Done: test_stack.py now contains "
+                             "unit tests for the Stack class.</final>"})),   # the coach takes the tags off
     ('<tool>{"name": "patch_file", "args": {"path": "greet.py", "old_text": "return \\"Hello \\" + name", '
      '"new_text": "return \\"Hello, {}!\\"".format(name)}}</tool>',   # Python in JSON: told to use XML
      ("retry", "the XML form takes text as it is")),
@@ -175,7 +175,7 @@ def test_every_family_has_at_least_two_replies():
 
 def test_other_names_are_said_back_to_the_model_and_recorded_as_ours(repo):
     agent = make_agent(repo, ['<tool_call>{"name": "bash", "arguments": {"cmd": "echo hi"}}</tool_call>',
-                              "<final>done</final>"])
+                              "<final>done</final>"], small_model_help=True)
     assert agent.ask("say hi") == "done"
     item = agent.session["history"][1]
     assert (item["name"], item["args"]) == ("run_shell", {"command": "echo hi"})
@@ -222,8 +222,8 @@ def test_a_garbled_call_in_a_plan_stops_it_and_the_model_is_told_why(billing):
     agent = make_agent(billing, [GARBLED_PLAN, "<final>ok</final>"])
     agent.ask("rename calc_total")
     [tool] = [item for item in agent.session["history"] if item["role"] == "tool"]
-    assert tool["content"].startswith("(ran patch_file; the next call in your reply was not run: the tool call "
-                                      "was not valid JSON")
+    assert tool["content"].startswith("(ran patch_file; the next call in your reply was not run. Runtime "
+                                      "notice: the tool call was not valid JSON")
 
 
 def test_a_failed_call_in_a_plan_stops_the_rest(billing):
@@ -239,11 +239,12 @@ def test_a_failed_call_in_a_plan_stops_the_rest(billing):
 def test_a_call_that_leaves_a_warning_stops_the_rest_of_its_plan(billing):
     plan = (tool_reply("patch_file", path="billing.py", old_text="def calc_total(", new_text="def compute_total(")
             + tool_reply("patch_file", path="test_billing.py", old_text="from billing", new_text="from billing"))
-    agent = make_agent(billing, [plan, "<final>ok</final>"])   # the second call, as Qwen2.5-Coder-1.5B wrote it
+    agent = make_agent(billing, [plan, *["<final>ok</final>"] * 3],   # the second call, as
+                       small_model_help=True)                                        # Qwen2.5-Coder-1.5B wrote it
     agent.ask("rename calc_total")
     [tool] = [item for item in agent.session["history"] if item["role"] == "tool"]
-    assert tool["content"].startswith("(ran patch_file; it left a warning, so the calls after it in your reply "
-                                      "were not run)\npatched billing.py\nwarning: billing.py no longer defines")
+    assert tool["content"].startswith("patched billing.py\n(it left a warning, so the calls after it in your "
+                                      "reply were not run)\nwarning: billing.py no longer defines")
 
 
 def test_a_command_that_prints_a_warning_does_not_stop_the_plan(repo):
@@ -265,8 +266,8 @@ def test_a_plan_counts_each_call_against_the_step_limit(repo):
 def test_a_files_text_wrapped_as_an_answer_is_written_without_the_tags(repo):
     reply = ('<tool>{"name": "write_file", "args": {"path": "test_stack.py", "content": "<final>import unittest\\n'
              '\\nclass TestStack(unittest.TestCase):\\n    pass\\n</final>"}}</tool>')   # Qwen2.5-Coder-1.5B
-    agent = make_agent(repo, [reply, "<final>written</final>"])
-    agent.ask("write tests")
+    agent = make_agent(repo, [reply, "<final>written</final>", "<final>written</final>"], small_model_help=True)
+    agent.ask("write tests")   # the answer goes back once for a check: it changed code
     assert (repo / "test_stack.py").read_text() == "import unittest\n\nclass TestStack(unittest.TestCase):\n    pass\n"
     assert "the <final> answer in content was dropped" in agent.session["history"][1]["content"]
     assert mca.MiniAgent.parse('<tool name="write_file" path="a.md"><content>see <final>x</final> here</content>'
@@ -276,11 +277,16 @@ def test_a_files_text_wrapped_as_an_answer_is_written_without_the_tags(repo):
 def test_an_answer_before_a_files_text_in_code_tags_is_dropped(repo):
     content = ("<final>Created test_stack.py with the following content:</final><code>\nimport unittest\n\n\n"
                "class TestStack(unittest.TestCase):\n    pass\n</code>")   # Qwen2.5-Coder-1.5B, word for word
-    call = mca.MiniAgent.parse(tool_reply("write_file", path="test_stack.py", content=content))[1]
-    assert call["args"]["content"] == "import unittest\n\n\nclass TestStack(unittest.TestCase):\n    pass\n"
-    assert call["note"] == "the <final> answer in content was dropped: it is not part of a file"
     html = "<final>x</final> and <code>y</code>"   # not an answer followed by a file's text: kept
-    assert mca.MiniAgent.parse(tool_reply("write_file", path="a.html", content=html))[1]["args"]["content"] == html
+    agent = make_agent(repo, [tool_reply("write_file", path="test_stack.py", content=content),
+                              tool_reply("write_file", path="a.html", content=html), "<final>ok</final>"],
+                       small_model_help=True, max_steps=2)
+    agent.ask("write them")
+    assert (repo / "test_stack.py").read_text() == \
+        "import unittest\n\n\nclass TestStack(unittest.TestCase):\n    pass\n"
+    assert agent.session["history"][1]["content"].startswith(
+        "(ran write_file; the <final> answer in content was dropped: it is not part of a file)\nwrote")
+    assert (repo / "a.html").read_text() == html
 
 
 def test_calls_after_an_answer_the_model_made_up_are_not_run(repo):

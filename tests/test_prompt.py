@@ -3,7 +3,7 @@
 import json
 import re
 
-from conftest import make_agent, make_workspace
+from conftest import common_prefix_length, make_agent, make_workspace
 
 import mini_coding_agent as mca
 
@@ -89,16 +89,9 @@ def test_model_calls_are_measured(repo):
     agent.ask("list")
     first, second = agent.session["stats"]
     prompts = agent.model_client.prompts
-    assert first == {"prompt_chars": len(prompts[0]), "budget_chars": agent.prompt_budget, "reused_chars": 0,
-                     "items": 1}
+    assert first == {"prompt_chars": len(prompts[0]), "budget_chars": agent.prompt_budget, "reused_chars": 0}
     assert second["prompt_chars"] == len(prompts[1])
-    assert second["reused_chars"] == mca.common_prefix_length(prompts[0], prompts[1]) > len(agent.prefix)
-
-
-def test_common_prefix_length():
-    assert mca.common_prefix_length("abcdef", "abcxyz") == 3
-    assert mca.common_prefix_length("", "abc") == 0
-    assert mca.common_prefix_length("same", "same") == 4
+    assert second["reused_chars"] == common_prefix_length(prompts[0], prompts[1]) > len(agent.prefix)
 
 
 def test_the_budget_follows_num_ctx_and_max_new_tokens(repo):
@@ -145,9 +138,11 @@ def test_chat_turns_only_grow_at_their_end(repo):
     agent.ask("read it")
     sent = agent.model_client.prompts
     assert len(sent) == 4 and all(isinstance(turns, list) for turns in sent)
-    for earlier, later in zip(sent, sent[1:], strict=False):
-        assert later[:len(earlier)] == earlier
-    assert agent.session["stats"][-1]["reused_chars"] == len(mca.flat_text(sent[-2]))
+    for earlier, later in zip(sent, sent[1:], strict=False):   # the memory moves on to the newest turn
+        assert later[:len(earlier) - 1] == earlier[:-1]
+        *newest, memory = earlier[-1]["content"].partition("\n\nMemory:\n")
+        assert later[len(earlier) - 1]["content"] == newest[0] and memory.startswith("- task: read it")
+    assert agent.session["stats"][-1]["reused_chars"] == common_prefix_length(sent[-2], sent[-1])
 
 
 def test_a_session_saved_before_the_map_existed_keeps_its_prefix(repo):

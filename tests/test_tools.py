@@ -408,7 +408,8 @@ def test_patch_file_replaces_exactly_one_occurrence(repo):
     ("beta", 1, None)])   # beta -> beta: a patch that changes nothing
 def test_a_patch_that_cannot_apply_leaves_the_file_untouched_and_says_where_to_look(repo, old_text, count, hint):
     before = (repo / "hello.txt").read_bytes()
-    result = make_agent(repo, []).run_tool("patch_file", {"path": "hello.txt", "old_text": old_text,
+    agent = make_agent(repo, [], small_model_help=True)
+    result = agent.run_tool("patch_file", {"path": "hello.txt", "old_text": old_text,
                                                           "new_text": "beta" if hint is None else "X"})
     assert result == ("error: tool patch_file failed: " + (
         "new_text is the same as old_text, so the file would not change" if hint is None else
@@ -418,7 +419,7 @@ def test_a_patch_that_cannot_apply_leaves_the_file_untouched_and_says_where_to_l
 
 def test_a_patch_that_misses_is_shown_the_line_it_meant(repo):
     (repo / "invoice.py").write_text('def line(customer, items):\n    return f"{customer}: {calc_total(items):.2f}"\n')
-    result = make_agent(repo, []).run_tool("patch_file", {
+    result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", {
         "path": "invoice.py", "old_text": "return f'{customer} {calc_total(items):.2f}'", "new_text": "x"})
     assert result.endswith('the nearest is line 2, copy it exactly: return f"{customer}: {calc_total(items):.2f}"')
 
@@ -426,10 +427,11 @@ def test_a_patch_that_misses_is_shown_the_line_it_meant(repo):
 def test_a_patch_sent_to_the_wrong_file_or_made_twice_says_so(repo):
     (repo / "billing.py").write_text("def compute_total(items):\n    return sum(items)\n")
     (repo / "invoice.py").write_text("import os\nfrom billing import calc_total\n")
-    agent = make_agent(repo, [])
+    agent = make_agent(repo, [], small_model_help=True)
     wrong_file = {"path": "billing.py", "old_text": "import calc_total", "new_text": "import compute_total"}
-    assert agent.run_tool("patch_file", wrong_file) == ("error: tool patch_file failed: old_text is not in "
-                                                        "billing.py but in invoice.py (line 2): patch that file")
+    assert agent.run_tool("patch_file", wrong_file) == (
+        "error: tool patch_file failed: old_text must occur exactly once in billing.py, found 0 times; it is in "
+        "invoice.py (line 2): patch that file")
     made_twice = {"path": "billing.py", "old_text": "def calc_total(", "new_text": "def compute_total("}
     assert agent.run_tool("patch_file", made_twice).endswith(
         "found 0 times; its new_text is already there (line 1): that change is made")
@@ -440,18 +442,18 @@ def test_a_patch_with_other_quotes_applies_where_that_is_the_only_difference(rep
     (repo / "invoice.py").write_text('def line(customer, items):\n    return f"{customer}: {calc_total(items):.2f}"\n')
     patch = {"path": "invoice.py", "old_text": "return f'{customer}: {calc_total(items):.2f}'",   # as Qwen2.5-Coder
              "new_text": "return f'{customer}: {compute_total(items):.2f}'"}                  # 1.5B wrote it, twice
-    assert make_agent(repo, []).run_tool("patch_file", patch).startswith(
-        "patched invoice.py (old_text matched once ' and \" were taken as one)\nwarning: ")   # compute_total
+    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", patch).startswith(
+        "(ran patch_file; old_text matched once ' and \" were taken as one)\npatched invoice.py\nwarning: ")
     assert (repo / "invoice.py").read_text() == \
         "def line(customer, items):\n    return f'{customer}: {compute_total(items):.2f}'\n"
     (repo / "two.py").write_text("a = 'x'\nb = 'x'\n")   # two places match once quotes are set aside: none taken
-    assert "found 0 times" in make_agent(repo, []).run_tool("patch_file", {"path": "two.py", "old_text": '= "x"',
-                                                                          "new_text": "= 'y'"})
+    assert "found 0 times" in make_agent(repo, [], small_model_help=True).run_tool(
+        "patch_file", {"path": "two.py", "old_text": '= "x"', "new_text": "= 'y'"})
     assert (repo / "two.py").read_text() == "a = 'x'\nb = 'x'\n"
 
 
 def test_a_python_file_that_uses_a_name_it_never_defines_is_reported(repo):
-    agent = make_agent(repo, [])
+    agent = make_agent(repo, [], small_model_help=True)
     tests = ("import unittest\n\nclass TestStack(unittest.TestCase):\n    def test_push(self):\n"
              "        stack = Stack()\n        self.assertEqual(len(stack), 0)\n")   # no `from stack import Stack`
     assert agent.run_tool("write_file", {"path": "test_stack.py", "content": tests}).endswith(
@@ -470,7 +472,7 @@ def test_checking_a_python_file_prints_nothing_to_the_terminal(repo):
 
 
 def test_a_python_file_that_no_longer_parses_is_reported_with_its_line(repo):
-    agent = make_agent(repo, [])
+    agent = make_agent(repo, [], small_model_help=True)
     result = agent.run_tool("write_file", {"path": "test_stack.py", "content": "<test>\nimport unittest\n"})
     assert result == ("wrote test_stack.py (23 chars)\n"
                       "warning: test_stack.py does not parse as Python: invalid syntax (line 1: <test>); fix it")
@@ -484,7 +486,7 @@ def test_a_patch_that_would_break_a_python_file_is_refused_and_shows_the_line(re
     (repo / "invoice.py").write_text(line)
     patch = {"path": "invoice.py", "old_text": 'return f"{customer}: {calc_total(items):.2f}',   # as Qwen2.5-Coder-1.5B
              "new_text": "return f'{customer}: {compute_total(items):.2f}'"}                  # wrote it
-    result = make_agent(repo, []).run_tool("patch_file", patch)
+    result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", patch)
     assert result.startswith("error: tool patch_file failed: the patch would break invoice.py, so it was not made: ")
     assert result.endswith(" (line 2: return f'{customer}: {compute_total(items):.2f}'\")")   # a stray quote
     assert (repo / "invoice.py").read_text() == line
@@ -497,7 +499,7 @@ def test_taking_away_a_function_that_other_files_use_shows_their_lines_until_non
     (repo / "notes.txt").write_text("calc_total is in billing.py\n")   # not code: not listed
     (repo / "other.py").write_text("calc_totals = 0\n")                 # another name: not listed
     (repo / "own.py").write_text("def calc_total():\n    return 0\n")  # its own, not billing's: not listed
-    agent = make_agent(repo, [])
+    agent = make_agent(repo, [], small_model_help=True)
     rename = {"path": "billing.py", "old_text": "def calc_total(", "new_text": "def compute_total("}
     assert agent.run_tool("patch_file", rename) == (   # a rename: each line as it should read, to copy
         "patched billing.py\nwarning: billing.py no longer defines calc_total, which these lines still use; "
@@ -514,7 +516,7 @@ def test_taking_away_a_function_that_other_files_use_shows_their_lines_until_non
         "invoice.py:5: return f'{compute_total(items):.2f}'")
     (repo / "billing.py").write_text("def compute_total(items):\n    pass\n")   # back (by /undo, or by hand)
     assert agent.run_tool("write_file", {"path": "other.py", "content": "Y = 2\n"}) == "wrote other.py (6 chars)"
-    assert agent.taken_away == {}
+    assert agent.help.taken_away == {}
 
 
 # --- path confinement ----------------------------------------------------------
