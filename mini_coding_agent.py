@@ -128,7 +128,10 @@ class AgentLoop:
         """Work on one user request until the model gives a final answer or a limit is hit."""
         memory = self.session["memory"]
         memory["task"] = memory["task"] or user_message.strip()[:300]
-        self.record({"role": "user", "content": user_message})
+        request = {"role": "user", "content": user_message}
+        if memory["files"] or memory["notes"]:   # what earlier requests left, for the chat turns
+            request["memory"] = self.memory_text()
+        self.record(request)
         try:
             if self.help:
                 self.help.start(user_message)   # e.g. reads the files the request names
@@ -947,17 +950,12 @@ SOURCE_SUFFIXES = (".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".r
 REQUEST_CHARS = MAX_TOOL_OUTPUT   # the current request, repeated at the end of a one-string prompt
 
 
-def example_path(files):
-    """A source file from the workspace's map (else README.md), for the prompt's examples."""
-    names = [line[2:].split(": ", 1)[0] for line in files.splitlines() if line.startswith("- ")]
-    code = [name for name in names if name.endswith(SOURCE_SUFFIXES) and "test" not in name]
-    return (code or names or ["README.md"])[0]
-
-
 def chat_turns(item, rendered):
-    """One transcript item (and its text as render() made it) as chat turns."""
+    """One transcript item (and its text as render() made it) as chat turns; a request carries
+    the working memory as it stood when the request came, which never changes after."""
     if item["role"] == "user":
-        return [{"role": "user", "content": clip(item["content"], REQUEST_CHARS)}]
+        memory = f"\n\n{item['memory']}" if "memory" in item else ""
+        return [{"role": "user", "content": clip(item["content"], REQUEST_CHARS) + memory}]
     said = rendered.removeprefix("[assistant] ")
     if item["role"] == "assistant" and said.startswith("Runtime notice"):   # the unusable reply
         return [{"role": "user", "content": said}]   # is not kept: models copied a stand-in for it
@@ -990,7 +988,10 @@ class PromptShape:
             f"{tool['description']}"
             for name, tool in self.tools.items()
         ]
-        path = example_path(self.workspace.files)
+        listed = [line[2:].split(": ", 1)[0] for line in self.workspace.files.splitlines()
+                  if line.startswith("- ")]   # the map's files; a source file, not a test, first
+        code = [name for name in listed if name.endswith(SOURCE_SUFFIXES) and "test" not in name]
+        path = (code or listed or ["README.md"])[0]
         examples = [   # a model copies an example's values: a real path, and placeholders
             f'<tool>{{"name": "read_file", "args": {{"path": "{path}"}}}}</tool>',
             f'<tool name="patch_file" path="{path}"><old_text>lines copied exactly from the file'
@@ -1027,13 +1028,14 @@ class PromptShape:
         return f"{self.prefix}\n\nTranscript:\n{self.history_text()}\n\n{tail}"
 
     def messages(self, user_message):
-        """The same prompt as chat turns, for /api/chat: the prefix as the system message, a
-        turn or two per step, and the memory at the end of the newest turn, where it costs the
-        server's cache least.
+        """The same prompt as chat turns, for /api/chat: the prefix as the system message, then
+        a turn or two per step, with the working memory in the request it came with.
 
         Small models follow a conversation better than a transcript inside one
         message (see tests/BENCHMARKS.md).  The turns only grow at their end,
-        between compactions; the request is not repeated.
+        between compactions, and the request is not repeated.  The memory is
+        not put at the end: small models read "- task: ..." there as an order
+        (the 1.5B model called delegate with an empty task, every run).
         """
         turns = self.turns()
         size = len(flat_text(turns))
@@ -1047,16 +1049,14 @@ class PromptShape:
 
     def turns(self):
         """The system message (a helper's: its parent's turns), the summary of compacted items,
-        the rest as chat turns, and the memory added to the last turn."""
+        and the rest as chat turns."""
         turns = list(self.lead_turns) or [{"role": "system", "content": self.prefix}]
-        if self.summary():
-            turns.append({"role": "user", "content": self.summary()})
-        items = self.session["history"][self.window_start():]
+        compaction = self.compaction()
+        if compaction["summary"]:
+            turns.append({"role": "user", "content": compaction["summary"]})
+        items = self.session["history"][compaction["start"]:]
         for item, text in zip(items, self.transcript, strict=True):
             turns += chat_turns(item, text)
-        if turns[-1]["role"] == "user":
-            newest = turns.pop()["content"]
-            turns.append({"role": "user", "content": f"{newest}\n\n{self.memory_text()}"})
         return turns
 
     def overflow(self):
@@ -1267,16 +1267,6 @@ def read_fields(body, opening, whole=None, closing=None):
     return fields
 
 
-def signature(name):
-    """A tool's arguments as the prompt shows them, e.g. `path: str, start: int=1`."""
-    parts = []
-    for arg, default in TOOL_ARGS[name].items():
-        kind = "int" if arg in INT_ARGS else "str"
-        shown = f"start+{READ_LINES - 1}" if default is None else repr(default)
-        parts.append(f"{arg}: {kind}" if default is REQUIRED else f"{arg}: {kind}={shown}")
-    return ", ".join(parts)
-
-
 def add_note(call, words):
     """Add to what a call's result will say about how the reply was read."""
     call["note"] = f"{call['note']}; {words}" if "note" in call else words
@@ -1299,7 +1289,12 @@ class ToolUse:
         for name, (risky, description, example) in TOOL_INFO.items():
             if name == "delegate" and self.depth >= self.max_depth:
                 continue
-            tools[name] = {"signature": signature(name), "risky": risky,
+            parts = []   # the arguments as the prompt shows them: `path: str, start: int=1`
+            for arg, default in TOOL_ARGS[name].items():
+                kind = "int" if arg in INT_ARGS else "str"
+                shown = f"start+{READ_LINES - 1}" if default is None else repr(default)
+                parts.append(f"{arg}: {kind}" if default is REQUIRED else f"{arg}: {kind}={shown}")
+            tools[name] = {"signature": ", ".join(parts), "risky": risky,
                            "description": description, "example": example}
         return tools
 
@@ -1450,15 +1445,6 @@ class ToolUse:
         """A path as the model sees it: relative to the repo root."""
         return path.relative_to(self.root).as_posix() or "."
 
-    def regular_file(self, raw_path):
-        """A path that must name an existing regular file (not a folder, FIFO or device)."""
-        path = self.path(raw_path)
-        if not path.exists():
-            raise ValueError(f"no such file: {raw_path}")
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise ValueError(f"not a regular file: {raw_path}")
-        return path
-
     def writable(self, raw_path):
         """A path the agent may write: inside, not a folder, not in .git or the agent's own."""
         path = self.path(raw_path)
@@ -1494,7 +1480,11 @@ class ToolUse:
 
     def tool_read_file(self, args):
         """Numbered lines start..end of a text file, reading no further than needed."""
-        path = self.regular_file(args["path"])
+        path = self.path(args["path"])
+        if not path.exists():
+            raise ValueError(f"no such file: {args['path']}")
+        if not stat.S_ISREG(path.stat().st_mode):   # not a folder, a FIFO or a device
+            raise ValueError(f"not a regular file: {args['path']}")
         lines = [f"# {self.relative(path)}"]
         with open_regular(path) as file:
             if is_binary(file):
@@ -1708,25 +1698,21 @@ class ContextReduction:
 
     def history_text(self):
         """The transcript as the prompt shows it: the summary of compacted items, then the rest."""
-        summary = self.summary()
+        summary = self.compaction()["summary"]
         if not self.transcript and not summary:
             return "- empty"
         return "\n".join(([summary] if summary else []) + self.transcript)
 
-    def summary(self):
-        """The text that stands for compacted items, or ''."""
+    def compaction(self):
+        """The compaction in force: the index of the first item shown whole (`start`), and the
+        `summary` that stands for those before it."""
         compactions = self.session["compactions"]
-        return compactions[-1]["summary"] if compactions else ""
-
-    def window_start(self):
-        """The index of the first history item shown verbatim."""
-        compactions = self.session["compactions"]
-        return compactions[-1]["start"] if compactions else 0
+        return compactions[-1] if compactions else {"start": 0, "summary": ""}
 
     def rebuild_transcript(self):
         """Render the verbatim part of the history (at start, on resume and after a compaction)."""
         self.shown_reads = {}   # args JSON -> (path, content) of reads shown in the transcript
-        shown = self.session["history"][self.window_start():]
+        shown = self.session["history"][self.compaction()["start"]:]
         self.transcript = [self.render(item) for item in shown]
 
     def compact(self, room):
@@ -1737,9 +1723,9 @@ class ContextReduction:
                 break
             keep_chars -= len(text) + 1
             kept += 1
-        history, start = self.session["history"], self.window_start()
+        history, start = self.session["history"], self.compaction()["start"]
         end = len(history) - kept
-        lines = self.summary().split("\n")[1:] + [summary_line(item)
+        lines = self.compaction()["summary"].split("\n")[1:] + [summary_line(item)
                                                    for item in history[start:end]]
         while lines and len("\n".join(lines)) > room // 4:
             lines.pop(0)   # the oldest summary lines go first
@@ -1764,7 +1750,7 @@ WORKSPACE_SHAPE = {"cwd": str, "repo_root": str, "branch": str, "default_branch"
                    "recent_commits": [str], "project_docs": {str: str}, "files": str}
 SESSION_SHAPE = {     # every field the code reads from a saved session
     "id": str,
-    "history": [({"role": ("user", "assistant"), "content": str},
+    "history": [({"role": ("user", "assistant"), "content": str, "memory?": str},
                  {"role": "tool", "name": str, "args": dict, "content": str})],
     "memory": {"task": str, "files": [str], "notes": [str]},
     "undo": [{"path": str, "tool": str, "copy": (str, None), "sha256": str}],
@@ -2424,9 +2410,7 @@ class SmallModelHelp:
                 self.agent.run_call({"name": "read_file", "args": {"path": path}})
 
     def before_tool(self, call):
-        """Mend a call before it runs, or refuse it with a ToolResult: an answer written into a
-        file's text, a patch that changes nothing, quotes written the other way, a patch that would
-        break a Python file that compiles."""
+        """Mend a call before it runs, or refuse it with a ToolResult (see mend_edit)."""
         args = call["args"]
         for key in ("content", "new_text"):   # `<final>text</final>` as the file's text
             found = answer_removed(args[key].strip()) if isinstance(args.get(key), str) else None
@@ -2434,10 +2418,15 @@ class SmallModelHelp:
                 args[key] = found
                 add_note(call, f"the <final> answer in {key} was dropped: it is not part of "
                                "a file")
-        edits = ("write_file", "patch_file")
-        wanted = TOOL_ARGS[call["name"]] if call["name"] in edits else {}
-        if not wanted or not all(isinstance(args.get(key), str) for key in wanted):
-            return None
+        edit = call["name"] in ("write_file", "patch_file")
+        if edit and all(isinstance(args.get(key), str) for key in TOOL_ARGS[call["name"]]):
+            return self.mend_edit(call)
+        return None
+
+    def mend_edit(self, call):
+        """Keep the text an edit will change, for after_tool; refuse a patch that changes nothing
+        or would break a Python file that compiles; mend quotes written the other way."""
+        args = call["args"]
         text = self.before[args["path"]] = self.file_text(args["path"])
         if call["name"] == "write_file" or text is None:
             return None
@@ -2452,33 +2441,37 @@ class SmallModelHelp:
         try:
             after = patched(text, args["old_text"], args["new_text"], args["path"])
         except ValueError:
-            return None   # the tool says so, and after_tool says where to look
+            return None   # the tool says so, and after_edit says where to look
         broken = syntax_error_added(args["path"], text, after)
         if broken:   # as SWE-agent does: the model sees the line it would have made
             return refusal(f"the patch would break {args['path']}, so it was not made: {broken}")
         return None
 
     def after_tool(self, call, result):
-        """Add to a result what the model needs to hear: how its call was read, where a patch that
-        missed should look, and what an edit got wrong (syntax, undefined names, stale uses)."""
-        name, args = call["name"], call["args"]
-        if name == "run_shell":
-            self.unchecked = []
-        path = args.get("path") if name in ("write_file", "patch_file") else None
-        before = self.before.pop(path, None) if isinstance(path, str) else None
-        text = self.file_text(path) if isinstance(path, str) else None
+        """Add to a result what the model needs to hear about an edit (see after_edit)."""
+        if call["name"] == "run_shell":
+            self.unchecked = []   # a command ran: edits before it were checked, or tried
+        path = call["args"].get("path")
+        if call["name"] in ("write_file", "patch_file") and isinstance(path, str):
+            self.after_edit(call, result, self.before.pop(path, None) or "")
+
+    def after_edit(self, call, result, before):
+        """Where a patch that missed should look; what an edit got wrong (syntax, names never
+        defined, stale uses of a name it took away)."""
+        args = call["args"]
+        text = self.file_text(args["path"])
         if text is None:
             return
-        old_text = args.get("old_text") if name == "patch_file" else None
-        if not result.ok and isinstance(old_text, str) and text.count(old_text) != 1:   # it missed
-            elsewhere = "" if old_text in text else self.found_elsewhere(old_text, path)
+        old_text = args.get("old_text") if call["name"] == "patch_file" else None
+        if not result.ok and isinstance(old_text, str) and text.count(old_text) != 1:   # missed
+            elsewhere = "" if old_text in text else self.found_elsewhere(old_text, args["path"])
             result.text += elsewhere or patch_hint(text, old_text, str(args.get("new_text", "")))
         if not result.ok:
             return
-        name = self.agent.relative(self.agent.path(path))
+        name = self.agent.relative(self.agent.path(args["path"]))
         if name.endswith(SOURCE_SUFFIXES) and name not in self.unchecked:
             self.unchecked.append(name)
-        warnings, note = self.edit_warnings(name, before or "", text)
+        warnings, note = self.edit_warnings(name, before, text)
         result.warnings += warnings
         result.text += f"\nnote: {note}" if note else ""
 
@@ -2487,7 +2480,7 @@ class SmallModelHelp:
         model), or None.  Untested edits go back once; stale uses while fewer are left."""
         if steps_left < 2:
             return None
-        stale = self.stale_uses()
+        stale = self.stale_uses() if self.taken_away else []
         left = sum(warning.count("\n") + 1 for warning in stale)
         if stale and left < self.sent_back.get("stale", float("inf")):
             self.sent_back["stale"] = left

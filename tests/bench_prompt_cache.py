@@ -84,9 +84,9 @@ TURNS = [
         '<tool name="patch_file" path="src/app/core.py"><old_text>    """Apply step 3 of the core '
         'pipeline to the data."""</old_text><new_text>    """Apply step 3 of the core pipeline to the '
         'data (tripled)."""</new_text></tool>',
-        tool("run_shell", command=SHELL, timeout=30),
         '<tool name="write_file" path="tests/test_step3.py"><content>from app.core import core_step_3\n\n\n'
         'def test_step3():\n    assert core_step_3([1, 2, 3]) is not None\n</content></tool>',
+        tool("run_shell", command=SHELL, timeout=30),   # after the edits: no answer goes back for a check
         "<final>Patched core_step_3's docstring and added tests/test_step3.py.</final>",
     ]),
     ("Now check cli.py for the same pattern; let a helper look", [

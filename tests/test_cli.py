@@ -109,7 +109,7 @@ def test_the_repl_leaves_on_quit_or_end_of_input(ollama, repo, ending):
 def test_a_line_ending_in_backslash_continues(ollama, repo):
     ollama.script("<final>ok</final>")
     agent_cli(ollama, repo, input="first line \\\nsecond line\n")
-    assert "<|user|>\nfirst line \nsecond line\n\nMemory:\n" in ollama.prompts[0]   # the last turn
+    assert ollama.prompts[0].endswith("<|user|>\nfirst line \nsecond line\n")   # the last chat turn
 
 
 def test_without_a_terminal_risky_tools_are_denied(ollama, repo):
@@ -635,7 +635,7 @@ def test_a_line_starting_with_a_path_is_a_request_not_a_command(ollama, repo):
     ollama.script("<final>because it is listed in .gitignore</final>")
     done = agent_cli(ollama, repo, input="/etc/hosts is ignored, why?\n/exit\n")
     assert "because it is listed" in done.stdout and "Unknown command" not in done.stderr
-    assert "<|user|>\n/etc/hosts is ignored, why?\n\nMemory:" in ollama.prompts[0]
+    assert ollama.prompts[0].endswith("<|user|>\n/etc/hosts is ignored, why?\n")
 
 
 def test_the_welcome_box_says_when_a_session_is_resumed(ollama, repo):

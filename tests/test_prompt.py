@@ -3,7 +3,7 @@
 import json
 import re
 
-from conftest import common_prefix_length, make_agent, make_workspace
+from conftest import MODEL, common_prefix_length, make_agent, make_workspace
 
 import mini_coding_agent as mca
 
@@ -138,11 +138,9 @@ def test_chat_turns_only_grow_at_their_end(repo):
     agent.ask("read it")
     sent = agent.model_client.prompts
     assert len(sent) == 4 and all(isinstance(turns, list) for turns in sent)
-    for earlier, later in zip(sent, sent[1:], strict=False):   # the memory moves on to the newest turn
-        assert later[:len(earlier) - 1] == earlier[:-1]
-        *newest, memory = earlier[-1]["content"].partition("\n\nMemory:\n")
-        assert later[len(earlier) - 1]["content"] == newest[0] and memory.startswith("- task: read it")
-    assert agent.session["stats"][-1]["reused_chars"] == common_prefix_length(sent[-2], sent[-1])
+    for earlier, later in zip(sent, sent[1:], strict=False):
+        assert later[:len(earlier)] == earlier
+    assert agent.session["stats"][-1]["reused_chars"] == len(mca.flat_text(sent[-2]))
 
 
 def test_a_session_saved_before_the_map_existed_keeps_its_prefix(repo):
@@ -153,3 +151,22 @@ def test_a_session_saved_before_the_map_existed_keeps_its_prefix(repo):
     workspace = mca.WorkspaceContext(**{**session["workspace"], "files": "- new.py: def new()"})
     resumed = mca.MiniAgent(agent.model_client, workspace, agent.session_store, session=session)
     assert resumed.prefix == agent.prefix and "new.py" not in resumed.prefix
+
+
+def test_the_working_memory_reaches_the_model_on_the_chat_path(repo, ollama):
+    ollama.script('<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>', "<final>alpha</final>",
+                  "<final>beta</final>", "<final>gamma</final>")
+    client = mca.OllamaModelClient(MODEL, ollama.url, 0.2, 0.9, 10)
+    store = mca.SessionStore(repo / ".mini-coding-agent" / "sessions")
+    agent = mca.MiniAgent(client, make_workspace(repo), store, small_model_help=False)
+    agent.ask("What is in hello.txt?")   # nothing in the memory yet: nothing added to the request
+    agent.ask("And its second line?")
+    agent.ask("Thanks.")
+    assert {request["path"] for request in ollama.requests if request["method"] == "POST"} == {"/api/chat"}
+    *_, before, second, third = (request["messages"] for request in ollama.generate_requests)
+    assert before[1]["content"] == "What is in hello.txt?"
+    memory = ("Memory:\n- task: What is in hello.txt?\n- files: hello.txt\n- notes:\n  - read_file: # hello.txt\n"
+              "  - answer: alpha")
+    assert second[-1]["content"] == f"And its second line?\n\n{memory}"   # as it stood when the request came
+    assert third[:len(second)] == second   # and it stays as it was: the server's cache reuses all of it
+    assert third[-1]["content"].endswith("  - answer: beta")

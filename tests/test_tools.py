@@ -789,3 +789,10 @@ class Pipe:
 def test_text_that_would_reorder_or_hide_itself_on_the_terminal_is_shown_escaped(unseen):
     shown = mca.paint(f"rm -rf build{unseen}.cache", None, Pipe())
     assert shown == f"rm -rf build\\u{ord(unseen):04x}.cache"
+
+
+def test_a_malformed_edit_gets_its_one_line_error_with_the_small_model_layer_too(repo):
+    agent = make_agent(repo, [], small_model_help=True)
+    for args in ({"path": "hello.txt", "old_text": 5, "new_text": "x"}, {"path": 7, "content": "x"}):
+        name = "patch_file" if "old_text" in args else "write_file"
+        assert agent.run_tool(name, args).startswith(f"error: invalid arguments for {name}: ")
