@@ -50,6 +50,38 @@ def unittest_passes(repo, *args):
     return code_ == 0 and "Ran 0 tests" not in output
 
 
+def hidden_tests(tests):
+    """A task's check: the tests the agent never sees pass in the repository."""
+    def check(repo, answer):
+        status, output = run_python(repo, "-", stdin=tests)
+        return status == 0, output.strip().splitlines()[-1] if output.strip() else "no output"
+    return check
+
+
+def renamed(old, definition, home):
+    """A rename's check: `old` is in no Python file, `definition` is in `home`, the tests pass."""
+    def check(repo, answer):
+        left = [path.name for path in repo.glob("*.py") if old in path.read_text()]
+        defined = definition in (repo / home).read_text()
+        return not left and defined and unittest_passes(repo), f"{old} still in {left}" if left else ""
+    return check
+
+
+def tests_catch(test_file, tests_before, module, correct, broken):
+    """A check of tests the agent writes: more of them than `tests_before` in `test_file`, passing on
+    the module and failing once `correct` is replaced by `broken` in it."""
+    def check(repo, answer):
+        path = repo / test_file
+        if not path.is_file() or path.read_text().count("def test_") <= tests_before:
+            return False, f"no new test in {test_file}"
+        passes = unittest_passes(repo, path.stem)
+        code_file = repo / module
+        code_file.write_text(code_file.read_text().replace(correct, broken))
+        catches = not unittest_passes(repo, path.stem)
+        return passes and catches, f"pass on {module}: {passes}, fail on a broken copy: {catches}"
+    return check
+
+
 def tool(name, **args):
     """A scripted reply that calls a tool, as the protocol teaches."""
     return "<tool>" + json.dumps({"name": name, "args": args}) + "</tool>"
@@ -198,10 +230,6 @@ IMPLEMENT_HIDDEN_TESTS = code("""
     """)
 
 
-def implement_check(repo, answer):
-    status, output = run_python(repo, "-", stdin=IMPLEMENT_HIDDEN_TESTS)
-    return status == 0, output.strip().splitlines()[-1] if output.strip() else "no output"
-
 
 # --- add_flag: a new command-line flag ----------------------------------------------
 
@@ -264,12 +292,6 @@ RENAME_FILES = {
 }
 
 
-def rename_check(repo, answer):
-    left = [path.name for path in repo.glob("*.py") if "calc_total" in path.read_text()]
-    defined = "def compute_total(" in (repo / "billing.py").read_text()
-    return not left and defined and unittest_passes(repo), f"calc_total still in {left}" if left else ""
-
-
 # --- write_tests: tests that pass on the module and catch a broken copy ---------------
 
 WRITE_TESTS_FILES = {
@@ -299,16 +321,6 @@ WRITE_TESTS_FILES = {
 }
 
 
-def write_tests_check(repo, answer):
-    if not (repo / "test_stack.py").is_file():
-        return False, "no test_stack.py"
-    passes = unittest_passes(repo, "test_stack")
-    module = repo / "stack.py"
-    module.write_text(module.read_text().replace("return self.items.pop()", "return self.items.pop(0)"))
-    catches = not unittest_passes(repo, "test_stack")
-    return passes and catches, f"pass on stack.py: {passes}, fail on a broken copy: {catches}"
-
-
 # --- config: change one setting ------------------------------------------------------------
 
 CONFIG_FILES = {
@@ -335,6 +347,664 @@ def config_check(repo, answer):
     return values == ("5", "30", "INFO"), f"max_retries, timeout, level = {values}"
 
 
+# --- the second task of each kind above, and eight kinds more --------------------------
+# Written after rounds 1 to 4 tuned the agent on the eight tasks above.  Each
+# kind has two tasks; SPLIT below gives one of each to the tuning half.
+
+def defaults_check(repo, answer):
+    return "17" in answer.replace("17.", "17"), f"answer: {answer[:80]!r}"
+
+
+TIMEOUT_FILES = {
+    "README.md": "# fetchkit\n\nA tiny HTTP client.\n",
+    "defaults.py": "# Defaults of the client and the CLI.\nDEFAULT_TIMEOUT = 17\nDEFAULT_AGENT = 'fetchkit/1.0'\n",
+    "client.py": code("""
+        import urllib.request
+
+        from defaults import DEFAULT_AGENT, DEFAULT_TIMEOUT
+
+
+        def fetch(url, timeout=DEFAULT_TIMEOUT):
+            request = urllib.request.Request(url, headers={"User-Agent": DEFAULT_AGENT})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.read()
+        """),
+}
+
+
+HANDLER_FILES = {
+    "README.md": "# ledger\n\nA command-line ledger: `python cli.py COMMAND`.\n",
+    "cli.py": code("""
+        import sys
+
+        from exporters.csv_export import export_csv
+        from reports import monthly_report
+
+        COMMANDS = {"export": export_csv, "report": monthly_report}
+
+
+        def main():
+            COMMANDS[sys.argv[1]]()
+
+
+        if __name__ == "__main__":
+            main()
+        """),
+    "exporters/__init__.py": "",
+    "exporters/csv_export.py": code('''
+        def export_csv():
+            """Write the ledger as CSV to standard output."""
+            print("date,amount")
+        '''),
+    "reports.py": code('''
+        def monthly_report():
+            """Print the totals of each month."""
+            print("no entries")
+        '''),
+}
+
+
+def handler_check(repo, answer):
+    return "export_csv" in answer and "csv_export" in answer, f"answer: {answer[:80]!r}"
+
+
+OFF_BY_ONE_FILES = {
+    "README.md": "# pager\n\nSplits lists into pages; pages are numbered from 1. Tests: `python -m unittest`.\n",
+    "pagination.py": code('''
+        def page(items, number, size=10):
+            """The items on page `number` (the first page is 1) of pages of `size` items."""
+            start = number * size
+            return items[start:start + size]
+        '''),
+    "test_pagination.py": code("""
+        import unittest
+
+        from pagination import page
+
+
+        class TestPage(unittest.TestCase):
+            def test_first_page(self):
+                self.assertEqual(page(list(range(25)), 1), list(range(10)))
+
+            def test_last_page(self):
+                self.assertEqual(page(list(range(25)), 3), [20, 21, 22, 23, 24])
+        """),
+}
+
+
+def off_by_one_check(repo, answer):
+    untouched = (repo / "test_pagination.py").read_text() == OFF_BY_ONE_FILES["test_pagination.py"]
+    passes = unittest_passes(repo)
+    return untouched and passes, f"tests pass: {passes}, test file untouched: {untouched}"
+
+
+WORDS_FILES = {
+    "README.md": "# wordstat\n\nCounts words in texts.\n",
+    "words.py": code('''
+        def top_words(text, n):
+            """The n most common words of a text, as (word, count) pairs, most common first.
+
+            Words are runs of letters, compared in lower case; words with the same
+            count come in alphabetical order.  top_words("b a B c", 2) == [("b", 2), ("a", 1)]
+            """
+            raise NotImplementedError
+        '''),
+}
+WORDS_HIDDEN_TESTS = code("""
+    import unittest
+    from words import top_words
+
+    class Hidden(unittest.TestCase):
+        def test_examples(self):
+            self.assertEqual(top_words("b a B c", 2), [("b", 2), ("a", 1)])
+            self.assertEqual(top_words("The cat, the hat. THE end!", 2), [("the", 3), ("cat", 1)])
+            self.assertEqual(top_words("", 3), [])
+
+    unittest.main()
+    """)
+
+
+
+REPEAT_FILES = {
+    "README.md": "# repeat\n\nUsage: `python repeat.py MESSAGE` prints the message.\n",
+    "repeat.py": code("""
+        import argparse
+
+
+        def main():
+            parser = argparse.ArgumentParser(description="Print a message.")
+            parser.add_argument("message")
+            args = parser.parse_args()
+            print(args.message)
+
+
+        if __name__ == "__main__":
+            main()
+        """),
+}
+
+
+def repeat_check(repo, answer):
+    once, thrice = run_python(repo, "repeat.py", "hi"), run_python(repo, "repeat.py", "hi", "--count", "3")
+    solved = once == (0, "hi\n") and thrice == (0, "hi\nhi\nhi\n")
+    return solved, f"once {once[1].strip()[:30]!r}, --count 3 {thrice[1].strip()[:40]!r}"
+
+
+ACCOUNT_FILES = {
+    "README.md": "# members\n\nMember records.\n",
+    "models.py": code('''
+        class UserRecord:
+            """A member: a name and an e-mail address."""
+
+            def __init__(self, name, email):
+                self.name, self.email = name, email
+
+            def label(self):
+                return f"{self.name} <{self.email}>"
+        '''),
+    "service.py": code("""
+        from models import UserRecord
+
+
+        def register(name, email):
+            return UserRecord(name, email)
+        """),
+    "test_service.py": code("""
+        import unittest
+
+        from models import UserRecord
+        from service import register
+
+
+        class TestService(unittest.TestCase):
+            def test_register(self):
+                record = register("Ada", "ada@example.com")
+                self.assertIsInstance(record, UserRecord)
+                self.assertEqual(record.label(), "Ada <ada@example.com>")
+        """),
+}
+
+
+QUEUE_FILES = {
+    "README.md": "# fifo\n\nA queue. Tests: `python -m unittest`.\n",
+    "fifo.py": code('''
+        class Queue:
+            """First in, first out."""
+
+            def __init__(self):
+                self.items = []
+
+            def push(self, item):
+                self.items.append(item)
+
+            def pop(self):
+                """Remove and return the oldest item; IndexError if the queue is empty."""
+                if not self.items:
+                    raise IndexError("pop from an empty queue")
+                return self.items.pop(0)
+        '''),
+    "test_fifo.py": code("""
+        import unittest
+
+        from fifo import Queue
+
+
+        class TestQueue(unittest.TestCase):
+            def test_order(self):
+                queue = Queue()
+                queue.push(1)
+                queue.push(2)
+                self.assertEqual(queue.pop(), 1)
+        """),
+}
+
+
+VERSION_FILES = {
+    "README.md": "# tinylog\n\nLogging helpers.\n",
+    "pyproject.toml": code('''
+        [project]
+        name = "tinylog"
+        version = "1.2.7"
+        requires-python = ">=3.9"
+        dependencies = ["colorama>=0.4"]
+        '''),
+    "tinylog.py": "def log(message):\n    print(message)\n",
+}
+
+
+def version_check(repo, answer):
+    text = (repo / "pyproject.toml").read_text()
+    import re
+    versions = re.findall(r'^version\s*=\s*"([^"]*)"', text, re.MULTILINE)
+    intact = 'name = "tinylog"' in text and 'dependencies = ["colorama>=0.4"]' in text
+    return versions == ["1.3.0"] and intact, f"version {versions}, the rest intact: {intact}"
+
+
+SHAPES_FILES = {
+    "README.md": "# shapes\n\nGeometry helpers.\n",
+    "shapes.py": code('''
+        class Rectangle:
+            """A rectangle of a width and a height."""
+
+            def __init__(self, width, height):
+                self.width, self.height = width, height
+
+            def perimeter(self):
+                return 2 * (self.width + self.height)
+        '''),
+}
+SHAPES_HIDDEN_TESTS = code("""
+    from shapes import Rectangle
+    assert Rectangle(3, 4).area() == 12
+    assert Rectangle(3, 4).perimeter() == 14
+    print("ok")
+    """)
+
+
+
+CART_FILES = {
+    "README.md": "# shop\n\nA shopping cart.\n",
+    "cart.py": code('''
+        class Cart:
+            """Items in a shopping cart: (name, price, quantity)."""
+
+            def __init__(self):
+                self.items = []
+
+            def add(self, name, price, quantity=1):
+                self.items.append((name, price, quantity))
+
+            def count(self):
+                return sum(quantity for _, _, quantity in self.items)
+        '''),
+}
+CART_HIDDEN_TESTS = code("""
+    from cart import Cart
+    cart = Cart()
+    cart.add("tea", 2.5, 2)
+    cart.add("cake", 4.0)
+    assert cart.total() == 9.0, cart.total()
+    assert cart.count() == 3
+    assert Cart().total() == 0
+    print("ok")
+    """)
+
+
+
+PERSON_FILES = {
+    "README.md": "# people\n\nPeople and their ages.\n",
+    "person.py": code('''
+        class Person:
+            def __init__(self, name):
+                self.name, self.age = name, None
+
+            def set_age(self, age):
+                """Set the person's age in years."""
+                self.age = age
+        '''),
+}
+PERSON_HIDDEN_TESTS = code("""
+    from person import Person
+    person = Person("Ada")
+    person.set_age(36)
+    assert person.age == 36
+    try:
+        person.set_age(-1)
+    except ValueError as error:
+        assert str(error), "the error says nothing"
+    else:
+        raise AssertionError("no ValueError for -1")
+    assert person.age == 36
+    print("ok")
+    """)
+
+
+
+DISCOUNT_FILES = {
+    "README.md": "# pricing\n\nPrice rules.\n",
+    "discount.py": code('''
+        def apply_discount(price, percent):
+            """The price after a discount of `percent` percent."""
+            return round(price * (100 - percent) / 100, 2)
+        '''),
+}
+DISCOUNT_HIDDEN_TESTS = code("""
+    from discount import apply_discount
+    assert apply_discount(50.0, 10) == 45.0
+    assert apply_discount(50.0, 0) == 50.0 and apply_discount(50.0, 100) == 0.0
+    for bad in (-5, 150):
+        try:
+            apply_discount(50.0, bad)
+        except ValueError as error:
+            assert str(error), "the error says nothing"
+        else:
+            raise AssertionError(f"no ValueError for {bad}")
+    print("ok")
+    """)
+
+
+
+METRICS_FILES = {
+    "README.md": "# metrics\n\nSmall number helpers.\n",
+    "metrics.py": code('''
+        def average(values):
+            """The mean of a list of numbers."""
+            return sum(values) / len(values)
+        '''),
+}
+METRICS_HIDDEN_TESTS = code("""
+    from metrics import average
+    assert average([2, 4]) == 3
+    assert average([]) == 0.0
+    print("ok")
+    """)
+
+
+
+SETTINGS_FILES = {
+    "README.md": "# app\n\nSettings come from settings.json, if there is one.\n",
+    "settings_loader.py": code('''
+        import json
+
+        DEFAULTS = {"theme": "light", "font_size": 12}
+
+
+        def load_settings(path="settings.json"):
+            """The defaults, updated with what the settings file holds."""
+            with open(path) as file:
+                return {**DEFAULTS, **json.load(file)}
+        '''),
+}
+SETTINGS_HIDDEN_TESTS = code("""
+    import json, os, tempfile
+    from settings_loader import DEFAULTS, load_settings
+    with tempfile.TemporaryDirectory() as folder:
+        missing = os.path.join(folder, "settings.json")
+        assert load_settings(missing) == DEFAULTS, load_settings(missing)
+        with open(missing, "w") as file:
+            json.dump({"theme": "dark"}, file)
+        assert load_settings(missing) == {"theme": "dark", "font_size": 12}
+    print("ok")
+    """)
+
+
+
+REPORT_FILES = {
+    "README.md": "# books\n\nPrints a small account report.\n",
+    "report.py": code('''
+        def income_line(amount):
+            return "Income: " + f"${amount:,.2f}"
+
+
+        def expense_line(amount):
+            return "Expenses: " + f"${amount:,.2f}"
+
+
+        def balance_line(income, expenses):
+            return "Balance: " + f"${income - expenses:,.2f}"
+        '''),
+}
+REPORT_HIDDEN_TESTS = code("""
+    import report
+    assert report.format_money(1234.5) == "$1,234.50"
+    assert report.income_line(1000) == "Income: $1,000.00"
+    assert report.expense_line(2.5) == "Expenses: $2.50"
+    assert report.balance_line(10, 2.5) == "Balance: $7.50"
+    print("ok")
+    """)
+
+
+def report_check(repo, answer):
+    status, output = run_python(repo, "-", stdin=REPORT_HIDDEN_TESTS)
+    repeated = (repo / "report.py").read_text().count(",.2f}")
+    seen = output.strip().splitlines()[-1] if output.strip() else "no output"
+    return status == 0 and repeated <= 1, f"{seen}; the format written {repeated} times"
+
+
+USERS_FILES = {
+    "README.md": "# roster\n\nNames of club members.\n",
+    "users.py": code('''
+        def add_member(roster, name):
+            roster.append(name.strip().title())
+
+
+        def is_member(roster, name):
+            return name.strip().title() in roster
+        '''),
+}
+USERS_HIDDEN_TESTS = code("""
+    import users
+    assert users.clean_name("  ada lovelace ") == "Ada Lovelace"
+    roster = []
+    users.add_member(roster, " grace HOPPER")
+    assert roster == ["Grace Hopper"] and users.is_member(roster, "grace hopper ")
+    print("ok")
+    """)
+
+
+def users_check(repo, answer):
+    status, output = run_python(repo, "-", stdin=USERS_HIDDEN_TESTS)
+    repeated = (repo / "users.py").read_text().count(".strip().title()")
+    seen = output.strip().splitlines()[-1] if output.strip() else "no output"
+    return status == 0 and repeated <= 1, f"{seen}; .strip().title() written {repeated} times"
+
+
+GEOMETRY_FILES = {
+    "README.md": "# points\n\nPoints typed as 'x,y'. `python main.py` prints a distance.\n",
+    "geometry.py": code('''
+        import math
+
+
+        def parse_point(text):
+            """The point written as 'x,y', as a tuple of two floats."""
+            x, y = text.split(",")
+            return float(x), float(y)
+
+
+        def distance_from_origin(point):
+            return math.hypot(point[0], point[1])
+        '''),
+    "main.py": code("""
+        from geometry import distance_from_origin, parse_point
+
+        point = parse_point("3,4")
+        print(distance_from_origin(point))
+        """),
+}
+GEOMETRY_HIDDEN_TESTS = code("""
+    from geometry import distance_from_origin, parse_point
+    assert parse_point("3,4") == {"x": 3.0, "y": 4.0}, parse_point("3,4")
+    assert distance_from_origin(parse_point("6,8")) == 10.0
+    print("ok")
+    """)
+
+
+def geometry_check(repo, answer):
+    status, output = run_python(repo, "-", stdin=GEOMETRY_HIDDEN_TESTS)
+    printed = run_python(repo, "main.py")
+    seen = output.strip().splitlines()[-1] if output.strip() else "no output"
+    return status == 0 and printed == (0, "5.0\n"), f"{seen}; main.py printed {printed[1].strip()[:30]!r}"
+
+
+LOOKUP_FILES = {
+    "README.md": "# greeter\n\nGreets the users it knows.\n",
+    "db.py": code('''
+        USERS = {"ada": "Ada Lovelace", "alan": "Alan Turing"}
+
+
+        def find_user(login):
+            """The full name of a user; KeyError if there is none."""
+            return USERS[login]
+        '''),
+    "app.py": code("""
+        from db import find_user
+
+
+        def greet(login):
+            try:
+                return f"Hello, {find_user(login)}!"
+            except KeyError:
+                return "Unknown user"
+        """),
+}
+LOOKUP_HIDDEN_TESTS = code("""
+    from app import greet
+    from db import find_user
+    assert find_user("ada") == "Ada Lovelace"
+    assert find_user("nobody") is None
+    assert greet("alan") == "Hello, Alan Turing!" and greet("nobody") == "Unknown user"
+    print("ok")
+    """)
+
+
+
+STAMPS_FILES = {
+    "README.md": "# stamps\n\nTimestamps for log lines.\n",
+    "stamps.py": code('''
+        import datetime
+
+
+        def now_stamp():
+            """The current time in UTC, as an ISO 8601 string."""
+            return datetime.datetime.utcnow().isoformat()
+        '''),
+}
+STAMPS_HIDDEN_TESTS = code("""
+    import datetime, stamps
+    value = datetime.datetime.fromisoformat(stamps.now_stamp())
+    assert value.utcoffset() == datetime.timedelta(0), value
+    print("ok")
+    """)
+
+
+def stamps_check(repo, answer):
+    status, output = run_python(repo, "-W", "error::DeprecationWarning", "-", stdin=STAMPS_HIDDEN_TESTS)
+    left = "utcnow(" in (repo / "stamps.py").read_text()
+    seen = output.strip().splitlines()[-1] if output.strip() else "no output"
+    return status == 0 and not left, f"{seen}; utcnow still there: {left}"
+
+
+MATH_FILES = {
+    "README.md": "# mathkit\n\nTests: `python -m unittest`.\n",
+    "mathkit.py": "def double(x):\n    return 2 * x\n\n\ndef square(x):\n    return x * x\n",
+    "test_mathkit.py": code("""
+        import unittest
+
+        from mathkit import double, square
+
+
+        class TestMath(unittest.TestCase):
+            def test_double(self):
+                self.assertEquals(double(4), 8)
+
+            def test_square(self):
+                self.assertEquals(square(3), 9)
+        """),
+}
+
+
+def math_check(repo, answer):
+    text = (repo / "test_mathkit.py").read_text()
+    kept = text.count("def test_") == 2 and text.count("assertEqual(") == 2
+    return "assertEquals" not in text and kept and unittest_passes(repo), f"assertEquals left: {'assertEquals' in text}"
+
+
+TAGS_FILES = {
+    "README.md": "# tagger\n\nTags of notes.\n",
+    "tags.py": code('''
+        def list_tags(notes):
+            """The tags used by the notes, each once."""
+            tags = set()
+            for note in notes:
+                tags.update(note["tags"])
+            return list(tags)
+        '''),
+}
+TAGS_HIDDEN_TESTS = code("""
+    from tags import list_tags
+    notes = [{"tags": ["zeta", "alpha"]}, {"tags": ["mu", "alpha", "beta"]}]
+    assert list_tags(notes) == ["alpha", "beta", "mu", "zeta"], list_tags(notes)
+    print("ok")
+    """)
+
+
+
+EXPORT_FILES = {
+    "README.md": "# exporter\n\nWrites records as JSON.\n",
+    "export.py": code('''
+        import json
+
+
+        def export(record, path):
+            """Write a record (a dict) to a JSON file."""
+            with open(path, "w") as file:
+                json.dump(record, file, indent=2)
+        '''),
+}
+EXPORT_HIDDEN_TESTS = code("""
+    import json, os, tempfile
+    from export import export
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "out.json")
+        export({"zeta": 1, "alpha": {"b": 2, "a": 1}}, path)
+        with open(path) as file:
+            text = file.read()
+    assert json.loads(text) == {"zeta": 1, "alpha": {"b": 2, "a": 1}}
+    assert text.index('"alpha"') < text.index('"zeta"') and text.index('"a"') < text.index('"b"'), text
+    print("ok")
+    """)
+
+
+
+def big_repo(special):
+    """A repository of 64 small modules in eight packages, with `special` files put in."""
+    files = {"README.md": "# platform\n\nEight packages of small modules.\n"}
+    for package in ("auth", "billing", "cache", "db", "jobs", "net", "search", "units"):
+        files[f"{package}/__init__.py"] = ""
+        for n in range(8):
+            files[f"{package}/part_{n}.py"] = code(f'''
+                """Part {n} of the {package} package."""
+
+                LIMIT_{n} = {n + 3}
+
+
+                def step_{n}(value):
+                    return value + LIMIT_{n}
+                ''')
+        files[f"{package}/limits.py"] = f'"""Limits of the {package} package."""\n\nMAX_RETRIES = 3\nTIMEOUT = 30\n'
+    return {**files, **special}
+
+
+LIMITS_FILES = big_repo({})
+
+
+def limits_check(repo, answer):
+    import re
+    found = {package: re.findall(r"^MAX_RETRIES = (\d+)$", (repo / package / "limits.py").read_text(), re.MULTILINE)
+             for package in ("auth", "billing", "cache", "db", "jobs", "net", "search", "units")}
+    others = all(found[package] == ["3"] for package in found if package != "net")
+    return found["net"] == ["5"] and others, f"net {found['net']}, the others unchanged: {others}"
+
+
+CELSIUS_FILES = big_repo({"units/temperature.py": code('''
+    def to_celsius(fahrenheit):
+        """Degrees Fahrenheit in degrees Celsius."""
+        return (fahrenheit - 32) * 9 / 5
+
+
+    def to_fahrenheit(celsius):
+        """Degrees Celsius in degrees Fahrenheit."""
+        return celsius * 9 / 5 + 32
+    ''')})
+CELSIUS_HIDDEN_TESTS = code("""
+    from units.temperature import to_celsius, to_fahrenheit
+    assert to_celsius(212) == 100 and to_celsius(32) == 0, to_celsius(212)
+    assert to_fahrenheit(100) == 212
+    print("ok")
+    """)
+
+
+
 # --- the table ---------------------------------------------------------------------------
 
 @dataclass
@@ -346,7 +1016,7 @@ class Task:
     solution: list     # scripted replies that solve the task, for the benchmark's own tests
 
 
-TASKS = [
+FIRST_TASKS = [   # the first eight, tuned on in rounds 1 to 4
     Task("port", "Which TCP port does the development server listen on? Answer with the number.",
          PORT_FILES, port_check,
          [tool("read_file", path="settings.py"), "<final>It listens on port 8731.</final>"]),
@@ -358,7 +1028,7 @@ TASKS = [
          [tool("read_file", path="stats.py"), patch("stats.py", "(len(numbers) + 1)", "len(numbers)"),
           tool("run_shell", command="python -m unittest"), "<final>Fixed the mean's divisor.</final>"]),
     Task("implement", "Implement slugify in textkit.py as its docstring describes.",
-         IMPLEMENT_FILES, implement_check,
+         IMPLEMENT_FILES, hidden_tests(IMPLEMENT_HIDDEN_TESTS),
          [tool("read_file", path="textkit.py"),
           patch("textkit.py", "    raise NotImplementedError",
                 '    import re\n    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")'),
@@ -373,12 +1043,13 @@ TASKS = [
                 '    greeting = f"Hello, {args.name}!"\n    print(greeting.upper() if args.shout else greeting)'),
           tool("run_shell", command="python greet.py --shout Bob"), "<final>Added --shout.</final>"]),
     Task("rename", "Rename the function calc_total to compute_total everywhere in the project.",
-         RENAME_FILES, rename_check,
+         RENAME_FILES, renamed("calc_total", "def compute_total(", "billing.py"),
          [tool("search", pattern="calc_total"),
           tool("run_shell", command="sed -i 's/calc_total/compute_total/g' billing.py invoice.py test_billing.py"),
           tool("run_shell", command="python -m unittest"), "<final>Renamed in three files.</final>"]),
     Task("write_tests", "Write unit tests for stack.py in a new file test_stack.py (use unittest).",
-         WRITE_TESTS_FILES, write_tests_check,
+         WRITE_TESTS_FILES,
+         tests_catch("test_stack.py", 0, "stack.py", "return self.items.pop()", "return self.items.pop(0)"),
          [tool("read_file", path="stack.py"),
           '<tool name="write_file" path="test_stack.py"><content>import unittest\nfrom stack import Stack\n\n\n'
           "class TestStack(unittest.TestCase):\n    def test_last_in_first_out(self):\n        s = Stack()\n"
@@ -389,6 +1060,148 @@ TASKS = [
     Task("config", "Set max_retries to 5 in config.ini.", CONFIG_FILES, config_check,
          [patch("config.ini", "max_retries = 3", "max_retries = 5"), "<final>max_retries is 5.</final>"]),
 ]
+
+
+def write(path, content):
+    """A scripted reply that writes a whole file, in the XML form."""
+    return f'<tool name="write_file" path="{path}"><content>{content}</content></tool>'
+
+
+def checked(*calls, answer="Done."):
+    """Scripted calls, then a command that checks the change, then the answer."""
+    return [*calls, tool("run_shell", command="python -m unittest -q 2>&1 | tail -1; true"), f"<final>{answer}</final>"]
+
+
+MORE_TASKS = [
+    Task("timeout_default", "What is the default request timeout, in seconds, that fetch() in client.py uses? "
+         "Answer with the number.", TIMEOUT_FILES, defaults_check,
+         [tool("read_file", path="defaults.py"), "<final>17 seconds.</final>"]),
+    Task("find_handler", "Which function handles the export command of the CLI? Give the file and the function.",
+         HANDLER_FILES, handler_check,
+         [tool("read_file", path="cli.py"), "<final>export_csv in exporters/csv_export.py</final>"]),
+    Task("off_by_one", "The tests fail (python -m unittest). Fix pagination.py so that they pass, without "
+         "changing the tests.", OFF_BY_ONE_FILES, off_by_one_check,
+         checked(patch("pagination.py", "    start = number * size", "    start = (number - 1) * size"))),
+    Task("implement_words", "Implement top_words in words.py as its docstring says.", WORDS_FILES,
+         hidden_tests(WORDS_HIDDEN_TESTS),
+         checked(patch("words.py", "    raise NotImplementedError",
+                       "    import re\n    from collections import Counter\n"
+                       "    counts = Counter(word.lower() for word in re.findall(r\"[A-Za-z]+\", text))\n"
+                       "    return sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[:n]"))),
+    Task("add_option", "Add a --count N option to repeat.py that prints the message N times (1 by default).",
+         REPEAT_FILES, repeat_check,
+         checked(patch("repeat.py", '    parser.add_argument("message")',
+                       '    parser.add_argument("message")\n    parser.add_argument("--count", type=int, default=1)'),
+                 patch("repeat.py", "    print(args.message)",
+                       "    for _ in range(args.count):\n        print(args.message)"))),
+    Task("rename_class", "Rename the class UserRecord to Account everywhere in the project.",
+         ACCOUNT_FILES, renamed("UserRecord", "class Account", "models.py"),
+         checked(patch("models.py", "class UserRecord:", "class Account:"),
+                 write("service.py", "from models import Account\n\n\ndef register(name, email):\n"
+                                     "    return Account(name, email)\n"),
+                 tool("run_shell", command="sed -i 's/UserRecord/Account/g' test_service.py"))),
+    Task("edge_case_test", "Add a test to test_fifo.py that popping from an empty Queue raises IndexError.",
+         QUEUE_FILES,
+         tests_catch("test_fifo.py", 1, "fifo.py", 'raise IndexError("pop from an empty queue")', "return None"),
+         checked(patch("test_fifo.py", "        self.assertEqual(queue.pop(), 1)\n",
+                       "        self.assertEqual(queue.pop(), 1)\n\n    def test_empty(self):\n"
+                       "        with self.assertRaises(IndexError):\n            Queue().pop()\n"))),
+    Task("version_bump", "Bump the version of the project to 1.3.0.", VERSION_FILES, version_check,
+         [patch("pyproject.toml", 'version = "1.2.7"', 'version = "1.3.0"'), "<final>Version 1.3.0.</final>"]),
+    Task("add_method_area", "Add an area() method to Rectangle in shapes.py.", SHAPES_FILES,
+         hidden_tests(SHAPES_HIDDEN_TESTS),
+         checked(patch("shapes.py", "        return 2 * (self.width + self.height)\n",
+                       "        return 2 * (self.width + self.height)\n\n    def area(self):\n"
+                       "        return self.width * self.height\n"))),
+    Task("add_method_total", "Give Cart in cart.py a total() method: the sum of price times quantity.",
+         CART_FILES, hidden_tests(CART_HIDDEN_TESTS),
+         checked(patch("cart.py", "        return sum(quantity for _, _, quantity in self.items)\n",
+                       "        return sum(quantity for _, _, quantity in self.items)\n\n    def total(self):\n"
+                       "        return sum(price * quantity for _, price, quantity in self.items)\n"))),
+    Task("validate_age", "set_age in person.py accepts negative ages. Make it raise a ValueError with a clear "
+         "message instead.", PERSON_FILES, hidden_tests(PERSON_HIDDEN_TESTS),
+         checked(patch("person.py", "        self.age = age",
+                       '        if age < 0:\n            raise ValueError(f"age must not be negative, got {age}")\n'
+                       "        self.age = age"))),
+    Task("validate_percent", "apply_discount in discount.py should raise a ValueError when percent is not "
+         "between 0 and 100.", DISCOUNT_FILES, hidden_tests(DISCOUNT_HIDDEN_TESTS),
+         checked(patch("discount.py", "    return round(",
+                       '    if not 0 <= percent <= 100:\n        raise ValueError(f"percent must be 0 to 100, '
+                       'got {percent}")\n    return round('))),
+    Task("empty_average", "average() in metrics.py crashes on an empty list. Make it return 0.0 for one.",
+         METRICS_FILES, hidden_tests(METRICS_HIDDEN_TESTS),
+         checked(patch("metrics.py", "    return sum(values) / len(values)",
+                       "    if not values:\n        return 0.0\n    return sum(values) / len(values)"))),
+    Task("missing_settings", "load_settings() in settings_loader.py fails when settings.json does not exist. "
+         "Make it return the defaults then.", SETTINGS_FILES, hidden_tests(SETTINGS_HIDDEN_TESTS),
+         checked(patch("settings_loader.py", "    with open(path) as file:",
+                       "    import os\n    if not os.path.exists(path):\n        return dict(DEFAULTS)\n"
+                       "    with open(path) as file:"))),
+    Task("extract_money", "report.py formats amounts of money the same way in three places. Extract a "
+         "function format_money(amount) and use it in all three.", REPORT_FILES, report_check,
+         checked(write("report.py", 'def format_money(amount):\n    return f"${amount:,.2f}"\n\n\n'
+                                    'def income_line(amount):\n    return "Income: " + format_money(amount)\n\n\n'
+                                    'def expense_line(amount):\n    return "Expenses: " + format_money(amount)\n\n\n'
+                                    "def balance_line(income, expenses):\n"
+                                    '    return "Balance: " + format_money(income - expenses)\n'))),
+    Task("extract_clean", "users.py cleans names the same way in two functions. Extract a helper "
+         "clean_name(name) and use it in both.", USERS_FILES, users_check,
+         checked(write("users.py", "def clean_name(name):\n    return name.strip().title()\n\n\n"
+                                   "def add_member(roster, name):\n    roster.append(clean_name(name))\n\n\n"
+                                   "def is_member(roster, name):\n    return clean_name(name) in roster\n"))),
+    Task("return_dict", "Change parse_point in geometry.py to return a dict with keys x and y instead of a "
+         "tuple, and update the code that uses it.", GEOMETRY_FILES, geometry_check,
+         checked(patch("geometry.py", "    return float(x), float(y)", '    return {"x": float(x), "y": float(y)}'),
+                 patch("geometry.py", "math.hypot(point[0], point[1])", 'math.hypot(point["x"], point["y"])'))),
+    Task("return_none", "Make find_user in db.py return None for an unknown login instead of raising "
+         "KeyError, and update the code that calls it.", LOOKUP_FILES, hidden_tests(LOOKUP_HIDDEN_TESTS),
+         checked(patch("db.py", "    return USERS[login]", "    return USERS.get(login)"),
+                 write("app.py", "from db import find_user\n\n\ndef greet(login):\n    name = find_user(login)\n"
+                                 '    return f"Hello, {name}!" if name else "Unknown user"\n'))),
+    Task("deprecated_utcnow", "stamps.py uses the deprecated datetime.utcnow(). Replace it with a "
+         "timezone-aware call.", STAMPS_FILES, stamps_check,
+         checked(patch("stamps.py", "datetime.datetime.utcnow()", "datetime.datetime.now(datetime.timezone.utc)"))),
+    Task("deprecated_assert", "test_mathkit.py uses the deprecated assertEquals. Replace it with assertEqual.",
+         MATH_FILES, math_check,
+         checked(tool("run_shell", command="sed -i 's/assertEquals/assertEqual/' test_mathkit.py"))),
+    Task("sorted_tags", "list_tags() in tags.py returns the tags in a different order from run to run. Make "
+         "it return them in alphabetical order.", TAGS_FILES, hidden_tests(TAGS_HIDDEN_TESTS),
+         checked(patch("tags.py", "    return list(tags)", "    return sorted(tags)"))),
+    Task("sorted_json", "export.py writes JSON whose key order depends on how the record was built. Make it "
+         "write the keys sorted, so the same record always gives the same file.", EXPORT_FILES,
+         hidden_tests(EXPORT_HIDDEN_TESTS),
+         checked(patch("export.py", "json.dump(record, file, indent=2)",
+                       "json.dump(record, file, indent=2, sort_keys=True)"))),
+    Task("big_repo_setting", "Raise the maximum number of retries of the net package from 3 to 5.",
+         LIMITS_FILES, limits_check,
+         [patch("net/limits.py", "MAX_RETRIES = 3", "MAX_RETRIES = 5"),
+          tool("run_shell", command="python -c \"import net.limits as l; print(l.MAX_RETRIES)\""),
+          "<final>net.limits.MAX_RETRIES is 5.</final>"]),
+    Task("big_repo_bug", "to_celsius gives wrong results (212 Fahrenheit should be 100 Celsius). Fix it.",
+         CELSIUS_FILES, hidden_tests(CELSIUS_HIDDEN_TESTS),
+         checked(tool("search", pattern="def to_celsius"),
+                 patch("units/temperature.py", "(fahrenheit - 32) * 9 / 5", "(fahrenheit - 32) * 5 / 9"))),
+]
+TASKS = FIRST_TASKS + MORE_TASKS
+KINDS = {   # the kinds of work, each with two tasks: the first tunes the agent, the second is held out
+    "answer a question about the code": ("port", "timeout_default"),
+    "find where something is defined": ("locate", "find_handler"),
+    "fix a bug so the tests pass": ("fix_bug", "off_by_one"),
+    "implement a function from its docstring": ("implement", "implement_words"),
+    "add a command-line option": ("add_flag", "add_option"),
+    "rename across files": ("rename", "rename_class"),
+    "write a test": ("write_tests", "edge_case_test"),
+    "change a setting or a version": ("config", "version_bump"),
+    "add a method to a class": ("add_method_area", "add_method_total"),
+    "validate input with a clear error": ("validate_age", "validate_percent"),
+    "handle empty or missing input": ("empty_average", "missing_settings"),
+    "extract a helper from repeated code": ("extract_money", "extract_clean"),
+    "change a return value and its callers": ("return_dict", "return_none"),
+    "replace a deprecated call": ("deprecated_utcnow", "deprecated_assert"),
+    "make an output's order deterministic": ("sorted_tags", "sorted_json"),
+    "work in a repository of 70 files": ("big_repo_setting", "big_repo_bug"),
+}
+HALVES = {"tuning": [first for first, _ in KINDS.values()], "held-out": [second for _, second in KINDS.values()]}
 
 
 # --- running and measuring ----------------------------------------------------------------
@@ -441,6 +1254,7 @@ def run_task(task, args, root):
     for flag in ("host", "model", "num_ctx", "max_steps"):
         if getattr(args, flag) is not None:
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    command += ["--no-small-model-help"] if args.plain else []
     started = time.monotonic()
     try:
         done = subprocess.run([*command, task.request], capture_output=True, text=True, timeout=args.timeout,
@@ -450,8 +1264,9 @@ def run_task(task, args, root):
         answer, exit_code = "", "timeout"
     seconds = time.monotonic() - started
     solved, seen = task.check(repo, answer)
-    return {"task": task.name, "solved": bool(solved), "exit": exit_code, "seconds": round(seconds, 1),
-            "seen": seen, **session_figures(repo)}
+    half = next(name for name, tasks in HALVES.items() if task.name in tasks)
+    return {"task": task.name, "half": half, "solved": bool(solved), "exit": exit_code,
+            "seconds": round(seconds, 1), "seen": seen, **session_figures(repo)}
 
 
 def median(runs, key):
@@ -473,14 +1288,14 @@ def summary(runs, wall):
 
 def print_table(runs, totals):
     """Per task: how many runs solved it, and the median figures of its runs."""
-    print(f"\n{'task':12} {'solved':>7} {'calls':>6} {'steps':>6} {'malformed':>9} {'prompt tok':>11} "
+    print(f"\n{'task':17} {'solved':>7} {'calls':>6} {'steps':>6} {'malformed':>9} {'prompt tok':>11} "
           f"{'cached':>7} {'new tok':>8} {'seconds':>8}")
     for task in dict.fromkeys(run["task"] for run in runs):
         mine = [run for run in runs if run["task"] == task]
         prompt = sum(run.get("prompt_tokens", 0) for run in mine)
         cached = sum(run.get("cached_tokens", 0) for run in mine) / prompt if prompt else 0
         cells = [median(mine, key) for key in ("calls", "steps", "malformed", "prompt_tokens")]
-        print(f"{task:12} {sum(run['solved'] for run in mine):>3}/{len(mine):<3} "
+        print(f"{task:17} {sum(run['solved'] for run in mine):>3}/{len(mine):<3} "
               + " ".join(f"{'-' if value is None else f'{value:g}':>{width}}"
                          for value, width in zip(cells, (6, 6, 9, 11), strict=True))
               + f" {cached:>7.0%} {median(mine, 'new_tokens') or 0:>8g} {median(mine, 'seconds'):>8.1f}")
@@ -496,6 +1311,8 @@ def build_parser():
     parser.add_argument("--model", help="model name (default: the agent's default)")
     parser.add_argument("--num-ctx", type=int, help="passed on to the agent")
     parser.add_argument("--max-steps", type=int, help="passed on to the agent")
+    parser.add_argument("--plain", action="store_true", help="the agent without its small-model help")
+    parser.add_argument("--half", choices=sorted(HALVES), help="only the tasks of one half (see KINDS)")
     parser.add_argument("--tasks", help=f"comma-separated, from: {', '.join(task.name for task in TASKS)}")
     parser.add_argument("--repeat", type=int, default=1, help="runs per task (small models are noisy)")
     parser.add_argument("--json", help="write every figure to this file")
@@ -507,7 +1324,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    wanted = args.tasks.split(",") if args.tasks else [task.name for task in TASKS]
+    wanted = args.tasks.split(",") if args.tasks else HALVES.get(args.half, [task.name for task in TASKS])
     unknown = set(wanted) - {task.name for task in TASKS}
     if unknown:
         sys.exit(f"unknown task(s): {', '.join(sorted(unknown))}")
@@ -518,11 +1335,17 @@ def main(argv=None):
             root = args.keep / f"{number:02d}-{task.name}" if args.keep else Path(scratch)
             run = run_task(task, args, root)
         runs.append(run)
-        print(f"[{number}/{len(plan)}] {task.name:12} {'solved' if run['solved'] else 'FAILED':6} "
+        print(f"[{number}/{len(plan)}] {task.name:17} {'solved' if run['solved'] else 'FAILED':6} "
               f"calls {run.get('calls', '-')}, steps {run.get('steps', '-')}, malformed {run.get('malformed', '-')}, "
               f"{run['seconds']} s  ({run['seen']})", flush=True)
     totals = summary(runs, time.monotonic() - started)
     print_table(runs, totals)
+    for half in HALVES:
+        mine = [run for run in runs if run["half"] == half]
+        if mine and len(mine) < len(runs):
+            solved = sum(run["solved"] for run in mine)
+            print(f"{half} half: solved {solved} of {len(mine)} runs ({solved / len(mine):.0%}), "
+                  f"{sum(run['seconds'] for run in mine) / len(mine):.1f} s per run")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "summary": totals}, indent=1))
     return 0
