@@ -947,6 +947,7 @@ RULES = """Rules:
 - Required arguments must not be empty.
 - Read the code before writing tests for it."""
 SOURCE_SUFFIXES = (".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".rb", ".php", ".sh")
+PLACEHOLDER_OLD_TEXT = "lines copied exactly from the file"   # in the patch example
 REQUEST_CHARS = MAX_TOOL_OUTPUT   # the current request, repeated at the end of a one-string prompt
 
 
@@ -994,8 +995,8 @@ class PromptShape:
         path = (code or listed or ["README.md"])[0]
         examples = [   # a model copies an example's values: a real path, and placeholders
             f'<tool>{{"name": "read_file", "args": {{"path": "{path}"}}}}</tool>',
-            f'<tool name="patch_file" path="{path}"><old_text>lines copied exactly from the file'
-            "</old_text><new_text>the lines that replace them</new_text></tool>",
+            f'<tool name="patch_file" path="{path}"><old_text>{PLACEHOLDER_OLD_TEXT}</old_text>'
+            "<new_text>the lines that replace them</new_text></tool>",
         ]
         return "\n\n".join([
             "You are mini-coding-agent, a careful coding assistant working in a local repository.",
@@ -1110,8 +1111,8 @@ TOOL_INFO = {         # tool name -> (needs approval, description, one valid cal
                    '<tool name="patch_file" path="hello.py"><old_text>hello</old_text>'
                    '<new_text>world</new_text></tool>'),
     "delegate": (False, "Ask a helper to find something out; it can read but never change files.",
-                 '<tool>{"name": "delegate", "args": {"task": "Find where the CLI flags are '
-                 'defined", "max_steps": 3}}</tool>'),
+                 '<tool>{"name": "delegate", "args": {"task": "the question to answer, in full", '
+                 '"max_steps": 3}}</tool>'),   # a real task here was copied word for word
 }
 RETRY_ADVICE = "Reply with a valid <tool> call or a non-empty <final> answer."
 TOOL_OPENING = re.compile(r"<tool(?=[\s>])")
@@ -2381,6 +2382,8 @@ MAX_CHECKED_SCOPES = 1000   # more definitions: names are not checked (symtable 
 MAX_STALE_NAMES = 5      # names shown that an edit took away while other files still use them
 MAX_STALE_USES = 8       # ... and lines shown for each: a rename's imports and calls
 DEFINED_NAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)   # a module's own
+ANY_DEFINITION = re.compile(r"^[ \t]*(?:async\s+def|def|class)\s+(\w+)", re.M)   # and methods
+LEADING_SPACE = re.compile(r"[ \t]*")
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 CHECK_REQUEST = (   # sent once per request: small models say "done" untested
     "[check] You changed {files} and have run nothing since. Check the change with run_shell (run "
@@ -2400,11 +2403,12 @@ class SmallModelHelp:
         self.before = {}       # path -> the text of the file the running edit changes, before it
         self.unchecked = []    # code files this request changed since its last command
         self.sent_back = {}    # kind -> how much was left wrong when an answer was last sent back
+        self.request = ""      # the request being worked on
 
     def start(self, request):
         """Before a request: read the files it names, as a person would attach them, so that the
         model edits the right file instead of guessing one."""
-        self.unchecked, self.sent_back = [], {}
+        self.unchecked, self.sent_back, self.request = [], {}, request
         for path in named_files(request, repo_files(self.agent.git)):
             if not self.agent.repeats_last_two("read_file", {"path": path}):   # else it is refused
                 self.agent.run_call({"name": "read_file", "args": {"path": path}})
@@ -2425,25 +2429,23 @@ class SmallModelHelp:
 
     def mend_edit(self, call):
         """Keep the text an edit will change, for after_tool; refuse a patch that changes nothing
-        or would break a Python file that compiles; mend quotes written the other way."""
+        or would break a Python file that compiles; mend its quotes and indentation."""
         args = call["args"]
         text = self.before[args["path"]] = self.file_text(args["path"])
         if call["name"] == "write_file" or text is None:
             return None
         if args["old_text"] == args["new_text"]:   # small models copy a line, then say "done"
             return refusal("new_text is the same as old_text, so the file would not change")
-        if args["old_text"] not in text:   # f'{x}' for f"{x}", even when shown the line
-            blind_text, blind_old = text.replace("'", '"'), args["old_text"].replace("'", '"')
-            if blind_text.count(blind_old) == 1:   # same lengths: the places agree
-                at = blind_text.find(blind_old)
-                args["old_text"] = text[at:at + len(blind_old)]
-                add_note(call, "old_text matched once ' and \" were taken as one")
+        if args["old_text"] in args["new_text"] and args["new_text"] in text:   # made again, it
+            line = line_of(text, args["new_text"])          # would add the new lines once more
+            return refusal(f"its new_text is already there (line {line}): that change is made")
+        mend_quotes(call, text)
         try:
             after = patched(text, args["old_text"], args["new_text"], args["path"])
         except ValueError:
             return None   # the tool says so, and after_edit says where to look
         broken = syntax_error_added(args["path"], text, after)
-        if broken:   # as SWE-agent does: the model sees the line it would have made
+        if broken and not mend_indentation(call, text):   # as SWE-agent does, show the line
             return refusal(f"the patch would break {args['path']}, so it was not made: {broken}")
         return None
 
@@ -2463,7 +2465,8 @@ class SmallModelHelp:
         if text is None:
             return
         old_text = args.get("old_text") if call["name"] == "patch_file" else None
-        if not result.ok and isinstance(old_text, str) and text.count(old_text) != 1:   # missed
+        readable = isinstance(old_text, str) and isinstance(args.get("new_text"), str)
+        if not result.ok and readable and text.count(old_text) != 1:   # missed
             elsewhere = "" if old_text in text else self.found_elsewhere(old_text, args["path"])
             result.text += elsewhere or patch_hint(text, old_text, str(args.get("new_text", "")))
         if not result.ok:
@@ -2509,11 +2512,16 @@ class SmallModelHelp:
                 yield other, read_doc(root / other, root, MAP_READ_CHARS) or ""
 
     def found_elsewhere(self, old_text, name):
-        """Which other file holds a patch's old_text: "; it is in PATH (line N): patch it"."""
-        for path, text in self.other_files(self.agent.relative(self.agent.path(name))):
-            if old_text.strip() and old_text in text:   # small models patch the last file read
-                return f"; it is in {path} (line {line_of(text, old_text)}): patch that file"
-        return ""
+        """Which other files hold a patch's old_text, those in its folder first: "; it is in
+        PATH (line N): patch that file"."""
+        name = self.agent.relative(self.agent.path(name))   # small models patch the last file read
+        found = [(Path(path).parent != Path(name).parent, path, line_of(text, old_text))
+                 for path, text in self.other_files(name) if old_text.strip() and old_text in text]
+        places = [f"{path} (line {line})" for _, path, line in sorted(found)]
+        if len(places) > 1:
+            return f"; it is in {', '.join(places[:3])}{' ...' * (len(places) > 3)}: patch the " \
+                   "one the request means"
+        return f"; it is in {places[0]}: patch that file" if places else ""
 
     def edit_warnings(self, name, old_text, new_text):
         """What a Python file just written or patched got wrong: (warnings, a note on a check that
@@ -2528,7 +2536,13 @@ class SmallModelHelp:
         for gone in before - after:   # remembered until no other file uses it
             self.taken_away[(name, gone)] = renamed
         problem, note = python_problem(name, new_text)
-        return [problem] * bool(problem) + self.stale_uses(), note
+        stale = self.stale_uses()   # it forgets the names no other file uses
+        lost = set(ANY_DEFINITION.findall(old_text)) - set(ANY_DEFINITION.findall(new_text))
+        unasked = sorted(gone for gone in lost if (name, gone) not in self.taken_away
+                         and not re.search(rf"\b{gone}\b", self.request))
+        replaced = [f"the edit took {', '.join(unasked)} out of {name}, which the request does "
+                    "not name: if it should stay, put it back"] if unasked else []
+        return [problem] * bool(problem) + replaced + stale, note
 
     def stale_uses(self):
         """Warnings while a function or class taken out of a Python file is used by other files.
@@ -2563,6 +2577,37 @@ class SmallModelHelp:
 def refusal(why):
     """A patch the coach refuses, as the tool's own failure would read."""
     return ToolResult(False, f"error: tool patch_file failed: {why}")
+
+
+def mend_quotes(call, text):
+    """Take a patch's old_text that occurs once if ' and " are taken as one: small models write
+    f'{x}' for f"{x}", even when shown the line."""
+    args = call["args"]
+    blind_text, blind_old = text.replace("'", '"'), args["old_text"].replace("'", '"')
+    if args["old_text"] not in text and blind_text.count(blind_old) == 1:
+        at = blind_text.find(blind_old)   # same lengths: the places agree
+        args["old_text"] = text[at:at + len(blind_old)]
+        add_note(call, "old_text matched once ' and \" were taken as one")
+
+
+def mend_indentation(call, text):
+    """Indent a patch's new_text as the line it replaces is, if that alone makes the Python file
+    compile; True if it did.  Small models indent the lines after the first from column 0."""
+    args = call["args"]
+    at = text.find(args["old_text"])
+    start = text.rfind("\n", 0, at) + 1
+    if text[start:at].strip():   # old_text starts after code on its line
+        return False
+    indent, lines = LEADING_SPACE.match(text, start).group(), args["new_text"].split("\n")
+    first = LEADING_SPACE.match(lines[0]).group()
+    lines = [indent + (line[len(first):] if line.startswith(first) else line.lstrip())
+             if line.strip() else "" for line in lines]
+    old_text, new_text = text[start:at + len(args["old_text"])], "\n".join(lines)
+    if syntax_error(args["path"], text.replace(old_text, new_text, 1)):
+        return False
+    args["old_text"], args["new_text"] = old_text, new_text
+    add_note(call, f"new_text was indented as line {line_of(text, old_text)} is")
+    return True
 
 
 def named_files(request, names):
@@ -2601,6 +2646,8 @@ def line_of(text, part):
 def patch_hint(text, old_text, new_text):
     """For a patch whose old_text did not occur once: where it occurs, that the change is made
     already, or the line most like it."""
+    if old_text.strip() == PLACEHOLDER_OLD_TEXT:   # copied from the prompt's example
+        return "; that is the example's placeholder: put the file's own lines there"
     lines = text.splitlines()[:HINT_LINES]
     if old_text in text:
         found = [str(number) for number, line in enumerate(lines, 1) if old_text.strip() in line]
@@ -2700,7 +2747,23 @@ def python_problem(name, text):
                     "its names")
     if not missing:
         return "", ""
-    return f"{name} uses names it never defines or imports: {', '.join(missing[:5])}; fix it", ""
+    shown = []
+    for word in missing[:5]:
+        line = import_line(word, text)
+        shown.append(f"{word} ({line})" if line else word)
+    return f"{name} uses names it never defines or imports: {', '.join(shown)}; fix it", ""
+
+
+def import_line(name, text):
+    """The import a file lacks for a standard-library name it uses: "import json" for `json.x`,
+    "from datetime import timezone" in a file that imports datetime; or "".  Nothing is
+    imported to find out: only modules this process has loaded are looked into."""
+    if name in sys.stdlib_module_names and re.search(rf"\b{name}\.\w", text):
+        return f"import {name}"
+    for module in re.findall(r"^import (\w+)$", text, re.MULTILINE):
+        if module in sys.stdlib_module_names and hasattr(sys.modules.get(module), name):
+            return f"from {module} import {name}"
+    return ""
 
 
 def lines_using(names, home, sources):

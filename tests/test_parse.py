@@ -26,6 +26,16 @@ CAPTURED = [   # Qwen2.5-Coder-1.5B-Instruct, served by llama.cpp behind Ollama'
      "</tool>\n<final>Done: The CLI flags for greet.py are defined in the `greet.py` file.</final>",
      ("tool", "delegate", {"task": "Find where the CLI flags are defined", "max_steps": 3})),
     # ... and in chat turns, with the repository's map and its files read first
+    ('<tool>{"name": "patch_file", path="shapes.py", "old_text":"class Circle", "new_text:"class '
+     'Circle:\\n    def __init__(self, radius):\\n        if radius < 0:\\n            raise '
+     'ValueError(\\"Radius cannot be negative\\")\\n        self.radius = radius"}</tool>',
+     ("retry", "not valid JSON")),   # a key's closing quote after its colon: not guessed at
+    ('<tool>{"name": "patch_file", "args": {"path": "shapes.py", "old_text": "def __init__(self, '
+     'radius):", "new_text": "def __init__(self, radius):\\n        if radius < 0:\\n            '
+     'raise ValueError(\'Radius cannot be negative\')"}}</tool>',
+     ("tool", "patch_file", {"path": "shapes.py", "old_text": "def __init__(self, radius):",
+                             "new_text": "def __init__(self, radius):\n        if radius < 0:\n"
+                                         "            raise ValueError('Radius cannot be negative')"})),
     ('<tool>{"name": "write_file", "args": {"path": "test_stack.py", "content": "<final>Done: test_stack.py '
      'now contains unit tests for the Stack class.</final>"}}</tool>',   # an answer as the file's text:
      ("tool", "write_file", {"path": "test_stack.py", "content": "<final>Done: test_stack.py now contains "

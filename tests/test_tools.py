@@ -438,6 +438,36 @@ def test_a_patch_sent_to_the_wrong_file_or_made_twice_says_so(repo):
     assert (repo / "billing.py").read_text() == "def compute_total(items):\n    return sum(items)\n"
 
 
+def test_a_patch_that_adds_lines_around_its_old_text_is_not_made_twice(repo):
+    (repo / "stats.py").write_text("def mean(numbers):\n    return sum(numbers) / (len(numbers) + 1)\n")
+    guard = {"path": "stats.py", "old_text": "def mean(numbers):",   # as the 1.5B model sent it, twice
+             "new_text": "def mean(numbers):\n    if not numbers:\n        raise ValueError('empty')"}
+    agent = make_agent(repo, [], small_model_help=True)
+    assert agent.run_tool("patch_file", guard) == "patched stats.py"
+    assert agent.run_tool("patch_file", guard) == \
+        "error: tool patch_file failed: its new_text is already there (line 1): that change is made"
+    assert (repo / "stats.py").read_text().count("if not numbers") == 1
+
+
+def test_a_patch_whose_text_is_in_several_other_files_names_them_its_own_folder_first(repo):
+    for folder in ("auth", "net", "db", "jobs", "units"):
+        (repo / folder).mkdir()
+        (repo / folder / "limits.py").write_text("MAX_RETRIES = 3\n")
+    (repo / "net" / "__init__.py").write_text("")
+    patch = {"path": "net/__init__.py", "old_text": "MAX_RETRIES = 3", "new_text": "MAX_RETRIES = 5"}
+    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", patch).endswith(
+        "found 0 times; it is in net/limits.py (line 1), auth/limits.py (line 1), db/limits.py (line 1) ...: "
+        "patch the one the request means")
+
+
+def test_a_patch_that_copies_the_examples_placeholder_is_told_so(repo):
+    agent = make_agent(repo, [], small_model_help=True)
+    assert mca.PLACEHOLDER_OLD_TEXT in agent.prefix
+    patch = {"path": "hello.txt", "old_text": mca.PLACEHOLDER_OLD_TEXT, "new_text": "the lines that replace them"}
+    assert agent.run_tool("patch_file", patch).endswith(
+        "found 0 times; that is the example's placeholder: put the file's own lines there")
+
+
 def test_a_patch_with_other_quotes_applies_where_that_is_the_only_difference(repo):
     (repo / "invoice.py").write_text('def line(customer, items):\n    return f"{customer}: {calc_total(items):.2f}"\n')
     patch = {"path": "invoice.py", "old_text": "return f'{customer}: {calc_total(items):.2f}'",   # as Qwen2.5-Coder
@@ -462,6 +492,17 @@ def test_a_python_file_that_uses_a_name_it_never_defines_is_reported(repo):
             "    return os, a, G, H, f, __file__, len, loads\n")
     assert agent.run_tool("write_file", {"path": "fine.py", "content": fine}) == "wrote fine.py (140 chars)"
     assert mca.undefined_names(fine.replace("from json import *\n", "")) == ["loads"]
+
+
+def test_a_standard_library_name_a_file_forgot_to_import_comes_with_its_import(repo):
+    agent = make_agent(repo, [], small_model_help=True)
+    stamps = ("import datetime\n\n\ndef now_stamp():\n"   # as the 1.5B model left it
+              "    return datetime.datetime.now(timezone.utc).isoformat()\n")
+    assert agent.run_tool("write_file", {"path": "stamps.py", "content": stamps}).endswith(
+        "uses names it never defines or imports: timezone (from datetime import timezone); fix it")
+    dump = "def dump(record):\n    return json.dumps(record) + sorted_keys(record)\n"
+    assert agent.run_tool("write_file", {"path": "dump.py", "content": dump}).endswith(
+        "uses names it never defines or imports: json (import json), sorted_keys; fix it")
 
 
 def test_checking_a_python_file_prints_nothing_to_the_terminal(repo):
@@ -492,6 +533,52 @@ def test_a_patch_that_would_break_a_python_file_is_refused_and_shows_the_line(re
     assert (repo / "invoice.py").read_text() == line
 
 
+def test_a_patch_indented_from_column_0_is_indented_as_its_line_when_that_makes_it_compile(repo):
+    person = 'class Person:\n    def set_age(self, age):\n        """Set the age."""\n        self.age = age\n'
+    (repo / "person.py").write_text(person)
+    agent = make_agent(repo, [], small_model_help=True)
+    patch = {"path": "person.py", "old_text": "self.age = age",   # as Qwen2.5-Coder-1.5B wrote it, 3 runs of 3
+             "new_text": "if age < 0:\n    raise ValueError('Age cannot be negative')\nself.age = age"}
+    assert agent.run_tool("patch_file", patch) == \
+        "(ran patch_file; new_text was indented as line 4 is)\npatched person.py"
+    assert (repo / "person.py").read_text() == person.replace(
+        "        self.age = age", "        if age < 0:\n            raise ValueError('Age cannot be negative')\n"
+        "        self.age = age")
+    (repo / "metrics.py").write_text("def average(values):\n    return sum(values) / len(values)\n")
+    one_line = {"path": "metrics.py", "old_text": "return sum(values) / len(values)",   # no indentation mends it
+                "new_text": "if not values: return 0.0 else: return sum(values) / len(values)"}
+    assert agent.run_tool("patch_file", one_line).startswith("error: tool patch_file failed: the patch would break")
+    (repo / "notes.md").write_text("- item\n  - sub\n")   # not Python: taken as written
+    agent.run_tool("patch_file", {"path": "notes.md", "old_text": "- sub", "new_text": "- sub\n- other"})
+    assert (repo / "notes.md").read_text() == "- item\n  - sub\n- other\n"
+
+
+def test_an_edit_that_takes_out_a_definition_the_request_does_not_name_says_so(repo):
+    shapes = ("class Rectangle:\n    def __init__(self, width, height):\n        self.width, self.height = width, "
+              "height\n\n    def perimeter(self):\n        return 2 * (self.width + self.height)\n")
+    (repo / "shapes.py").write_text(shapes)
+    replace = ('<tool name="patch_file" path="shapes.py"><old_text>def perimeter(self):</old_text>'   # as the
+               "<new_text>def area(self):\n        return self.width * self.height</new_text></tool>")  # 1.5B did
+    agent = make_agent(repo, [replace, "<final>Added.</final>", "<final>Added.</final>"], small_model_help=True)
+    agent.ask("Add an area() method to Rectangle in shapes.py.")
+    assert agent.session["history"][2]["content"] == (   # after shapes.py, read as the request names it
+        "patched shapes.py\nwarning: the edit took perimeter out of shapes.py, which the request does not name: "
+        "if it should stay, put it back")
+    (repo / "shapes.py").write_text(shapes)
+    remove = '<tool name="patch_file" path="shapes.py"><old_text>    def perimeter(self):\n</old_text><new_text>'
+    agent = make_agent(repo, [remove + "</new_text></tool>", "<final>Removed.</final>", "<final>Removed.</final>"],
+                       small_model_help=True)
+    agent.ask("Remove perimeter() from shapes.py.")   # asked for: no warning
+    assert agent.session["history"][2]["content"] == "patched shapes.py"
+
+
+def test_a_patch_without_its_new_text_is_told_only_that(repo):
+    result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", {"path": "hello.txt",
+                                                                               "old_text": "alphabet"})
+    assert result == ("error: invalid arguments for patch_file: 'new_text'\nexample: <tool name=\"patch_file\" "
+                      'path="hello.py"><old_text>hello</old_text><new_text>world</new_text></tool>')
+
+
 def test_taking_away_a_function_that_other_files_use_shows_their_lines_until_none_is_left(repo):
     (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n\n\nclass Cart:\n    pass\n")
     (repo / "invoice.py").write_text("from billing import calc_total\n\n\ndef line(items):\n"
@@ -511,8 +598,9 @@ def test_taking_away_a_function_that_other_files_use_shows_their_lines_until_non
     fix_call = {"path": "invoice.py", "old_text": "{calc_total(", "new_text": "{compute_total("}
     assert agent.run_tool("patch_file", fix_call) == "patched invoice.py"   # no use left: no more warning
     assert agent.run_tool("write_file", {"path": "billing.py", "content": "X = 1\n"}) == (   # gone, not renamed
-        "wrote billing.py (6 chars)\nwarning: billing.py no longer defines compute_total, which these lines still "
-        "use; change them too:\ninvoice.py:1: from billing import compute_total\n"
+        "wrote billing.py (6 chars)\nwarning: the edit took Cart out of billing.py, which the request does not "
+        "name: if it should stay, put it back\nwarning: billing.py no longer defines compute_total, which these "
+        "lines still use; change them too:\ninvoice.py:1: from billing import compute_total\n"
         "invoice.py:5: return f'{compute_total(items):.2f}'")
     (repo / "billing.py").write_text("def compute_total(items):\n    pass\n")   # back (by /undo, or by hand)
     assert agent.run_tool("write_file", {"path": "other.py", "content": "Y = 2\n"}) == "wrote other.py (6 chars)"
