@@ -2518,10 +2518,10 @@ class SmallModelHelp:
         found = [(Path(path).parent != Path(name).parent, path, line_of(text, old_text))
                  for path, text in self.other_files(name) if old_text.strip() and old_text in text]
         places = [f"{path} (line {line})" for _, path, line in sorted(found)]
-        if len(places) > 1:
-            return f"; it is in {', '.join(places[:3])}{' ...' * (len(places) > 3)}: patch the " \
-                   "one the request means"
-        return f"; it is in {places[0]}: patch that file" if places else ""
+        if len(places) < 2:
+            return f"; it is in {places[0]}: patch that file" if places else ""
+        more = " ..." if len(places) > 3 else ""
+        return f"; it is in {', '.join(places[:3])}{more}: patch the one the request means"
 
     def edit_warnings(self, name, old_text, new_text):
         """What a Python file just written or patched got wrong: (warnings, a note on a check that
@@ -2598,12 +2598,13 @@ def mend_indentation(call, text):
     start = text.rfind("\n", 0, at) + 1
     if text[start:at].strip():   # old_text starts after code on its line
         return False
-    indent, lines = LEADING_SPACE.match(text, start).group(), args["new_text"].split("\n")
+    indent = LEADING_SPACE.match(text, start).group()
+    lines = args["new_text"].split("\n")
     first = LEADING_SPACE.match(lines[0]).group()
     lines = [indent + (line[len(first):] if line.startswith(first) else line.lstrip())
              if line.strip() else "" for line in lines]
     old_text, new_text = text[start:at + len(args["old_text"])], "\n".join(lines)
-    if syntax_error(args["path"], text.replace(old_text, new_text, 1)):
+    if syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
         return False
     args["old_text"], args["new_text"] = old_text, new_text
     add_note(call, f"new_text was indented as line {line_of(text, old_text)} is")
