@@ -2429,25 +2429,56 @@ class SmallModelHelp:
 
     def mend_edit(self, call):
         """Keep the text an edit will change, for after_tool; refuse a patch that changes nothing
-        or would break a Python file that compiles; mend its quotes and indentation."""
+        or would break a Python file that compiles; mend its file, its quotes, its layout, the
+        definition it would lose, the markup around a new file."""
         args = call["args"]
+        if call["name"] == "write_file":
+            self.before[args["path"]] = self.file_text(args["path"])
+            unwrap_code(call)
+            return None
+        self.mend_path(call)
         text = self.before[args["path"]] = self.file_text(args["path"])
-        if call["name"] == "write_file" or text is None:
+        if text is None:
             return None
         if args["old_text"] == args["new_text"]:   # small models copy a line, then say "done"
             return refusal("new_text is the same as old_text, so the file would not change")
-        if args["old_text"] in args["new_text"] and args["new_text"] in text:   # made again, it
-            line = line_of(text, args["new_text"])          # would add the new lines once more
+        again = args["old_text"] in args["new_text"] or ANY_DEFINITION.search(args["new_text"])
+        if again and args["old_text"] in text and args["new_text"].strip() in text:   # made
+            line = line_of(text, args["new_text"].strip())   # again: its lines twice
             return refusal(f"its new_text is already there (line {line}): that change is made")
         mend_quotes(call, text)
         try:
             after = patched(text, args["old_text"], args["new_text"], args["path"])
         except ValueError:
             return None   # the tool says so, and after_edit says where to look
+        if keep_definition(call, text, self.request):
+            return None
         broken = syntax_error_added(args["path"], text, after)
-        if broken and not mend_indentation(call, text):   # as SWE-agent does, show the line
+        if broken and not (mend_indentation(call, text) or mend_one_liners(call, text)):
             return refusal(f"the patch would break {args['path']}, so it was not made: {broken}")
         return None
+
+    def mend_path(self, call):
+        """Send a patch to the one file that holds its old_text once, when the file it names
+        does not: in that file's folder, or anywhere if the file does not exist; never to a test
+        the model did not name.  Small models patch a package's __init__.py, or write a path
+        without its folder."""
+        args = call["args"]
+        text, old_text = self.file_text(args["path"]), args["old_text"]
+        try:
+            name = self.agent.relative(self.agent.path(args["path"]))
+        except ValueError:
+            return
+        if not old_text.strip() or (text is not None and old_text in text):
+            return
+        folder, root = Path(name).parent, self.agent.root
+        near = [path for path in repo_files(self.agent.git)[:MAP_FILES] if path != name
+                and "test" not in path and (text is None or Path(path).parent == folder)]
+        holders = [path for path in near
+                   if (read_doc(root / path, root, MAP_READ_CHARS) or "").count(old_text) == 1]
+        if len(holders) == 1:
+            args["path"] = holders[0]
+            add_note(call, f"old_text is not in {name}; {holders[0]} holds it, so it was patched")
 
     def after_tool(self, call, result):
         """Add to a result what the model needs to hear about an edit (see after_edit)."""
@@ -2590,25 +2621,106 @@ def mend_quotes(call, text):
         add_note(call, "old_text matched once ' and \" were taken as one")
 
 
+def whole_lines(text, old_text):
+    """(old_text widened to the start of its line, that line's indentation), or None if old_text
+    starts after code on its line."""
+    at = text.find(old_text)
+    start = text.rfind("\n", 0, at) + 1
+    if text[start:at].strip():
+        return None
+    return text[start:at + len(old_text)], LEADING_SPACE.match(text, start).group()
+
+
+def indented(new_text, indent):
+    """new_text with its first line at `indent` and the others kept under it."""
+    lines = new_text.split("\n")
+    first = LEADING_SPACE.match(lines[0]).group()
+    return "\n".join(indent + (line[len(first):] if line.startswith(first) else line.lstrip())
+                     if line.strip() else "" for line in lines)
+
+
 def mend_indentation(call, text):
     """Indent a patch's new_text as the line it replaces is, if that alone makes the Python file
     compile; True if it did.  Small models indent the lines after the first from column 0."""
     args = call["args"]
-    at = text.find(args["old_text"])
-    start = text.rfind("\n", 0, at) + 1
-    if text[start:at].strip():   # old_text starts after code on its line
+    found = whole_lines(text, args["old_text"])
+    if not found:
         return False
-    indent = LEADING_SPACE.match(text, start).group()
-    lines = args["new_text"].split("\n")
-    first = LEADING_SPACE.match(lines[0]).group()
-    lines = [indent + (line[len(first):] if line.startswith(first) else line.lstrip())
-             if line.strip() else "" for line in lines]
-    old_text, new_text = text[start:at + len(args["old_text"])], "\n".join(lines)
+    old_text, new_text = found[0], indented(args["new_text"], found[1])
     if syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
         return False
     args["old_text"], args["new_text"] = old_text, new_text
     add_note(call, f"new_text was indented as line {line_of(text, old_text)} is")
     return True
+
+
+def mend_one_liners(call, text):
+    """Lay out `if c: a else: b` (and for, while) written on one line, if that and the
+    indentation mend make the Python file compile; True if they did."""
+    args = call["args"]
+    lines = []
+    for line in args["new_text"].split("\n"):
+        indent, body = LEADING_SPACE.match(line).group(), line.strip()
+        parts = re.fullmatch(r"((?:if|elif|for|while) [^:]+): (.+?)(?: else: (.+))?", body)
+        if not parts:
+            lines.append(line)
+            continue
+        lines += [f"{indent}{parts[1]}:", f"{indent}    {parts[2]}"]
+        lines += [f"{indent}else:", f"{indent}    {parts[3]}"] if parts[3] else []
+    laid_out = "\n".join(lines)
+    if laid_out == args["new_text"]:
+        return False
+    before = dict(args)
+    args["new_text"] = laid_out
+    if not syntax_error(args["path"], patched(text, args["old_text"], laid_out, args["path"])) \
+            or mend_indentation(call, text):
+        add_note(call, "the statements written on one line were laid out on lines")
+        return True
+    args.update(before)
+    return False
+
+
+def keep_definition(call, text, request):
+    """Put a patch's new definition before the one its old_text starts, instead of in its place,
+    when the request does not name the one replaced; True if it did.  Small models add a
+    method by patching the line of the next one, and lose it."""
+    args = call["args"]
+    old_names, new_names = (ANY_DEFINITION.findall(args[key]) for key in ("old_text", "new_text"))
+    lost = [name for name in old_names if name not in new_names
+            and not re.search(rf"\b{re.escape(name)}\b", request)]
+    added = [name for name in new_names if name not in ANY_DEFINITION.findall(text)]
+    found = whole_lines(text, args["old_text"])
+    longer = args["new_text"].strip().count("\n") > args["old_text"].strip().count("\n")
+    if not (lost and added and longer and found and args["path"].endswith(".py")):
+        return False   # a rename keeps its lines; a whole new body is the sign of an addition
+    old_text, indent = found
+    gap = old_text[:len(old_text) - len(args["old_text"])]   # before old_text on its line
+    for new_text in (gap + args["new_text"], indented(args["new_text"], indent)):
+        new_text = f"{new_text.rstrip()}\n\n{old_text}"
+        if not syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
+            args["old_text"], args["new_text"] = old_text, new_text
+            add_note(call, f"{', '.join(lost)} was kept: {', '.join(added)} went before it")
+            return True
+    return False
+
+
+def unwrap_code(call):
+    """Take off the markup a small model wrapped a new Python file in (`<tag>code</tag>`, tags in
+    tags, or each line as `<line>code</line>`) when that alone makes it compile."""
+    args = call["args"]
+    text, path = args["content"], args["path"]
+    opening = re.match(r"(?:\s*<\w+[^<>\n]*>)+\n?", text)
+    if not path.endswith(".py") or not opening or not syntax_error(path, text):
+        return
+    if "<line>" in text:
+        inner = "\n".join(part.partition("</line>")[0] for part in text.split("<line>")[1:])
+    else:
+        inner = text[opening.end():].rstrip()
+        while re.fullmatch(r"</\w+>", inner[inner.rfind("</"):]):   # the closing tags, inmost last
+            inner = inner[:inner.rfind("</")].rstrip()
+    if not syntax_error(path, inner):
+        args["content"] = inner.rstrip("\n") + "\n"
+        add_note(call, "the markup around the code was taken off")
 
 
 def named_files(request, names):

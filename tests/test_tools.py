@@ -424,18 +424,40 @@ def test_a_patch_that_misses_is_shown_the_line_it_meant(repo):
     assert result.endswith('the nearest is line 2, copy it exactly: return f"{customer}: {calc_total(items):.2f}"')
 
 
-def test_a_patch_sent_to_the_wrong_file_or_made_twice_says_so(repo):
+def test_a_patch_sent_to_the_wrong_file_goes_to_the_one_beside_it_that_holds_it_or_is_told_made(repo):
     (repo / "billing.py").write_text("def compute_total(items):\n    return sum(items)\n")
     (repo / "invoice.py").write_text("import os\nfrom billing import calc_total\n")
     agent = make_agent(repo, [], small_model_help=True)
     wrong_file = {"path": "billing.py", "old_text": "import calc_total", "new_text": "import compute_total"}
-    assert agent.run_tool("patch_file", wrong_file) == (
-        "error: tool patch_file failed: old_text must occur exactly once in billing.py, found 0 times; it is in "
-        "invoice.py (line 2): patch that file")
+    assert agent.run_tool("patch_file", wrong_file) == (   # as the 1.5B model sent it in a rename
+        "(ran patch_file; old_text is not in billing.py; invoice.py holds it, so it was patched)\n"
+        "patched invoice.py")
+    assert (repo / "invoice.py").read_text() == "import os\nfrom billing import compute_total\n"
+    (repo / "test_billing.py").write_text("from billing import compute_total\nassert compute_total([]) == 0\n")
+    into_test = {"path": "billing.py", "old_text": "assert compute_total([]) == 0", "new_text": "pass"}
+    assert agent.run_tool("patch_file", into_test).endswith(   # a test the model did not name is left alone
+        "found 0 times; it is in test_billing.py (line 2): patch that file")
+    assert "assert compute_total" in (repo / "test_billing.py").read_text()
     made_twice = {"path": "billing.py", "old_text": "def calc_total(", "new_text": "def compute_total("}
     assert agent.run_tool("patch_file", made_twice).endswith(
         "found 0 times; its new_text is already there (line 1): that change is made")
     assert (repo / "billing.py").read_text() == "def compute_total(items):\n    return sum(items)\n"
+
+
+def test_a_patch_to_a_file_that_does_not_exist_goes_to_the_one_file_that_holds_its_text(repo):
+    (repo / "net").mkdir()
+    (repo / "net" / "limits.py").write_text("MAX_RETRIES = 3\n")
+    (repo / "net" / "README.md").write_text("MAX_RETRIES = 3, MAX_RETRIES = 3\n")   # not once: not a holder
+    patch = {"path": "limits.py", "old_text": "MAX_RETRIES = 3", "new_text": "MAX_RETRIES = 5"}
+    result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", dict(patch))
+    assert result == ("(ran patch_file; old_text is not in limits.py; net/limits.py holds it, so it was "
+                      "patched)\npatched net/limits.py")
+    assert (repo / "net" / "limits.py").read_text() == "MAX_RETRIES = 5\n"
+    assert not (repo / "limits.py").exists()
+    (repo / "db").mkdir()
+    (repo / "db" / "limits.py").write_text("MAX_RETRIES = 5\n")   # two hold it: none is guessed
+    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", {**patch, "old_text": "RIES = 5"}) \
+        == "error: tool patch_file failed: no such file: limits.py"
 
 
 def test_a_patch_that_adds_lines_around_its_old_text_is_not_made_twice(repo):
@@ -454,9 +476,10 @@ def test_a_patch_whose_text_is_in_several_other_files_names_them_its_own_folder_
         (repo / folder).mkdir()
         (repo / folder / "limits.py").write_text("MAX_RETRIES = 3\n")
     (repo / "net" / "__init__.py").write_text("")
+    (repo / "net" / "defaults.py").write_text("MAX_RETRIES = 3\n")   # two beside it: none is guessed
     patch = {"path": "net/__init__.py", "old_text": "MAX_RETRIES = 3", "new_text": "MAX_RETRIES = 5"}
     assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", patch).endswith(
-        "found 0 times; it is in net/limits.py (line 1), auth/limits.py (line 1), db/limits.py (line 1) ...: "
+        "found 0 times; it is in net/defaults.py (line 1), net/limits.py (line 1), auth/limits.py (line 1) ...: "
         "patch the one the request means")
 
 
@@ -514,12 +537,30 @@ def test_checking_a_python_file_prints_nothing_to_the_terminal(repo):
 
 def test_a_python_file_that_no_longer_parses_is_reported_with_its_line(repo):
     agent = make_agent(repo, [], small_model_help=True)
-    result = agent.run_tool("write_file", {"path": "test_stack.py", "content": "<test>\nimport unittest\n"})
-    assert result == ("wrote test_stack.py (23 chars)\n"
-                      "warning: test_stack.py does not parse as Python: invalid syntax (line 1: <test>); fix it")
-    assert agent.run_tool("patch_file", {"path": "test_stack.py", "old_text": "<test>\n", "new_text": ""}) == \
+    result = agent.run_tool("write_file", {"path": "test_stack.py", "content": "import unittest\n)\n"})
+    assert result == ("wrote test_stack.py (18 chars)\n"
+                      "warning: test_stack.py does not parse as Python: unmatched ')' (line 2: )); fix it")
+    assert agent.run_tool("patch_file", {"path": "test_stack.py", "old_text": ")\n", "new_text": ""}) == \
         "patched test_stack.py"   # a file that did not parse may be patched into one that does
     assert agent.run_tool("write_file", {"path": "notes.txt", "content": "<test>"}) == "wrote notes.txt (6 chars)"
+
+
+def test_markup_around_a_new_python_file_is_taken_off_when_that_makes_it_compile(repo):
+    agent = make_agent(repo, [], small_model_help=True)
+    wrapped = "<unit_test>\nimport unittest\n\nclass T(unittest.TestCase):\n    pass\n</unit_test>"   # as the
+    assert agent.run_tool("write_file", {"path": "test_a.py", "content": wrapped}) == (           # 1.5B wrote
+        "(ran write_file; the markup around the code was taken off)\nwrote test_a.py (54 chars)")
+    assert (repo / "test_a.py").read_text() == "import unittest\n\nclass T(unittest.TestCase):\n    pass\n"
+    lines = ("<xml><file path='test_b.py'><lines><line>import unittest</line><line></line>"
+             "<line>class T(unittest.TestCase):</line><line>    pass</line></lines></file></xml>")
+    agent.run_tool("write_file", {"path": "test_b.py", "content": lines})
+    assert (repo / "test_b.py").read_text() == "import unittest\n\nclass T(unittest.TestCase):\n    pass\n"
+    nested = "<xml><file name='test_c.py'><code>import unittest\nX = 1</code></file></xml>"   # as the 1.5B
+    agent.run_tool("write_file", {"path": "test_c.py", "content": nested})                          # wrote it
+    assert (repo / "test_c.py").read_text() == "import unittest\nX = 1\n"
+    broken = "<code>\nclass T(:\n</code>"   # still broken without it: written as sent, and said
+    assert "does not parse as Python" in agent.run_tool("write_file", {"path": "c.py", "content": broken})
+    assert (repo / "c.py").read_text() == broken
 
 
 def test_a_patch_that_would_break_a_python_file_is_refused_and_shows_the_line(repo):
@@ -545,12 +586,27 @@ def test_a_patch_indented_from_column_0_is_indented_as_its_line_when_that_makes_
         "        self.age = age", "        if age < 0:\n            raise ValueError('Age cannot be negative')\n"
         "        self.age = age")
     (repo / "metrics.py").write_text("def average(values):\n    return sum(values) / len(values)\n")
-    one_line = {"path": "metrics.py", "old_text": "return sum(values) / len(values)",   # no indentation mends it
-                "new_text": "if not values: return 0.0 else: return sum(values) / len(values)"}
-    assert agent.run_tool("patch_file", one_line).startswith("error: tool patch_file failed: the patch would break")
+    unclosed = {"path": "metrics.py", "old_text": "return sum(values) / len(values)",   # nothing mends it
+                "new_text": "return sum(values / len(values)"}
+    assert agent.run_tool("patch_file", unclosed).startswith("error: tool patch_file failed: the patch would break")
     (repo / "notes.md").write_text("- item\n  - sub\n")   # not Python: taken as written
     agent.run_tool("patch_file", {"path": "notes.md", "old_text": "- sub", "new_text": "- sub\n- other"})
     assert (repo / "notes.md").read_text() == "- item\n  - sub\n- other\n"
+
+
+def test_statements_written_on_one_line_are_laid_out_when_that_makes_the_file_compile(repo):
+    (repo / "metrics.py").write_text("def average(values):\n    return sum(values) / len(values)\n")
+    one_line = {"path": "metrics.py", "old_text": "return sum(values) / len(values)",   # as the 1.5B model
+                "new_text": "if not values: return 0.0 else: return sum(values) / len(values)"}   # wrote it
+    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", one_line) == (
+        "(ran patch_file; new_text was indented as line 2 is; the statements written on one line were laid out "
+        "on lines)\npatched metrics.py")
+    assert (repo / "metrics.py").read_text() == ("def average(values):\n    if not values:\n        return 0.0\n"
+                                                 "    else:\n        return sum(values) / len(values)\n")
+    (repo / "metrics.py").write_text("def average(values):\n    return sum(values) / len(values)\n")
+    still_broken = {**one_line, "new_text": "if not values: return 0.0 else: return sum(values"}
+    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", still_broken).startswith(
+        "error: tool patch_file failed: the patch would break metrics.py")
 
 
 def test_an_edit_that_takes_out_a_definition_the_request_does_not_name_says_so(repo):
@@ -562,6 +618,19 @@ def test_an_edit_that_takes_out_a_definition_the_request_does_not_name_says_so(r
     agent = make_agent(repo, [replace, "<final>Added.</final>", "<final>Added.</final>"], small_model_help=True)
     agent.ask("Add an area() method to Rectangle in shapes.py.")
     assert agent.session["history"][2]["content"] == (   # after shapes.py, read as the request names it
+        "(ran patch_file; perimeter was kept: area went before it)\npatched shapes.py")
+    with_area = shapes.replace(
+        "    def perimeter", "    def area(self):\n        return self.width * self.height\n\n    def perimeter")
+    assert (repo / "shapes.py").read_text() == with_area
+    again = {"path": "shapes.py", "old_text": "def perimeter(self):",   # the same patch, sent again
+             "new_text": "def area(self):\n        return self.width * self.height"}
+    assert agent.run_tool("patch_file", again) == \
+        "error: tool patch_file failed: its new_text is already there (line 5): that change is made"
+    assert (repo / "shapes.py").read_text() == with_area
+    (repo / "shapes.py").write_text(shapes)
+    swap = {"path": "shapes.py", "old_text": "def perimeter(self):\n        return 2 * (self.width + self.height)",
+            "new_text": "def area(self):\n        return self.width * self.height"}   # no longer: not an addition
+    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", swap) == (
         "patched shapes.py\nwarning: the edit took perimeter out of shapes.py, which the request does not name: "
         "if it should stay, put it back")
     (repo / "shapes.py").write_text(shapes)
