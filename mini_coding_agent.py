@@ -2436,8 +2436,10 @@ class SmallModelHelp:
             self.before[args["path"]] = self.file_text(args["path"])
             unwrap_code(call)
             return None
-        self.mend_path(call)
-        text = self.before[args["path"]] = self.file_text(args["path"])
+        text = self.file_text(args["path"])
+        if self.mend_path(call, text):
+            text = self.file_text(args["path"])
+        self.before[args["path"]] = text
         if text is None:
             return None
         if args["old_text"] == args["new_text"]:   # small models copy a line, then say "done"
@@ -2458,27 +2460,29 @@ class SmallModelHelp:
             return refusal(f"the patch would break {args['path']}, so it was not made: {broken}")
         return None
 
-    def mend_path(self, call):
+    def mend_path(self, call, text):
         """Send a patch to the one file that holds its old_text once, when the file it names
-        does not: in that file's folder, or anywhere if the file does not exist; never to a test
-        the model did not name.  Small models patch a package's __init__.py, or write a path
-        without its folder."""
+        (whose text is `text`) does not: in that file's folder, or anywhere if the file does not
+        exist; never to a test the model did not name; True if it did.  Small models patch a
+        package's __init__.py, or write a path without its folder."""
         args = call["args"]
-        text, old_text = self.file_text(args["path"]), args["old_text"]
+        old_text = args["old_text"]
+        if not old_text.strip() or (text is not None and old_text in text):
+            return False
         try:
             name = self.agent.relative(self.agent.path(args["path"]))
         except ValueError:
-            return
-        if not old_text.strip() or (text is not None and old_text in text):
-            return
+            return False
         folder, root = Path(name).parent, self.agent.root
         near = [path for path in repo_files(self.agent.git)[:MAP_FILES] if path != name
                 and "test" not in path and (text is None or Path(path).parent == folder)]
         holders = [path for path in near
                    if (read_doc(root / path, root, MAP_READ_CHARS) or "").count(old_text) == 1]
-        if len(holders) == 1:
-            args["path"] = holders[0]
-            add_note(call, f"old_text is not in {name}; {holders[0]} holds it, so it was patched")
+        if len(holders) != 1:
+            return False
+        args["path"] = holders[0]
+        add_note(call, f"old_text is not in {name}; {holders[0]} holds it, so it was patched")
+        return True
 
     def after_tool(self, call, result):
         """Add to a result what the model needs to hear about an edit (see after_edit)."""
@@ -2570,7 +2574,7 @@ class SmallModelHelp:
         stale = self.stale_uses()   # it forgets the names no other file uses
         lost = set(ANY_DEFINITION.findall(old_text)) - set(ANY_DEFINITION.findall(new_text))
         unasked = sorted(gone for gone in lost if (name, gone) not in self.taken_away
-                         and not re.search(rf"\b{gone}\b", self.request))
+                         and not mentions(self.request, gone))
         replaced = [f"the edit took {', '.join(unasked)} out of {name}, which the request does "
                     "not name: if it should stay, put it back"] if unasked else []
         return [problem] * bool(problem) + replaced + stale, note
@@ -2608,6 +2612,11 @@ class SmallModelHelp:
 def refusal(why):
     """A patch the coach refuses, as the tool's own failure would read."""
     return ToolResult(False, f"error: tool patch_file failed: {why}")
+
+
+def mentions(text, name):
+    """Whether `text` (a request) names `name` as a word."""
+    return re.search(rf"\b{re.escape(name)}\b", text) is not None
 
 
 def mend_quotes(call, text):
@@ -2686,9 +2695,9 @@ def keep_definition(call, text, request):
     method by patching the line of the next one, and lose it."""
     args = call["args"]
     old_names, new_names = (ANY_DEFINITION.findall(args[key]) for key in ("old_text", "new_text"))
-    lost = [name for name in old_names if name not in new_names
-            and not re.search(rf"\b{re.escape(name)}\b", request)]
-    added = [name for name in new_names if name not in ANY_DEFINITION.findall(text)]
+    lost = [name for name in old_names if name not in new_names and not mentions(request, name)]
+    defined = set(ANY_DEFINITION.findall(text))
+    added = [name for name in new_names if name not in defined]
     found = whole_lines(text, args["old_text"])
     longer = args["new_text"].strip().count("\n") > args["old_text"].strip().count("\n")
     if not (lost and added and longer and found and args["path"].endswith(".py")):
