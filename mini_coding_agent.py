@@ -23,8 +23,9 @@ FakeModelClient and OllamaModelClient are the model backends; the command line
 (TerminalDisplay, build_welcome, build_arg_parser, main) comes last.
 
 How to read it: one request goes main -> start_agent -> run_request ->
-AgentLoop.ask -> next_reply (messages, OllamaModelClient.complete, parse) ->
-run_calls -> run_tool -> tool_read_file -> record -> next_reply -> the answer.
+AgentLoop.ask -> work_on -> next_reply (messages, OllamaModelClient.complete,
+parse) -> run_calls -> run_call -> tool_result -> use_tool (validate_tool,
+tool_read_file) -> record -> next_reply -> the answer.
 
 Concessions, to stay small: the standard library only; one model call per
 step, and the calls of one reply run one after another, never in parallel; the
@@ -218,7 +219,6 @@ class AgentLoop:
     def run_call(self, call, more=False):
         """Run one tool call, show it, and record it with its result; returns the ToolResult.
         `more`: calls follow it in the reply, which a failure or a warning cancels."""
-        self.display.tool_started(call["name"], call["args"], self.depth)
         result = self.tool_result(call)
         if more and (not result.ok or result.warnings):   # written before the model knew
             trouble = "failed" if not result.ok else "left a warning"
@@ -1414,9 +1414,10 @@ class ToolUse:
         return self.tool_result({"name": name, "args": args}).for_model()
 
     def tool_result(self, call):
-        """Run one call through every check, with the small-model layer's coach (if on) mending it
-        first and adding to its result after; returns a ToolResult."""
+        """Show and run one call through every check, with the small-model layer's coach (if on)
+        mending it first and adding to its result after; returns a ToolResult."""
         refused = self.help.before_tool(call) if self.help else None
+        self.display.tool_started(call["name"], call["args"], self.depth)   # as it will run
         result = refused or self.use_tool(call["name"], call["args"])
         if self.help:
             self.help.after_tool(call, result)   # what the call got wrong
@@ -2109,7 +2110,10 @@ FENCE = re.compile(r"```[\w-]*\s*(.*?)\s*```\s*$", re.DOTALL)
 NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 WORD = re.compile(r"[A-Za-z_]\w*")
 LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
-STRING_END = re.compile(r"\s*(?:[,:=}\]]|$)")   # what may follow a string's closing quote
+KEY_END = re.compile(r"\s*[:=]")   # what may follow a key's closing quote, and a value's:
+VALUE_END = re.compile(r"\s*(?:[}\]]|$|,\s*(?:[}\]]|$"   # the end, or a comma and then
+                       r"""|["']?[\w-]+["']?\s*[:=]"""    # the next key,
+                       r"""|["'][^"'\n]*["']\s*[,\]]))""")   # or a list's next string
 STRING_RUNS = {'"': re.compile(r'[^"\\]+'), "'": re.compile(r"[^'\\]+")}
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "/": "/", "\\": "\\",
            '"': '"', "'": "'"}
@@ -2324,10 +2328,15 @@ def lenient_container(text, at, depth):
             return items, at + 1
         if closing == "}":
             bare = WORD.match(text, at)   # a bare key: path="a.py", as in Python or XML
-            key, at = (bare.group(), bare.end()) if bare else lenient_value(text, at, depth + 1)
+            if bare:
+                key, at = bare.group(), bare.end()
+            elif text[at:at + 1] in STRING_RUNS:
+                key, at = lenient_string(text, at, KEY_END)
+            else:
+                raise ValueError(f"expected a key at {at}")
             at = SPACE.match(text, at).end()
-            if not isinstance(key, str) or text[at:at + 1] not in (":", "="):
-                raise ValueError(f"expected a key and ':' at {at}")
+            if text[at:at + 1] not in (":", "="):
+                raise ValueError(f"expected ':' at {at}")
             items[key], at = lenient_value(text, at + 1, depth + 1)
         else:
             value, at = lenient_value(text, at, depth + 1)
@@ -2339,13 +2348,14 @@ def lenient_container(text, at, depth):
             raise ValueError(f"expected ',' or {closing!r} at {at}")
 
 
-def lenient_string(text, at):
+def lenient_string(text, at, end=VALUE_END):
     """A string in single or double quotes, raw newlines allowed; returns (string, end).
 
-    A quote that is not followed by what may come after a string (`,` `:` `=`
-    `}` `]` or the end) is taken as part of it: models leave the quotes of code
-    unescaped, as in "return f"{name}!"".  When such double quotes are left
-    unpaired, the last one also closed the code's string: "f"{name}!"}.
+    A quote that is not followed by what may come after the string (`end`: a
+    key's `:`; after a value, the next key, `}` `]` or the end) is taken as
+    part of it: models leave the quotes of code unescaped, as in
+    "return f"{name}!"" or "x, y = text.split(",")".  When such double quotes
+    are left unpaired, the last one also closed the code's string: "f"{name}!"}.
     """
     quote, parts, at, inner = text[at], [], at + 1, 0
     while at < len(text):
@@ -2353,7 +2363,7 @@ def lenient_string(text, at):
         if run:
             parts.append(run.group())
             at = run.end()
-        elif text[at] == quote and STRING_END.match(text, at + 1):
+        elif text[at] == quote and end.match(text, at + 1):
             unpaired = quote == '"' and inner % 2 == 1
             return "".join(parts) + (quote if unpaired else ""), at + 1
         elif text[at] == quote:
@@ -2382,6 +2392,7 @@ MAX_CHECKED_SCOPES = 1000   # more definitions: names are not checked (symtable 
 MAX_STALE_NAMES = 5      # names shown that an edit took away while other files still use them
 MAX_STALE_USES = 8       # ... and lines shown for each: a rename's imports and calls
 DEFINED_NAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)   # a module's own
+CUT_MARK = re.compile(r"\.\.\.\[truncated \d+ chars\]\.\.\.")   # as clip() writes it
 ANY_DEFINITION = re.compile(r"^[ \t]*(?:async\s+def|def|class)\s+(\w+)", re.M)   # and methods
 LEADING_SPACE = re.compile(r"[ \t]*")
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -2428,15 +2439,18 @@ class SmallModelHelp:
         return None
 
     def mend_edit(self, call):
-        """Keep the text an edit will change, for after_tool; refuse a patch that changes nothing
-        or would break a Python file that compiles; mend its file, its quotes, its layout, the
-        definition it would lose, the markup around a new file."""
+        """Keep the text an edit will change, for after_tool; refuse an edit that copied a
+        shortened call, a patch that changes nothing or would break a Python file that compiles;
+        mend its file, its quotes, its layout, a return or definition it would lose, the markup
+        around a new file."""
         args = call["args"]
+        text = self.file_text(args["path"])
+        if cut := copied_cut(args, text):
+            return refusal(cut, call["name"])
         if call["name"] == "write_file":
-            self.before[args["path"]] = self.file_text(args["path"])
+            self.before[args["path"]] = text
             unwrap_code(call)
             return None
-        text = self.file_text(args["path"])
         if self.mend_path(call, text):
             text = self.file_text(args["path"])
         self.before[args["path"]] = text
@@ -2449,6 +2463,7 @@ class SmallModelHelp:
             line = line_of(text, args["new_text"].strip())   # again: its lines twice
             return refusal(f"its new_text is already there (line {line}): that change is made")
         mend_quotes(call, text)
+        keep_return(call, text)
         try:
             after = patched(text, args["old_text"], args["new_text"], args["path"])
         except ValueError:
@@ -2609,9 +2624,20 @@ class SmallModelHelp:
         return warnings[:MAX_STALE_NAMES]
 
 
-def refusal(why):
-    """A patch the coach refuses, as the tool's own failure would read."""
-    return ToolResult(False, f"error: tool patch_file failed: {why}")
+def refusal(why, tool="patch_file"):
+    """An edit the coach refuses, as the tool's own failure would read."""
+    return ToolResult(False, f"error: tool {tool} failed: {why}")
+
+
+def copied_cut(args, text):
+    """Why an edit is refused that holds the mark the transcript leaves where it shortened a call
+    (small models copy their earlier call as shown), unless the file `text` holds it; or ''."""
+    for key in ("old_text", "new_text", "content"):
+        mark = CUT_MARK.search(args.get(key, ""))
+        if mark and mark.group() not in (text or ""):
+            return (f"its {key} holds {mark.group()}, where the transcript shortened an earlier "
+                    "call; that is not the file's text: write the text whole")
+    return ""
 
 
 def mentions(text, name):
@@ -2628,6 +2654,23 @@ def mend_quotes(call, text):
         at = blind_text.find(blind_old)   # same lengths: the places agree
         args["old_text"] = text[at:at + len(blind_old)]
         add_note(call, "old_text matched once ' and \" were taken as one")
+
+
+def keep_return(call, text):
+    """Put `return` back in a Python patch that wraps a returned value and drops the keyword:
+    `return list(tags)` patched to `sorted(list(tags))` would leave the function returning None."""
+    args = call["args"]
+    old, new = args["old_text"].strip(), args["new_text"].strip()
+    value = old.removeprefix("return ").strip()
+    wraps = old.startswith("return ") and value in new and new != value and "\n" not in old + new
+    if not (wraps and args["path"].endswith(".py") and text.count(args["old_text"]) == 1):
+        return
+    try:
+        compile(new, "<patch>", "eval")   # an expression, not a statement such as `x = value`
+    except (SyntaxError, ValueError):
+        return
+    args["new_text"] = args["new_text"].replace(new, f"return {new}", 1)
+    add_note(call, "`return` was kept: the new line wraps the value the old one returned")
 
 
 def whole_lines(text, old_text):

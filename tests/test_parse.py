@@ -375,6 +375,12 @@ def test_a_write_that_holds_every_tag_reaches_the_disk_intact(repo):
     ('{"old_text": "return f"{calc_total(items):.2f}"", "new_text": "return f"{compute_total(items):.2f}"}',
      {"old_text": 'return f"{calc_total(items):.2f}"',   # Qwen2.5-Coder-1.5B, in every run of a rename: the
       "new_text": 'return f"{compute_total(items):.2f}"'}),   # last quote closes the code's string and the JSON's
+    ('{"path": "geometry.py", "new_text": "    x, y = text.split(",")\\n    return {\'x\': float(x)}"}',
+     {"path": "geometry.py",   # Qwen2.5-Coder-1.5B: a comma in the code's quotes does not end the JSON string
+      "new_text": "    x, y = text.split(\",\")\n    return {'x': float(x)}"}),
+    ('{"old_text": "if kind == "a": print("a", kind)", "new_text": \'d = {"a": 1}\'}',   # nor a colon, in a value
+     {"old_text": 'if kind == "a": print("a", kind)', "new_text": 'd = {"a": 1}'}),
+    ('{"paths": ["a.py", "b.py",], \'n\': 1}', {"paths": ["a.py", "b.py"], "n": 1}),
 ])
 def test_lenient_json_reads_what_small_models_write(text, value):
     assert mca.loads_at(text, 0) == (value, len(text))

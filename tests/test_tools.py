@@ -460,6 +460,58 @@ def test_a_patch_to_a_file_that_does_not_exist_goes_to_the_one_file_that_holds_i
         == "error: tool patch_file failed: no such file: limits.py"
 
 
+class RecordingCalls(mca.Display):
+    """A display that keeps each call line as it would be shown: (tool, path)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def tool_started(self, name, args, depth):
+        self.calls.append((name, args.get("path")))
+
+
+def test_the_call_line_shows_the_file_a_mended_patch_goes_to(repo):
+    (repo / "net").mkdir()
+    (repo / "net" / "__init__.py").write_text("from .limits import MAX_RETRIES\n")
+    (repo / "net" / "limits.py").write_text("MAX_RETRIES = 3\n")
+    display = RecordingCalls()
+    agent = make_agent(repo, [], small_model_help=True, display=display)
+    agent.run_call({"name": "patch_file", "args": {"path": "net/__init__.py",   # as the 1.5B model sent it
+                                                   "old_text": "MAX_RETRIES = 3", "new_text": "MAX_RETRIES = 5"}})
+    assert display.calls == [("patch_file", "net/limits.py")]
+
+
+def test_an_edit_that_copied_a_shortened_call_is_refused_and_writes_nothing(repo):
+    (repo / "stats.py").write_text('def mean(numbers):\n    """The mean."""\n    return sum(numbers) / len(numbers)\n')
+    agent = make_agent(repo, [], small_model_help=True)
+    copied = {"path": "stats.py", "old_text": 'def mean(numbers):\n    """The mean.""...[truncated 48 chars]... 1)',
+              "new_text": "def mean(numbers):\n    return 0"}   # as the 1.5B model copied its own call
+    assert agent.run_tool("patch_file", copied) == (
+        "error: tool patch_file failed: its old_text holds ...[truncated 48 chars]..., where the transcript "
+        "shortened an earlier call; that is not the file's text: write the text whole; the nearest is line 1, "
+        "copy it exactly: def mean(numbers):")
+    content = {"path": "test_stats.py", "content": "import unittest\n...[truncated 310 chars]...\nunittest.main()\n"}
+    assert agent.run_tool("write_file", content).startswith("error: tool write_file failed: its content holds")
+    assert not (repo / "test_stats.py").exists()
+    (repo / "log.txt").write_text("cut: ...[truncated 5 chars]...\n")   # a file that holds the mark is edited
+    assert agent.run_tool("patch_file", {"path": "log.txt", "old_text": "...[truncated 5 chars]...",
+                                         "new_text": "(cut)"}) == "patched log.txt"
+
+
+def test_a_patch_that_wraps_a_returned_value_keeps_the_return(repo):
+    (repo / "tags.py").write_text("def list_tags(notes):\n    tags = set(notes)\n    return list(tags)\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    wrapped = {"path": "tags.py", "old_text": "return list(tags)", "new_text": "sorted(list(tags))"}   # 1.5B, 8 runs
+    assert agent.run_tool("patch_file", wrapped) == (
+        "(ran patch_file; `return` was kept: the new line wraps the value the old one returned)\npatched tags.py")
+    assert (repo / "tags.py").read_text().endswith("    return sorted(list(tags))\n")
+    missed = {"path": "tags.py", "old_text": "return list(names)", "new_text": "sorted(list(names))"}
+    assert agent.run_tool("patch_file", missed).startswith("error: tool patch_file failed: old_text must occur")
+    assigned = {"path": "tags.py", "old_text": "return sorted(list(tags))", "new_text": "result = sorted(list(tags))"}
+    assert agent.run_tool("patch_file", assigned) == "patched tags.py"   # a statement: taken as written
+    assert (repo / "tags.py").read_text().endswith("    result = sorted(list(tags))\n")
+
+
 def test_a_patch_that_adds_lines_around_its_old_text_is_not_made_twice(repo):
     (repo / "stats.py").write_text("def mean(numbers):\n    return sum(numbers) / (len(numbers) + 1)\n")
     guard = {"path": "stats.py", "old_text": "def mean(numbers):",   # as the 1.5B model sent it, twice
