@@ -2110,7 +2110,7 @@ FENCE = re.compile(r"```[\w-]*\s*(.*?)\s*```\s*$", re.DOTALL)
 NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 WORD = re.compile(r"[A-Za-z_]\w*")
 LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
-KEY_END = re.compile(r"\s*[:=]")   # what may follow a key's closing quote, and a value's:
+KEY_END = re.compile(r"\s*[:=]")   # what may follow a key's closing quote; after a value's:
 VALUE_END = re.compile(r"\s*(?:[}\]]|$|,\s*(?:[}\]]|$"   # the end, or a comma and then
                        r"""|["']?[\w-]+["']?\s*[:=]"""    # the next key,
                        r"""|["'][^"'\n]*["']\s*[,\]]))""")   # or a list's next string
@@ -2630,8 +2630,8 @@ def refusal(why, tool="patch_file"):
 
 
 def copied_cut(args, text):
-    """Why an edit is refused that holds the mark the transcript leaves where it shortened a call
-    (small models copy their earlier call as shown), unless the file `text` holds it; or ''."""
+    """Why an edit is refused, or '': it holds the mark the transcript leaves in a shortened call
+    (small models copy their earlier call as shown), and the file's `text` does not."""
     for key in ("old_text", "new_text", "content"):
         mark = CUT_MARK.search(args.get(key, ""))
         if mark and mark.group() not in (text or ""):
