@@ -42,6 +42,7 @@ if __name__ == "__main__" and sys.path[:1] == [os.getcwd()]:   # `python -m` put
     del sys.path[0]   # folder, perhaps an untrusted repository, before the standard library
 
 import argparse
+import ast
 import builtins
 import difflib
 import hashlib
@@ -2387,6 +2388,7 @@ MAX_NAMED_FILES = 3      # files a request names that are read before the model 
 HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
 HINT_LINE_CHARS = 200    # ... comparing only this much of each line
 ANALYSIS_SECONDS = 1.0   # ... and for no longer than this, whatever the file holds
+REPEAT_CHARS = 300       # the longest repeat of the text around a patch that is taken off
 SYNTAX_CHECK_CHARS = 300_000   # a larger Python file is not checked (compiling takes ~0.1 s)
 MAX_CHECKED_SCOPES = 1000   # more definitions: names are not checked (symtable is quadratic)
 MAX_STALE_NAMES = 5      # names shown that an edit took away while other files still use them
@@ -2415,11 +2417,12 @@ class SmallModelHelp:
         self.unchecked = []    # code files this request changed since its last command
         self.sent_back = {}    # kind -> how much was left wrong when an answer was last sent back
         self.request = ""      # the request being worked on
+        self.offered = set()   # (path, what) of the edits the coach made or was denied
 
     def start(self, request):
         """Before a request: read the files it names, as a person would attach them, so that the
         model edits the right file instead of guessing one."""
-        self.unchecked, self.sent_back, self.request = [], {}, request
+        self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
         for path in named_files(request, repo_files(self.agent.git)):
             if not self.agent.repeats_last_two("read_file", {"path": path}):   # else it is refused
                 self.agent.run_call({"name": "read_file", "args": {"path": path}})
@@ -2464,6 +2467,8 @@ class SmallModelHelp:
             return refusal(f"its new_text is already there (line {line}): that change is made")
         mend_quotes(call, text)
         keep_return(call, text)
+        drop_repeats(call, text)
+        whole_function(call, text)
         try:
             after = patched(text, args["old_text"], args["new_text"], args["path"])
         except ValueError:
@@ -2525,8 +2530,51 @@ class SmallModelHelp:
         if name.endswith(SOURCE_SUFFIXES) and name not in self.unchecked:
             self.unchecked.append(name)
         warnings, note = self.edit_warnings(name, before, text)
+        followed = self.follow_up(name, before, text)
+        if followed:   # the warnings it answers are gone: say what is left
+            warnings, note = self.edit_warnings(name, before, self.file_text(name) or "")
+            result.text += f"\nnote: changed to match: {followed}"
         result.warnings += warnings
         result.text += f"\nnote: {note}" if note else ""
+
+    def follow_up(self, name, before, text):
+        """Make the edits an edit plainly calls for, each approved as the model's own are: the
+        import of a standard-library name it began to use, the uses of a definition it renamed
+        as the request asks (small models stop after the first file); what was done, or ""."""
+        done = []
+        if name.endswith(".py"):
+            added = missing_imports(before, text)
+            what = f"added {' and '.join(added)}" if added else ""
+            done += self.coach_edit(name, with_imports(text, added), what)
+        for (home, gone), new_name in list(self.taken_away.items()):
+            if new_name and mentions(self.request, gone) and mentions(self.request, new_name):
+                for path in self.files_using(home, gone):
+                    word = re.compile(rf"\b{gone}\b")
+                    done += self.coach_edit(path, word.sub(new_name, self.file_text(path) or ""),
+                                            f"renamed {gone} to {new_name}")
+        return "; ".join(done)
+
+    def files_using(self, home, name):
+        """The Python files that still use a name taken out of `home`, home itself first."""
+        sources = dict(self.other_files("", ".py"))
+        uses = lines_using({name}, home, sources)[name]
+        found = [home] if re.search(rf"\b{name}\b", self.file_text(home) or "") else []
+        return found + sorted({path for path, _, _ in uses})
+
+    def coach_edit(self, path, content, what):
+        """Write a file for the model, as a tool call it made would, shown and approved;
+        ["PATH (WHAT)"] if it was written, else []."""
+        text = self.file_text(path)
+        if not what or (path, what) in self.offered or text is None or content == text \
+                or syntax_error_added(path, text, content):
+            return []
+        self.offered.add((path, what))   # asked once: a user who said no is not asked again
+        self.agent.display.notice(f"The coach changes {path} too: {what}.")
+        if not self.agent.use_tool("write_file", {"path": path, "content": content}).ok:
+            return []
+        if path not in self.unchecked:
+            self.unchecked.append(path)
+        return [f"{path} ({what})"]
 
     def review_answer(self, answer, steps_left):
         """Why an answer goes back to the model, as (a notice for the user, a message for the
@@ -2773,6 +2821,86 @@ def unwrap_code(call):
     if not syntax_error(path, inner):
         args["content"] = inner.rstrip("\n") + "\n"
         add_note(call, "the markup around the code was taken off")
+
+
+def missing_imports(before, after):
+    """The import lines for standard-library names an edit began to use without importing."""
+    if max(len(before), len(after)) > SYNTAX_CHECK_CHARS:
+        return []
+    try:
+        new = set(undefined_names(after) or []) - set(undefined_names(before) or [])
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    return sorted({line for name in new if (line := import_line(name, after))})
+
+
+def with_imports(text, lines):
+    """The text with import lines added after its last import at the top level (or its top)."""
+    found = list(re.finditer(r"^(?:import \w|from [\w.]+ import ).*\n", text, re.MULTILINE))
+    at = found[-1].end() if found else re.match(r"(?:#.*\n)*", text).end()
+    return text[:at] + "".join(f"{line}\n" for line in lines) + text[at:]
+
+
+def drop_repeats(call, text):
+    """Take off the ends of a patch's new_text that repeat the text just before or after its
+    old_text in the file: small models write a whole expression over part of one, and
+    `utcnow()` patched to `...now(tz).isoformat()` would read `.isoformat().isoformat()`."""
+    args = call["args"]
+    old, new = args["old_text"], args["new_text"]
+    if text.count(old) != 1:
+        return
+    at = text.find(old)
+    before, after = text[:at], text[at + len(old):]
+    most = min(len(new), REPEAT_CHARS) + 1
+    head = max(n for n in range(most) if before.endswith(new[:n]))
+    tail = max(n for n in range(most) if after.startswith(new[len(new) - n:]))
+    head, tail = (n if len(part.strip()) >= 4 else 0   # shorter: a bracket, a word, not a slip
+                  for n, part in ((head, new[:head]), (tail, new[len(new) - tail:])))
+    mended = new[head:len(new) - tail]
+    if mended in ("", old, new) or syntax_error_added(args["path"], text,
+                                                      text.replace(old, mended, 1)):
+        return
+    args["new_text"] = mended
+    add_note(call, "new_text repeated the text around old_text; the repeat was taken off")
+
+
+def function_at(text, name, line=None):
+    """The function `name` defined at the top of `text` (or at `line`, at any depth), as an
+    ast node, or None."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    nodes = ast.walk(tree) if line else tree.body
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    return next((node for node in nodes if isinstance(node, functions) and node.name == name
+                 and line in (None, node.lineno)), None)
+
+
+def whole_function(call, text):
+    """Patch a whole function when a patch over its def line writes it anew and its body ends
+    in return or raise: small models rewrite a function over its first line, which leaves the
+    old body below the new one, or breaks the file."""
+    args = call["args"]
+    named = re.match(r"(?:async\s+)?def\s+(\w+)", args["old_text"].strip())
+    if not (named and args["path"].endswith(".py") and len(text) <= SYNTAX_CHECK_CHARS
+            and text.count(args["old_text"]) == 1):
+        return
+    new = function_at(indented(args["new_text"], ""), named[1])
+    old = function_at(text, named[1], line_of(text, args["old_text"]))
+    found = whole_lines(text, args["old_text"])
+    if not (new and old and found and isinstance(new.body[-1], (ast.Return, ast.Raise))):
+        return
+    start = text.find(found[0])
+    old_text = text[start:len("\n".join(text.split("\n")[:old.end_lineno]))]
+    if not old_text.startswith(found[0]) or old_text == found[0]:
+        return   # old_text goes past the function, or is the whole of it already
+    gap = found[0][:len(found[0]) - len(args["old_text"])]   # before old_text on its line
+    for new_text in (gap + args["new_text"], indented(args["new_text"], found[1])):
+        if not syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
+            args["old_text"], args["new_text"] = old_text, new_text
+            add_note(call, f"new_text writes {named[1]} whole, so it replaced the whole function")
+            return
 
 
 def named_files(request, names):

@@ -499,13 +499,32 @@ def test_an_answer_while_a_name_taken_away_is_still_used_goes_back_while_the_mod
                "<final>done</final>",   # no progress since: not sent back for that again, but for a check
                "<final>done, as said</final>"]
     agent = make_agent(repo, replies, small_model_help=True)
-    assert agent.ask("rename calc_total to compute_total") == "done, as said"
+    assert agent.ask("give calc_total a clearer name") == "done, as said"   # the new name is the model's
     sent_back = [item["content"] for item in agent.session["history"][1:] if item["role"] == "user"]
     assert len(sent_back) == 3 and sent_back[2] == mca.CHECK_REQUEST.format(files="billing.py, invoice.py")
     assert sent_back[0].startswith("[check] Not done yet: warning: billing.py no longer defines calc_total")
     assert "invoice.py:1: from billing import calc_total" in sent_back[0]
     assert "invoice.py:1:" not in sent_back[1] and "invoice.py:2: print(calc_total([]))" in sent_back[1]
 
+
+
+def test_the_coach_changes_the_uses_of_a_definition_the_request_renames(repo):
+    (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items) if items else calc_total([0])\n")
+    (repo / "invoice.py").write_text("from billing import calc_total\nprint(calc_total([]))\n")
+    (repo / "shop.py").write_text("def calc_total(cart):\n    return len(cart)\n")   # its own: not billing's
+    rename = '<tool name="patch_file" path="billing.py"><old_text>def calc_total</old_text>' \
+             '<new_text>def compute_total</new_text></tool>'
+    agent = make_agent(repo, [rename, "<final>renamed</final>", "<final>checked</final>"], small_model_help=True)
+    assert agent.ask("Rename calc_total to compute_total everywhere.") == "checked"   # after the check's send-back
+    assert (repo / "billing.py").read_text() == \
+        "def compute_total(items):\n    return sum(items) if items else compute_total([0])\n"
+    assert (repo / "invoice.py").read_text() == "from billing import compute_total\nprint(compute_total([]))\n"
+    assert (repo / "shop.py").read_text() == "def calc_total(cart):\n    return len(cart)\n"
+    result = agent.session["history"][1]["content"]
+    assert result == ("patched billing.py\nnote: changed to match: billing.py (renamed calc_total to compute_total); "
+                      "invoice.py (renamed calc_total to compute_total)")
+    assert mca.CHECK_REQUEST.format(files="billing.py, invoice.py") in agent.session["history"][3]["content"]
+    assert [change["path"] for change in agent.session["undo"]] == ["billing.py", "billing.py", "invoice.py"]
 
 @pytest.mark.parametrize("replies, settings", [
     ([WRITE_APP, RUN_APP, "<final>ran it</final>"], {}),                      # the model checked on its own

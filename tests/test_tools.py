@@ -512,6 +512,31 @@ def test_a_patch_that_wraps_a_returned_value_keeps_the_return(repo):
     assert (repo / "tags.py").read_text().endswith("    result = sorted(list(tags))\n")
 
 
+def test_a_function_written_anew_over_its_def_line_replaces_the_whole_function(repo):
+    (repo / "stamps.py").write_text('import datetime\n\n\ndef now_stamp():\n    """In UTC."""\n    return '
+                                    "datetime.datetime.utcnow().isoformat()\n\n\ndef today():\n    return 1\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    anew = {"path": "stamps.py", "old_text": "def now_stamp()",   # as the 1.5B model sent it on a terminal
+            "new_text": 'def now_stamp():\n    """In UTC."""\n'
+                        "    return datetime.datetime.now(datetime.UTC).isoformat()"}
+    assert agent.run_tool("patch_file", anew) == (
+        "(ran patch_file; new_text writes now_stamp whole, so it replaced the whole function)\npatched stamps.py")
+    assert (repo / "stamps.py").read_text() == ('import datetime\n\n\ndef now_stamp():\n    """In UTC."""\n    return '
+                                                'datetime.datetime.now(datetime.UTC).isoformat()\n\n\ndef today():\n'
+                                                '    return 1\n')
+    (repo / "shapes.py").write_text("class Square:\n    def area(self):\n        return 0\n\n    def name(self):\n"
+                                    "        return 'square'\n")
+    method = {"path": "shapes.py", "old_text": "def area(self):",
+              "new_text": "def area(self):\n        return self.side ** 2"}
+    assert agent.run_tool("patch_file", method).endswith("patched shapes.py")
+    assert (repo / "shapes.py").read_text() == ("class Square:\n    def area(self):\n        return self.side ** 2\n\n"
+                                                "    def name(self):\n        return 'square'\n")
+    guard = {"path": "shapes.py", "old_text": "def name(self):",   # lines put before the body: it stays
+             "new_text": "def name(self):\n        if not self.side:\n            raise ValueError('no side')"}
+    assert agent.run_tool("patch_file", guard) == "patched shapes.py"
+    assert (repo / "shapes.py").read_text().endswith("raise ValueError('no side')\n        return 'square'\n")
+
+
 def test_a_patch_that_adds_lines_around_its_old_text_is_not_made_twice(repo):
     (repo / "stats.py").write_text("def mean(numbers):\n    return sum(numbers) / (len(numbers) + 1)\n")
     guard = {"path": "stats.py", "old_text": "def mean(numbers):",   # as the 1.5B model sent it, twice
@@ -569,15 +594,48 @@ def test_a_python_file_that_uses_a_name_it_never_defines_is_reported(repo):
     assert mca.undefined_names(fine.replace("from json import *\n", "")) == ["loads"]
 
 
-def test_a_standard_library_name_a_file_forgot_to_import_comes_with_its_import(repo):
+def test_a_standard_library_name_an_edit_began_to_use_is_imported_for_it(repo, monkeypatch):
     agent = make_agent(repo, [], small_model_help=True)
     stamps = ("import datetime\n\n\ndef now_stamp():\n"   # as the 1.5B model left it
               "    return datetime.datetime.now(timezone.utc).isoformat()\n")
-    assert agent.run_tool("write_file", {"path": "stamps.py", "content": stamps}).endswith(
-        "uses names it never defines or imports: timezone (from datetime import timezone); fix it")
-    dump = "def dump(record):\n    return json.dumps(record) + sorted_keys(record)\n"
+    assert agent.run_tool("write_file", {"path": "stamps.py", "content": stamps}) == (
+        "wrote stamps.py (94 chars)\n"
+        "note: changed to match: stamps.py (added from datetime import timezone)")
+    imported = stamps.replace("datetime\n", "datetime\nfrom datetime import timezone\n", 1)
+    assert (repo / "stamps.py").read_text() == imported
+    dump = "#!/usr/bin/env python3\ndef dump(record):\n    return json.dumps(record) + sorted_keys(record)\n"
     assert agent.run_tool("write_file", {"path": "dump.py", "content": dump}).endswith(
-        "uses names it never defines or imports: json (import json), sorted_keys; fix it")
+        "(added import json)\n"
+        "warning: dump.py uses names it never defines or imports: sorted_keys; fix it")
+    assert (repo / "dump.py").read_text().startswith("#!/usr/bin/env python3\nimport json\ndef dump")
+    answers = iter(["y", "n"])   # the model's write approved, the coach's import denied: the hint says it
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
+    asking = make_agent(repo, [], small_model_help=True, approval_policy="ask")
+    assert asking.run_tool("write_file", {"path": "later.py", "content": stamps}).endswith(
+        "uses names it never defines or imports: timezone (from datetime import timezone); fix it")
+    assert (repo / "later.py").read_text() == stamps
+    other_line = {"path": "later.py", "old_text": "def now_stamp", "new_text": "def stamp_now"}
+    assert agent.run_tool("patch_file", other_line).startswith("patched later.py\nwarning:")   # not its doing
+    assert "import timezone" not in (repo / "later.py").read_text()
+
+
+def test_a_patch_that_repeats_the_text_around_its_old_text_loses_the_repeat(repo):
+    (repo / "stamps.py").write_text("import datetime\n\n\ndef now_stamp():\n"
+                                    "    return datetime.datetime.utcnow().isoformat()\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    whole = {"path": "stamps.py", "old_text": "utcnow().isoformat()",   # the whole expression, over part of it
+             "new_text": "datetime.now(datetime.timezone.utc).isoformat()"}
+    assert agent.run_tool("patch_file", whole) == ("(ran patch_file; new_text repeated the text around old_text; "
+                                                   "the repeat was taken off)\npatched stamps.py")
+    assert "    return datetime.datetime.now(datetime.timezone.utc).isoformat()\n" in (repo / "stamps.py").read_text()
+    (repo / "pages.py").write_text("def page(items, number, size):\n    start = number * size\n"
+                                   "    return items[start:start + size]\n")
+    next_line = {"path": "pages.py", "old_text": "    start = number * size",   # the next line written again
+                 "new_text": "    start = (number - 1) * size\n    return items[start:start + size]"}
+    assert agent.run_tool("patch_file", next_line).startswith("(ran patch_file; new_text repeated")
+    assert (repo / "pages.py").read_text().count("return") == 1
+    back = {"path": "pages.py", "old_text": "(number - 1) * size", "new_text": "number * size"}
+    assert agent.run_tool("patch_file", back) == "patched pages.py"   # no repeat: as written
 
 
 def test_checking_a_python_file_prints_nothing_to_the_terminal(repo):
