@@ -3054,8 +3054,9 @@ def import_line(name, text):
     if name in sys.stdlib_module_names and re.search(rf"\b{name}\.\w", text):
         return f"import {name}"
     for module in re.findall(r"^import (\w+)$", text, re.MULTILINE):
-        if module in sys.stdlib_module_names and hasattr(sys.modules.get(module), name):
-            return f"from {module} import {name}"
+        found = getattr(sys.modules.get(module), name, None)
+        if module in sys.stdlib_module_names and callable(found):   # a class or a function: not
+            return f"from {module} import {name}"                 # os.path for a variable path
     return ""
 
 

@@ -482,3 +482,25 @@ def test_an_edit_that_changes_nothing_is_not_asked_about(ollama, start, repo):
     assert "approve write_file?" not in shown and "wrote hello.txt" in shown
     terminal.type("/exit\n")
     assert terminal.finish() == 0
+
+
+def test_an_edit_the_coach_makes_is_shown_and_asked_about_like_the_models(ollama, start, repo):
+    (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n")
+    (repo / "invoice.py").write_text("from billing import calc_total\nprint(calc_total([]))\n")
+    ollama.script('<tool name="patch_file" path="billing.py"><old_text>def calc_total</old_text>'
+                  '<new_text>def compute_total</new_text></tool>', *["<final>renamed</final>"] * 3)
+    terminal = start()
+    terminal.expect(PROMPT)
+    terminal.type("Rename calc_total to compute_total.\n")
+    terminal.expect("[a]lways for patch_file this session: ")
+    terminal.type("y\n")
+    asked = terminal.expect("[a]lways for write_file this session: ")
+    assert "The coach changes invoice.py too: renamed calc_total to compute_total." in asked
+    assert "-from billing import calc_total" in asked and "+print(compute_total([]))" in asked
+    terminal.type("n\n")
+    terminal.expect(PROMPT)
+    assert (repo / "invoice.py").read_text() == "from billing import calc_total\nprint(calc_total([]))\n"
+    said = session_history(repo)[1]["content"]   # the model hears what is left, not that it was done
+    assert "warning: billing.py no longer defines calc_total" in said and "changed to match" not in said
+    terminal.type("/exit\n")
+    assert terminal.finish() == 0

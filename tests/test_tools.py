@@ -608,6 +608,8 @@ def test_a_standard_library_name_an_edit_began_to_use_is_imported_for_it(repo, m
         "(added import json)\n"
         "warning: dump.py uses names it never defines or imports: sorted_keys; fix it")
     assert (repo / "dump.py").read_text().startswith("#!/usr/bin/env python3\nimport json\ndef dump")
+    slip = "import os\n\n\ndef size(name):\n    return os.stat(path).st_size\n"   # a variable, not os.path
+    assert agent.run_tool("write_file", {"path": "size.py", "content": slip}).endswith("imports: path; fix it")
     answers = iter(["y", "n"])   # the model's write approved, the coach's import denied: the hint says it
     monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
     asking = make_agent(repo, [], small_model_help=True, approval_policy="ask")
