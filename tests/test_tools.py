@@ -630,14 +630,13 @@ def test_a_patch_that_repeats_the_text_around_its_old_text_loses_the_repeat(repo
     assert agent.run_tool("patch_file", whole) == ("(ran patch_file; new_text repeated the text around old_text; "
                                                    "the repeat was taken off)\npatched stamps.py")
     assert "    return datetime.datetime.now(datetime.timezone.utc).isoformat()\n" in (repo / "stamps.py").read_text()
-    (repo / "pages.py").write_text("def page(items, number, size):\n    start = number * size\n"
-                                   "    return items[start:start + size]\n")
-    next_line = {"path": "pages.py", "old_text": "    start = number * size",   # the next line written again
-                 "new_text": "    start = (number - 1) * size\n    return items[start:start + size]"}
+    (repo / "area.py").write_text("def area(width, height):\n    size = width * height\n    return size\n")
+    next_line = {"path": "area.py", "old_text": "    size = width * height",   # the next line written again
+                 "new_text": "    size = abs(width * height)\n    return size"}
     assert agent.run_tool("patch_file", next_line).startswith("(ran patch_file; new_text repeated")
-    assert (repo / "pages.py").read_text().count("return") == 1
-    back = {"path": "pages.py", "old_text": "(number - 1) * size", "new_text": "number * size"}
-    assert agent.run_tool("patch_file", back) == "patched pages.py"   # no repeat: as written
+    assert (repo / "area.py").read_text().endswith("    size = abs(width * height)\n    return size\n")
+    back = {"path": "area.py", "old_text": "abs(width * height)", "new_text": "width * height"}
+    assert agent.run_tool("patch_file", back) == "patched area.py"   # no repeat: as written
 
 
 def test_checking_a_python_file_prints_nothing_to_the_terminal(repo):
