@@ -2513,8 +2513,8 @@ class SmallModelHelp:
             self.after_edit(call, result, self.before.pop(path, None) or "")
 
     def after_edit(self, call, result, before):
-        """Where a patch that missed should look; what an edit got wrong (syntax, names never
-        defined, stale uses of a name it took away)."""
+        """Where a patch that missed should look; the edits an edit calls for (follow_up); what
+        is still wrong (syntax, names never defined, stale uses of a name it took away)."""
         args = call["args"]
         text = self.file_text(args["path"])
         if text is None:
