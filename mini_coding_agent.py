@@ -2548,8 +2548,8 @@ class SmallModelHelp:
             done += self.coach_edit(name, with_imports(text, added), what)
         for (home, gone), new_name in list(self.taken_away.items()):
             if new_name and mentions(self.request, gone) and mentions(self.request, new_name):
+                word = re.compile(rf"\b{gone}\b")
                 for path in self.files_using(home, gone):
-                    word = re.compile(rf"\b{gone}\b")
                     done += self.coach_edit(path, word.sub(new_name, self.file_text(path) or ""),
                                             f"renamed {gone} to {new_name}")
         return "; ".join(done)
