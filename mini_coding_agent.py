@@ -2558,7 +2558,7 @@ class SmallModelHelp:
         """The Python files that still use a name taken out of `home`, home itself first."""
         sources = dict(self.other_files("", ".py"))
         uses = lines_using({name}, home, sources)[name]
-        found = [home] if re.search(rf"\b{name}\b", self.file_text(home) or "") else []
+        found = [home] if mentions(self.file_text(home) or "", name) else []
         return found + sorted({path for path, _, _ in uses})
 
     def coach_edit(self, path, content, what):
@@ -2689,7 +2689,7 @@ def copied_cut(args, text):
 
 
 def mentions(text, name):
-    """Whether `text` (a request) names `name` as a word."""
+    """Whether `text` (a request, a file) names `name` as a word, not inside a longer one."""
     return re.search(rf"\b{re.escape(name)}\b", text) is not None
 
 
@@ -2737,6 +2737,12 @@ def indented(new_text, indent):
     first = LEADING_SPACE.match(lines[0]).group()
     return "\n".join(indent + (line[len(first):] if line.startswith(first) else line.lstrip())
                      if line.strip() else "" for line in lines)
+
+
+def placed(new_text, line, indent, old_text):
+    """new_text as it may start where old_text's line does (`line`, `indent`: whole_lines()):
+    after what comes before old_text on that line, or indented as that line is."""
+    return line[:len(line) - len(old_text)] + new_text, indented(new_text, indent)
 
 
 def mend_indentation(call, text):
@@ -2794,8 +2800,7 @@ def keep_definition(call, text, request):
     if not (lost and added and longer and found and args["path"].endswith(".py")):
         return False   # a rename keeps its lines; a whole new body is the sign of an addition
     old_text, indent = found
-    gap = old_text[:len(old_text) - len(args["old_text"])]   # before old_text on its line
-    for new_text in (gap + args["new_text"], indented(args["new_text"], indent)):
+    for new_text in placed(args["new_text"], old_text, indent, args["old_text"]):
         new_text = f"{new_text.rstrip()}\n\n{old_text}"
         if not syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
             args["old_text"], args["new_text"] = old_text, new_text
@@ -2857,8 +2862,8 @@ def drop_repeats(call, text):
     head, tail = (n if len(part.strip()) >= 4 else 0   # shorter: a bracket, a word, not a slip
                   for n, part in ((head, new[:head]), (tail, new[len(new) - tail:])))
     mended = new[head:len(new) - tail]
-    if mended in ("", old, new) or syntax_error_added(args["path"], text,
-                                                      text.replace(old, mended, 1)):
+    after_mend = patched(text, old, mended, args["path"])
+    if mended in ("", old, new) or syntax_error_added(args["path"], text, after_mend):
         return
     args["new_text"] = mended
     add_note(call, "new_text repeated the text around old_text; the repeat was taken off")
@@ -2895,8 +2900,7 @@ def whole_function(call, text):
     old_text = text[start:len("\n".join(text.split("\n")[:old.end_lineno]))]
     if not old_text.startswith(found[0]) or old_text == found[0]:
         return   # old_text goes past the function, or is the whole of it already
-    gap = found[0][:len(found[0]) - len(args["old_text"])]   # before old_text on its line
-    for new_text in (gap + args["new_text"], indented(args["new_text"], found[1])):
+    for new_text in placed(args["new_text"], *found, args["old_text"]):
         if not syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
             args["old_text"], args["new_text"] = old_text, new_text
             add_note(call, f"new_text writes {named[1]} whole, so it replaced the whole function")
