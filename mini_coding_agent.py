@@ -82,6 +82,7 @@ TEMPLATE_TOKENS = 64     # room for the chat template Ollama wraps around our pr
 MAX_TOOL_OUTPUT = 4000   # chars of one tool result kept: about 100 lines of code
 MAX_HISTORY = 12000      # chars of recent transcript a compaction keeps verbatim
 STATE_DIR = ".mini-coding-agent"   # the agent's folder in the repository: sessions, undo, history
+INTERRUPTED = "interrupted by the user"   # what a request stopped with Ctrl-C ends with
 
 
 def now():
@@ -139,7 +140,7 @@ class AgentLoop:
                 self.help.start(user_message)   # e.g. reads the files the request names
             return self.work_on(user_message)
         except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
-            self.record({"role": "assistant", "content": "interrupted by the user"})
+            self.record({"role": "assistant", "content": INTERRUPTED})
             raise
 
     def work_on(self, user_message):
@@ -961,6 +962,8 @@ def chat_turns(item, rendered):
     said = rendered.removeprefix("[assistant] ")
     if item["role"] == "assistant" and said.startswith("Runtime notice"):   # the unusable reply
         return [{"role": "user", "content": said}]   # is not kept: models copied a stand-in for it
+    if item["role"] == "assistant" and said == INTERRUPTED:   # nor an answer the model never gave
+        return [{"role": "user", "content": f"({INTERRUPTED}: that request has no answer)"}]
     if item["role"] == "assistant":
         return [{"role": "assistant", "content": f"<final>{said}</final>"}]
     call = json.dumps({"name": item["name"], "args": item["args"]}, ensure_ascii=False)
@@ -1423,7 +1426,8 @@ class ToolUse:
         if self.help:
             self.help.after_tool(call, result)   # what the call got wrong
         if "note" in call:   # how the call was read: what the model wrote, what did not run
-            result.text = f"(ran {call['name']}; {call.pop('note')})\n{result.text}"
+            verb = "ran" if result.ok else "tried"
+            result.text = f"({verb} {call['name']}; {call.pop('note')})\n{result.text}"
         return result
 
     def path(self, raw_path):
@@ -2397,6 +2401,7 @@ DEFINED_NAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)  
 CUT_MARK = re.compile(r"\.\.\.\[truncated \d+ chars\]\.\.\.")   # as clip() writes it
 ANY_DEFINITION = re.compile(r"^[ \t]*(?:async\s+def|def|class)\s+(\w+)", re.M)   # and methods
 LEADING_SPACE = re.compile(r"[ \t]*")
+LINE_NUMBER = re.compile(r"^[ \t]*\d+:(?: |$)", re.M)   # as read_file shows a line: "  17: "
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 CHECK_REQUEST = (   # sent once per request: small models say "done" untested
     "[check] You changed {files} and have run nothing since. Check the change with run_shell (run "
@@ -2453,7 +2458,9 @@ class SmallModelHelp:
         if call["name"] == "write_file":
             self.before[args["path"]] = text
             unwrap_code(call)
+            add_written_definitions(call, text, self.request)
             return None
+        drop_line_numbers(call, text)
         if self.mend_path(call, text):
             text = self.file_text(args["path"])
         self.before[args["path"]] = text
@@ -2469,6 +2476,7 @@ class SmallModelHelp:
         keep_return(call, text)
         drop_repeats(call, text)
         whole_function(call, text)
+        add_definition(call, text, self.request)
         try:
             after = patched(text, args["old_text"], args["new_text"], args["path"])
         except ValueError:
@@ -2693,6 +2701,19 @@ def mentions(text, name):
     return re.search(rf"\b{re.escape(name)}\b", text) is not None
 
 
+def drop_line_numbers(call, text):
+    """Take read_file's numbers off a patch that copied them with the lines it shows: old_text
+    `  17:     with open(path) as f:` is the file's `    with open(path) as f:`."""
+    args = call["args"]
+    lines = [line for line in args["old_text"].splitlines() if line.strip()]
+    if not lines or args["old_text"] in (text or "") \
+            or not all(LINE_NUMBER.match(line) for line in lines):
+        return
+    for key in ("old_text", "new_text"):
+        args[key] = LINE_NUMBER.sub("", args[key])
+    add_note(call, "read_file's line numbers were taken off old_text and new_text")
+
+
 def mend_quotes(call, text):
     """Take a patch's old_text that occurs once if ' and " are taken as one: small models write
     f'{x}' for f"{x}", even when shown the line."""
@@ -2905,6 +2926,68 @@ def whole_function(call, text):
             args["old_text"], args["new_text"] = old_text, new_text
             add_note(call, f"new_text writes {named[1]} whole, so it replaced the whole function")
             return
+
+
+def add_definition(call, text, request):
+    """Add the function a patch anchors on itself (old_text its def line, which the file does
+    not have; new_text the function): a method at the end of the class the request names, or of
+    the file's only class; a function before the `__main__` block, or at the end."""
+    args = call["args"]
+    first = args["old_text"].strip()
+    named = re.fullmatch(r"(?:async\s+)?def\s+(\w+)\s*\((\s*(?:self|cls)\b)?.*", first)
+    if not (named and args["path"].endswith(".py") and len(text) <= SYNTAX_CHECK_CHARS
+            and args["new_text"].strip().startswith(first) and first not in text
+            and not re.search(rf"\bdef\s+{named[1]}\b", text)):
+        return
+    try:
+        nodes = ast.parse(text).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return
+    classes = [node for node in nodes if isinstance(node, ast.ClassDef)]
+    main = [node for node in nodes if isinstance(node, ast.If) and "__main__" in ast.unparse(node)]
+    home = ([node for node in classes if mentions(request, node.name)] or classes if named[2]
+            else main[:1] or nodes[-1:])
+    if len(home) != 1:
+        return
+    lines, function = text.split("\n"), args["new_text"].strip("\n")
+    old_text = "\n".join(lines[home[0].lineno - 1:home[0].end_lineno])
+    if named[2]:   # after the class's last statement, indented as it is
+        indent = LEADING_SPACE.match(lines[home[0].body[-1].lineno - 1]).group()
+        new_text = f"{old_text}\n\n{indented(function, indent)}"
+    else:
+        function = indented(function, "")
+        new_text = f"{function}\n\n\n{old_text}" if main else f"{old_text}\n\n\n{function}"
+    after = text.replace(old_text, new_text)
+    if text.count(old_text) == 1 and not syntax_error(args["path"], after):
+        args["old_text"], args["new_text"] = old_text, new_text
+        add_note(call, f"{named[1]} is not in {args['path']} yet, so it was added "
+                       f"{'to ' + home[0].name if named[2] else 'as a new function'}")
+
+
+def add_written_definitions(call, text, request):
+    """Take a write_file that holds only new methods, over a Python file with a class to hold
+    them, as a patch that adds them (add_definition): small models write the method to add as
+    the whole file, which would lose the rest of it."""
+    content = call["args"]["content"].strip("\n")
+    if not (text and call["args"]["path"].endswith(".py") and len(content) <= SYNTAX_CHECK_CHARS):
+        return
+    try:
+        nodes = ast.parse(indented(content, "")).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    if not nodes or any(
+            not isinstance(node, functions) or re.search(rf"\bdef\s+{node.name}\b", text)
+            or [arg.arg for arg in node.args.args[:1]] not in (["self"], ["cls"])
+            for node in nodes):
+        return
+    first = content.split("\n", 1)[0].strip()
+    patch = {"name": "patch_file",
+             "args": {"path": call["args"]["path"], "old_text": first, "new_text": content}}
+    add_definition(patch, text, request)
+    if "note" in patch:
+        call["name"], call["args"] = "patch_file", patch["args"]
+        add_note(call, f"write_file would have left only the new methods: {patch['note']}")
 
 
 def named_files(request, names):
@@ -3415,7 +3498,8 @@ def build_arg_parser():
                        f"{DEFAULT_HOST})")
     add("--ollama-timeout", type=positive_float, default=300,
         help="seconds to wait for one model reply (default: 300)")
-    add("--resume", metavar="ID|latest", help="go on with a saved session")
+    add("--resume", metavar="ID|latest", nargs="?", const="latest",
+        help="go on with a saved session (alone: the latest)")
     add("--approval", choices=("ask", "auto", "never"), default="ask",
         help="risky tools (shell, writes): ask, allow all, or deny all (default: ask)")
     add("--max-steps", type=positive_int, default=6,

@@ -213,6 +213,16 @@ def test_resume_latest_skips_a_damaged_session(ollama, repo):
     assert [item["content"] for item in json.loads(good.read_text())["history"]][-2:] == ["second", "two"]
 
 
+def test_resume_alone_goes_on_with_the_latest_session(ollama, repo):
+    ollama.script("<final>one</final>", "<final>two</final>")
+    agent_cli(ollama, repo, "first")
+    done = agent_cli(ollama, repo, "second", "--resume")
+    [session] = sessions(repo)
+    assert done.returncode == 0 and "resumed" in done.stderr
+    assert [item["content"] for item in json.loads(session.read_text())["history"]] == \
+        ["first", "one", "second", "two"]
+
+
 def test_resume_latest_without_sessions_starts_fresh(ollama, repo):
     ollama.script("<final>fresh</final>")
     done = agent_cli(ollama, repo, "--resume", "latest", "hi")
@@ -235,7 +245,10 @@ def test_ctrl_c_during_a_slow_reply_exits_cleanly_with_the_session_saved(ollama,
     process = subprocess.Popen([sys.executable, str(MODULE), "--cwd", str(repo), "--host", ollama.url, "slow one"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "NO_COLOR": "1"})
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while not ollama.generate_requests and time.monotonic() < deadline:   # the model is asked
+        time.sleep(0.05)
+    time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=10)
     assert process.returncode == 130

@@ -117,6 +117,26 @@ def test_ctrl_c_during_a_model_call_records_interrupted_and_keeps_the_session(re
     assert [item["content"] for item in history] == ["long job", "interrupted by the user"]
 
 
+def test_a_request_stopped_with_ctrl_c_reaches_the_model_as_a_fact_not_as_an_answer_to_copy(repo):
+    class InterruptedOnce(mca.FakeModelClient):
+        chat = True   # chat turns, as with Ollama
+
+        def complete(self, prompt, max_new_tokens):
+            if not self.prompts:
+                self.prompts.append(prompt)
+                raise KeyboardInterrupt
+            return super().complete(prompt, max_new_tokens)
+    client = InterruptedOnce(["<final>in total()</final>"])
+    agent = mca.MiniAgent(client, make_workspace(repo), mca.SessionStore(repo / "s"))
+    with pytest.raises(KeyboardInterrupt):
+        agent.ask("where is the total computed?")
+    assert agent.ask("where is the total computed?") == "in total()"
+    turns = client.prompts[1][1:]   # the 1.5B model answered "interrupted by the user" when shown it
+    assert turns == [{"role": "user", "content": "where is the total computed?"},
+                     {"role": "user", "content": "(interrupted by the user: that request has no answer)"},
+                     {"role": "user", "content": "where is the total computed?"}]
+
+
 def test_model_errors_propagate_after_the_request_is_saved(repo):
     agent = make_agent(repo, [])
     with pytest.raises(RuntimeError, match="no scripted replies"):

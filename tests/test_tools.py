@@ -582,6 +582,61 @@ def test_a_patch_with_other_quotes_applies_where_that_is_the_only_difference(rep
     assert (repo / "two.py").read_text() == "a = 'x'\nb = 'x'\n"
 
 
+def test_a_patch_that_copied_read_files_line_numbers_applies_without_them(repo):
+    (repo / "inventory.py").write_text("def load(path):\n    with open(path) as handle:\n"
+                                       "        return handle.read()\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    patch = {"path": "inventory.py", "old_text": "    2:     with open(path) as handle:",   # as the 1.5B
+             "new_text": "    2:     with open(path, encoding='utf-8') as handle:"}   # model wrote it
+    assert agent.run_tool("patch_file", patch) == ("(ran patch_file; read_file's line numbers were taken "
+                                                   "off old_text and new_text)\npatched inventory.py")
+    assert "\n    with open(path, encoding='utf-8') as handle:\n" in (repo / "inventory.py").read_text()
+    missed = {"path": "inventory.py", "old_text": "  3:         return handle.readlines()", "new_text": "  3: "}
+    assert agent.run_tool("patch_file", missed).startswith(   # a call that fails was tried, not run
+        "(tried patch_file; read_file's line numbers were taken off old_text and new_text)\nerror: ")
+    (repo / "ids.yaml").write_text("1: one\n2: two\n")   # text that is in the file keeps its numbers
+    assert agent.run_tool("patch_file", {"path": "ids.yaml", "old_text": "2: two",
+                                         "new_text": "2: zwei"}) == "patched ids.yaml"
+    assert (repo / "ids.yaml").read_text() == "1: one\n2: zwei\n"
+
+
+def test_a_patch_anchored_on_the_def_line_of_a_new_function_adds_it(repo):
+    (repo / "inventory.py").write_text("class Inventory:\n    def __init__(self):\n        self.items = {}\n\n\n"
+                                       "def load(path):\n    return Inventory()\n\n\n"
+                                       "if __name__ == '__main__':\n    print(load('x'))\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    method = {"path": "inventory.py", "old_text": "def count(self):",   # as the 1.5B model wrote it
+              "new_text": "def count(self):\n    return len(self.items.keys())"}
+    assert agent.run_tool("patch_file", method) == ("(ran patch_file; count is not in inventory.py yet, so it "
+                                                    "was added to Inventory)\npatched inventory.py")
+    function = {"path": "inventory.py", "old_text": "def save(inventory, path):",
+                "new_text": "def save(inventory, path):\n    pass"}
+    assert agent.run_tool("patch_file", function).startswith("(ran patch_file; save is not in inventory.py")
+    assert (repo / "inventory.py").read_text() == (
+        "class Inventory:\n    def __init__(self):\n        self.items = {}\n\n"
+        "    def count(self):\n        return len(self.items.keys())\n\n\n"
+        "def load(path):\n    return Inventory()\n\n\ndef save(inventory, path):\n    pass\n\n\n"
+        "if __name__ == '__main__':\n    print(load('x'))\n")
+    (repo / "two.py").write_text("class A:\n    pass\n\n\nclass B:\n    pass\n")   # which class? none taken
+    assert "found 0 times" in agent.run_tool("patch_file", {"path": "two.py", "old_text": "def size(self):",
+                                                             "new_text": "def size(self):\n    return 0"})
+
+
+def test_a_write_of_only_a_new_method_over_its_class_file_adds_the_method(repo):
+    shapes = ("class Rectangle:\n    def __init__(self, width, height):\n        self.width = width\n"
+              "        self.height = height\n")
+    (repo / "shapes.py").write_text(shapes)
+    agent = make_agent(repo, [], small_model_help=True)
+    alone = {"path": "shapes.py", "content": "\n\n    def area(self):\n        return self.width * self.height"}
+    assert agent.run_tool("write_file", alone) == (   # as the 1.5B model wrote it: the file would be lost
+        "(ran patch_file; write_file would have left only the new methods: area is not in shapes.py "
+        "yet, so it was added to Rectangle)\npatched shapes.py")
+    area = "\n    def area(self):\n        return self.width * self.height\n"
+    assert (repo / "shapes.py").read_text() == shapes + area
+    whole = "def rectangle_area(width, height):\n    return width * height\n"   # functions: a new module
+    assert agent.run_tool("write_file", {"path": "shapes.py", "content": whole}).startswith("wrote ")
+
+
 def test_a_python_file_that_uses_a_name_it_never_defines_is_reported(repo):
     agent = make_agent(repo, [], small_model_help=True)
     tests = ("import unittest\n\nclass TestStack(unittest.TestCase):\n    def test_push(self):\n"
