@@ -2389,6 +2389,12 @@ def lenient_string(text, at, end=VALUE_END):
 # ---------------------------------------------------------------------------
 
 MAX_NAMED_FILES = 3      # files a request names that are read before the model starts
+# A test run a request names ("the tests fail (python -m unittest)"), run before the model starts:
+# the runner with its flags and paths, never the request's own words after it, nor ; | $ or quotes.
+TEST_COMMAND = re.compile(
+    r"(?<![\w./-])(?:python3?\s+-m\s+(?:unittest|pytest)|pytest|npm\s+test|go\s+test|cargo\s+test"
+    r"|make\s+test)(?:[ \t]+(?:--?[\w-]+(?:=[\w./:-]+)?|[\w-]*[./][\w./:-]*))*")
+NEGATION = re.compile(r"\b(?:don't|do not|never|without|no|skip)\b[^.]{0,20}$", re.I)   # before it
 HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
 HINT_LINE_CHARS = 200    # ... comparing only this much of each line
 ANALYSIS_SECONDS = 1.0   # ... and for no longer than this, whatever the file holds
@@ -2425,12 +2431,19 @@ class SmallModelHelp:
         self.offered = set()   # (path, what) of the edits the coach made or was denied
 
     def start(self, request):
-        """Before a request: read the files it names, as a person would attach them, so that the
-        model edits the right file instead of guessing one."""
+        """Before a request: read the files it names, and run the tests it names, as a person
+        would attach them and their output, so that the model edits the right file, for the
+        failure there is, instead of guessing."""
         self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
-        for path in named_files(request, repo_files(self.agent.git)):
-            if not self.agent.repeats_last_two("read_file", {"path": path}):   # else it is refused
-                self.agent.run_call({"name": "read_file", "args": {"path": path}})
+        calls = [("read_file", {"path": path})
+                 for path in named_files(request, repo_files(self.agent.git))]
+        command = TEST_COMMAND.search(request)
+        if command and self.agent.approval_policy != "never" and not self.agent.read_only \
+                and not NEGATION.search(request[:command.start()]):   # "do not run make test"
+            calls.append(("run_shell", {"command": command.group()}))
+        for name, args in calls:
+            if not self.agent.repeats_last_two(name, args):   # else it is refused
+                self.agent.run_call({"name": name, "args": args})
 
     def before_tool(self, call):
         """Mend a call before it runs, or refuse it with a ToolResult (see mend_edit)."""
@@ -2890,12 +2903,19 @@ def drop_repeats(call, text):
     add_note(call, "new_text repeated the text around old_text; the repeat was taken off")
 
 
+def python_tree(text):
+    """The module a Python text parses to, or None if it does not parse."""
+    try:
+        return ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):   # also NUL bytes, deep nests
+        return None
+
+
 def function_at(text, name, line=None):
     """The function `name` defined at the top of `text` (or at `line`, at any depth), as an
     ast node, or None."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree = python_tree(text)
+    if tree is None:
         return None
     nodes = ast.walk(tree) if line else tree.body
     functions = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -2939,19 +2959,20 @@ def add_definition(call, text, request):
             and args["new_text"].strip().startswith(first) and first not in text
             and not re.search(rf"\bdef\s+{named[1]}\b", text)):
         return
-    try:
-        nodes = ast.parse(text).body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return
+    tree = python_tree(text)
+    nodes = tree.body if tree else []
     classes = [node for node in nodes if isinstance(node, ast.ClassDef)]
-    main = [node for node in nodes if isinstance(node, ast.If) and "__main__" in ast.unparse(node)]
-    home = ([node for node in classes if mentions(request, node.name)] or classes if named[2]
-            else main[:1] or nodes[-1:])
+    main = [node for node in nodes
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    if named[2]:   # a method: into the class the request names, or the only class
+        home = [node for node in classes if mentions(request, node.name)] or classes
+    else:          # a function: before the __main__ block, or after the last statement
+        home = main[:1] or nodes[-1:]
     if len(home) != 1:
         return
     lines, function = text.split("\n"), args["new_text"].strip("\n")
     old_text = "\n".join(lines[home[0].lineno - 1:home[0].end_lineno])
-    if named[2]:   # after the class's last statement, indented as it is
+    if named[2]:   # after the class's last statement, indented as that is
         indent = LEADING_SPACE.match(lines[home[0].body[-1].lineno - 1]).group()
         new_text = f"{old_text}\n\n{indented(function, indent)}"
     else:
@@ -2971,10 +2992,8 @@ def add_written_definitions(call, text, request):
     content = call["args"]["content"].strip("\n")
     if not (text and call["args"]["path"].endswith(".py") and len(content) <= SYNTAX_CHECK_CHARS):
         return
-    try:
-        nodes = ast.parse(indented(content, "")).body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return
+    tree = python_tree(indented(content, ""))
+    nodes = tree.body if tree else []
     functions = (ast.FunctionDef, ast.AsyncFunctionDef)
     if not nodes or any(
             not isinstance(node, functions) or re.search(rf"\bdef\s+{node.name}\b", text)

@@ -476,6 +476,22 @@ def test_a_named_file_just_read_twice_is_not_read_again_and_refused(repo):
     assert len(results) == 2 and not any(result.startswith("error:") for result in results)
 
 
+def test_the_test_run_a_request_names_runs_first_and_the_model_sees_its_failure(repo):
+    (repo / "test_one.py").write_text("import unittest\n\n\nclass T(unittest.TestCase):\n"
+                                      "    def test_one(self):\n        self.assertEqual(1 + 1, 3)\n")
+    agent = make_agent(repo, ["<final>1 + 1 is not 3</final>"], small_model_help=True)
+    agent.ask("The tests fail (python -m unittest). Why?")
+    [tool] = [item for item in agent.session["history"] if item["role"] == "tool"]
+    assert tool["args"]["command"] == "python -m unittest" and tool["content"].startswith("exit_code: 1")
+    assert "AssertionError: 2 != 3" in tool["content"]
+    never = make_agent(repo, ["<final>ok</final>"], small_model_help=True, approval_policy="never")
+    never.ask("The tests fail (python -m unittest). Why?")   # nothing runs that would only be denied
+    assert [item["role"] for item in never.session["history"]] == ["user", "assistant"]
+    told = make_agent(repo, ["<final>ok</final>"], small_model_help=True)
+    told.ask("Fix test_one.py, but do not run python -m unittest: it is slow.")
+    assert [item["role"] for item in told.session["history"]] == ["user", "tool", "assistant"]   # read
+
+
 # --- asking once for a check of the request's edits (the CLI agent does) ----------------
 
 WRITE_APP = '<tool name="write_file" path="app.py"><content>print(1)\n</content></tool>'

@@ -369,6 +369,19 @@ def test_a_large_repository_map_is_cut_to_its_budget(git_repo):
     assert len(files) <= mca.MAP_CHARS + 60 and "[truncated" in files
 
 
+def test_the_test_run_a_request_names_is_found_with_its_flags_and_paths_only():
+    def named(request):
+        found = mca.TEST_COMMAND.search(request)
+        return found and found.group()
+    assert named("The tests fail (python -m unittest). Fix it.") == "python -m unittest"
+    assert named("make `pytest -q tests/test_a.py` pass") == "pytest -q tests/test_a.py"
+    assert named("npm test fails since yesterday") == "npm test"   # the request's words stay out
+    assert named("go test ./... fails") == "go test ./..."
+    assert named("pytest tests/a.py; rm -rf ~") == "pytest tests/a.py"   # nor does a second command
+    assert named("pytest $(rm -rf ~)") == "pytest"
+    assert named("what does mypytest do?") is None
+
+
 def test_the_files_a_request_names_are_found_by_path_or_by_a_name_only_one_file_has():
     names = ["src/app.py", "src/util.py", "tests/test_app.py", "a/config.toml", "b/config.toml"]
     assert mca.named_files("fix ./src/util.py and app.py.", names) == ["src/util.py", "src/app.py"]
