@@ -2974,6 +2974,8 @@ def add_definition(call, text, request):
     old_text = "\n".join(lines[home[0].lineno - 1:home[0].end_lineno])
     if named[2]:   # after the class's last statement, indented as that is
         indent = LEADING_SPACE.match(lines[home[0].body[-1].lineno - 1]).group()
+        if not indent:   # `class A: pass` on one line: no body to add to
+            return
         new_text = f"{old_text}\n\n{indented(function, indent)}"
     else:
         function = indented(function, "")

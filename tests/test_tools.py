@@ -617,9 +617,11 @@ def test_a_patch_anchored_on_the_def_line_of_a_new_function_adds_it(repo):
         "    def count(self):\n        return len(self.items.keys())\n\n\n"
         "def load(path):\n    return Inventory()\n\n\ndef save(inventory, path):\n    pass\n\n\n"
         "if __name__ == '__main__':\n    print(load('x'))\n")
+    size = {"path": "two.py", "old_text": "def size(self):", "new_text": "def size(self):\n    return 0"}
     (repo / "two.py").write_text("class A:\n    pass\n\n\nclass B:\n    pass\n")   # which class? none taken
-    assert "found 0 times" in agent.run_tool("patch_file", {"path": "two.py", "old_text": "def size(self):",
-                                                             "new_text": "def size(self):\n    return 0"})
+    assert "found 0 times" in agent.run_tool("patch_file", size)
+    (repo / "two.py").write_text("class A: pass\n")   # a class on one line has no body to add to
+    assert "found 0 times" in agent.run_tool("patch_file", size)
 
 
 def test_a_write_of_only_a_new_method_over_its_class_file_adds_the_method(repo):
