@@ -2390,10 +2390,13 @@ def lenient_string(text, at, end=VALUE_END):
 
 MAX_NAMED_FILES = 3      # files a request names that are read before the model starts
 # A test run a request names ("the tests fail (python -m unittest)"), run before the model starts:
-# the runner with its flags and paths, never the request's own words after it, nor ; | $ or quotes.
+# in backquotes, as written; else the runner with its flags and paths, never the request's own
+# words after it; never ; | $ or quotes.
+TEST_RUNNER = (r"(?:python3?\s+-m\s+(?:unittest|pytest)|pytest|npm\s+test|go\s+test|cargo\s+test"
+               r"|make\s+test)")
 TEST_COMMAND = re.compile(
-    r"(?<![\w./-])(?:python3?\s+-m\s+(?:unittest|pytest)|pytest|npm\s+test|go\s+test|cargo\s+test"
-    r"|make\s+test)(?:[ \t]+(?:--?[\w-]+(?:=[\w./:-]+)?|[\w-]*[./][\w./:-]*))*")
+    rf"`({TEST_RUNNER}[\w ./:=-]*)`"
+    rf"|(?<![\w./-])({TEST_RUNNER}(?:[ \t]+(?:--?[\w-]+(?:=[\w./:-]+)?|[\w-]*[./][\w./:-]*))*)")
 NEGATION = re.compile(r"\b(?:don't|do not|never|without|no|skip)\b[^.]{0,20}$", re.I)   # before it
 HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
 HINT_LINE_CHARS = 200    # ... comparing only this much of each line
@@ -2440,7 +2443,7 @@ class SmallModelHelp:
         command = TEST_COMMAND.search(request)
         if command and self.agent.approval_policy != "never" and not self.agent.read_only \
                 and not NEGATION.search(request[:command.start()]):   # "do not run make test"
-            calls.append(("run_shell", {"command": command.group()}))
+            calls.append(("run_shell", {"command": command[1] or command[2]}))
         for name, args in calls:
             if not self.agent.repeats_last_two(name, args):   # else it is refused
                 self.agent.run_call({"name": name, "args": args})

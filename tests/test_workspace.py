@@ -372,9 +372,12 @@ def test_a_large_repository_map_is_cut_to_its_budget(git_repo):
 def test_the_test_run_a_request_names_is_found_with_its_flags_and_paths_only():
     def named(request):
         found = mca.TEST_COMMAND.search(request)
-        return found and found.group()
+        return found and (found[1] or found[2])
     assert named("The tests fail (python -m unittest). Fix it.") == "python -m unittest"
     assert named("make `pytest -q tests/test_a.py` pass") == "pytest -q tests/test_a.py"
+    assert named("`pytest -k total` fails") == "pytest -k total"   # in backquotes: as written
+    assert named("pytest -k total fails") == "pytest -k"   # bare: flags and paths only
+    assert named("`pytest -k total; rm -rf ~`") == "pytest -k"   # nothing after a ; either way
     assert named("npm test fails since yesterday") == "npm test"   # the request's words stay out
     assert named("go test ./... fails") == "go test ./..."
     assert named("pytest tests/a.py; rm -rf ~") == "pytest tests/a.py"   # nor does a second command
