@@ -2896,8 +2896,10 @@ def drop_repeats(call, text):
     most = min(len(new), REPEAT_CHARS) + 1
     head = max(n for n in range(most) if before.endswith(new[:n]))
     tail = max(n for n in range(most) if after.startswith(new[len(new) - n:]))
-    head, tail = (n if len(part.strip()) >= 4 else 0   # shorter: a bracket, a word, not a slip
-                  for n, part in ((head, new[:head]), (tail, new[len(new) - tail:])))
+    if len(new[:head].strip()) < 4:   # shorter: a bracket, a word, not a slip
+        head = 0
+    if len(new[len(new) - tail:].strip()) < 4:
+        tail = 0
     mended = new[head:len(new) - tail]
     after_mend = patched(text, old, mended, args["path"])
     if mended in ("", old, new) or syntax_error_added(args["path"], text, after_mend):
@@ -2959,8 +2961,8 @@ def add_definition(call, text, request):
     first = args["old_text"].strip()
     named = re.fullmatch(r"(?:async\s+)?def\s+(\w+)\s*\((\s*(?:self|cls)\b)?.*", first)
     if not (named and args["path"].endswith(".py") and len(text) <= SYNTAX_CHECK_CHARS
-            and args["new_text"].strip().startswith(first) and first not in text
-            and not re.search(rf"\bdef\s+{named[1]}\b", text)):
+            and args["new_text"].strip().startswith(first)
+            and named[1] not in ANY_DEFINITION.findall(text)):
         return
     tree = python_tree(text)
     nodes = tree.body if tree else []
@@ -2999,9 +3001,9 @@ def add_written_definitions(call, text, request):
         return
     tree = python_tree(indented(content, ""))
     nodes = tree.body if tree else []
-    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    functions, defined = (ast.FunctionDef, ast.AsyncFunctionDef), ANY_DEFINITION.findall(text)
     if not nodes or any(
-            not isinstance(node, functions) or re.search(rf"\bdef\s+{node.name}\b", text)
+            not isinstance(node, functions) or node.name in defined
             or [arg.arg for arg in node.args.args[:1]] not in (["self"], ["cls"])
             for node in nodes):
         return
