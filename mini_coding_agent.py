@@ -66,6 +66,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1315,7 +1316,8 @@ class ToolUse:
         kind, payload = read_reply(raw)
         known = kind == "tool" and payload["name"] in TOOL_ARGS and set(payload["args"]) <= set(
             TOOL_ARGS[payload["name"]])
-        plain = (known or kind == "final" and "<final>" in raw) and not re.search(r"</?think", raw)
+        plain = (known or kind == "final" and "<final>" in raw and not payload.startswith("{")) \
+            and not re.search(r"</?think", raw)
         return read_dialects(raw) if dialects and not plain else (kind, payload)
 
     def validate_tool(self, name, args):
@@ -2122,6 +2124,7 @@ VALUE_END = re.compile(r"\s*(?:[}\]]|$|,\s*(?:[}\]]|$"   # the end, or a comma a
 STRING_RUNS = {'"': re.compile(r'[^"\\]+'), "'": re.compile(r"[^'\\]+")}
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "/": "/", "\\": "\\",
            '"': '"', "'": "'"}
+ANSWER_KEYS = {"result", "answer", "final", "response", "message", "output", "error", "summary"}
 MAX_LENIENT_CHARS = 100_000   # sloppy JSON longer than this is not read (the reader is slow)
 MAX_JSON_DEPTH = 64      # deeper sloppy JSON is surely not a tool call
 
@@ -2145,13 +2148,27 @@ def read_dialects(raw):
     else:
         call, end = (untagged_call(text) if final_at == -1 else None), len(text)
         if call is None:
-            return read_reply(text)   # an answer, or nothing usable
+            return json_answer(*read_reply(text))   # an answer, or nothing usable
     if isinstance(call, str):
         return "retry", retry_notice(call)
     call = canonical_call(call)
     if CALL_OPENING.search(text, end):
         call["rest"] = text[end:]
     return "tool", call
+
+
+def json_answer(kind, payload):
+    """An answer written as JSON of one string under a name like "result" is that string."""
+    if kind != "final" or not payload.startswith("{") or len(payload) > MAX_LENIENT_CHARS:
+        return kind, payload
+    try:
+        found = json.loads(payload)
+    except (ValueError, RecursionError):   # not JSON, or nested deep as no answer is
+        return kind, payload
+    if isinstance(found, dict) and len(found) == 1 and set(found) <= ANSWER_KEYS \
+            and isinstance(answer := next(iter(found.values())), str) and answer.strip():
+        return kind, answer.strip()
+    return kind, payload
 
 
 def without_thinking(raw):
@@ -2412,6 +2429,7 @@ ANY_DEFINITION = re.compile(r"^[ \t]*(?:async\s+def|def|class)\s+(\w+)", re.M)  
 LEADING_SPACE = re.compile(r"[ \t]*")
 LINE_NUMBER = re.compile(r"^[ \t]*\d+:(?: |$)", re.M)   # as read_file shows a line: "  17: "
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+DOTTED_NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")   # logger.warn, os.path
 CHECK_REQUEST = (   # sent once per request: small models say "done" untested
     "[check] You changed {files} and have run nothing since. Check the change with run_shell (run "
     "the tests, or run the program the way the request would use it) and fix what fails; then "
@@ -2432,12 +2450,14 @@ class SmallModelHelp:
         self.sent_back = {}    # kind -> how much was left wrong when an answer was last sent back
         self.request = ""      # the request being worked on
         self.offered = set()   # (path, what) of the edits the coach made or was denied
+        self.ambiguous = set()   # (path, old_text, new_text): patches that missed, found twice+
 
     def start(self, request):
         """Before a request: read the files it names, and run the tests it names, as a person
         would attach them and their output, so that the model edits the right file, for the
         failure there is, instead of guessing."""
         self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
+        self.ambiguous = set()
         calls = [("read_file", {"path": path})
                  for path in named_files(request, repo_files(self.agent.git))]
         command = TEST_COMMAND.search(request)
@@ -2451,6 +2471,8 @@ class SmallModelHelp:
     def before_tool(self, call):
         """Mend a call before it runs, or refuse it with a ToolResult (see mend_edit)."""
         args = call["args"]
+        if self.agent.repeats_last_two(call["name"], args):   # refused as a repeat, as it is
+            return None
         for key in ("content", "new_text"):   # `<final>text</final>` as the file's text
             found = answer_removed(args[key].strip()) if isinstance(args.get(key), str) else None
             if found is not None:
@@ -2474,6 +2496,7 @@ class SmallModelHelp:
         if call["name"] == "write_file":
             self.before[args["path"]] = text
             unwrap_code(call)
+            drop_line_numbers(call, text)
             add_written_definitions(call, text, self.request)
             return None
         drop_line_numbers(call, text)
@@ -2493,6 +2516,8 @@ class SmallModelHelp:
         drop_repeats(call, text)
         whole_function(call, text)
         add_definition(call, text, self.request)
+        if (args["path"], args["old_text"], args["new_text"]) in self.ambiguous:
+            change_every_one(call, text)
         try:
             after = patched(text, args["old_text"], args["new_text"], args["path"])
         except ValueError:
@@ -2545,6 +2570,8 @@ class SmallModelHelp:
             return
         old_text = args.get("old_text") if call["name"] == "patch_file" else None
         readable = isinstance(old_text, str) and isinstance(args.get("new_text"), str)
+        if not result.ok and readable and text.count(old_text) > 1:   # sent again: change all
+            self.ambiguous.add((args["path"], old_text, args["new_text"]))
         if not result.ok and readable and text.count(old_text) != 1:   # missed
             elsewhere = "" if old_text in text else self.found_elsewhere(old_text, args["path"])
             result.text += elsewhere or patch_hint(text, old_text, str(args.get("new_text", "")))
@@ -2564,7 +2591,8 @@ class SmallModelHelp:
     def follow_up(self, name, before, text):
         """Make the edits an edit plainly calls for, each approved as the model's own are: the
         import of a standard-library name it began to use, the uses of a definition it renamed
-        as the request asks (small models stop after the first file); what was done, or ""."""
+        or a call it replaced as the request asks (small models stop after the first place);
+        what was done, or ""."""
         done = []
         if name.endswith(".py"):
             added = missing_imports(before, text)
@@ -2576,6 +2604,14 @@ class SmallModelHelp:
                 for path in self.files_using(home, gone):
                     done += self.coach_edit(path, word.sub(new_name, self.file_text(path) or ""),
                                             f"renamed {gone} to {new_name}")
+        swap = swapped_name(before, text) if name.endswith(SOURCE_SUFFIXES) else None
+        if swap and all(mentions(self.request, part.rpartition(".")[2]) for part in swap):
+            old, new = swap   # "replace the logger.warn calls with logger.warning"
+            uses = re.compile(rf"(?<![\w.]){re.escape(old)}\b")
+            paths = named_files(self.request, repo_files(self.agent.git))
+            for path in paths or [path for path, _ in self.other_files("", Path(name).suffix)]:
+                done += self.coach_edit(path, uses.sub(new, self.file_text(path) or ""),
+                                        f"replaced {old} with {new}")
         return "; ".join(done)
 
     def files_using(self, home, name):
@@ -2712,22 +2748,60 @@ def copied_cut(args, text):
     return ""
 
 
+def swapped_name(before, after):
+    """The one dotted name (`logger.warn`) an edit put another in place of, as (old, new), or
+    None; not a name that only grew (`args.name` -> `args.name.upper`)."""
+    was, now = Counter(DOTTED_NAME.findall(before)), Counter(DOTTED_NAME.findall(after))
+    fewer, more = list(was - now), list(now - was)
+    if len(fewer) != 1 or len(more) != 1:
+        return None
+    old, new = fewer[0], more[0]
+    return None if new.startswith(old + ".") or old.startswith(new + ".") else (old, new)
+
+
 def mentions(text, name):
     """Whether `text` (a request, a file) names `name` as a word, not inside a longer one."""
     return re.search(rf"\b{re.escape(name)}\b", text) is not None
 
 
 def drop_line_numbers(call, text):
-    """Take read_file's numbers off a patch that copied them with the lines it shows: old_text
-    `  17:     with open(path) as f:` is the file's `    with open(path) as f:`."""
+    """Take read_file's numbers off an edit that copied them with the lines it shows: old_text
+    `  17:     with open(path) as f:` is the file's `    with open(path) as f:`, and a file
+    written whole as read_file showed it, every line numbered and indented, is its lines."""
     args = call["args"]
-    lines = [line for line in args["old_text"].splitlines() if line.strip()]
-    if not lines or args["old_text"] in (text or "") \
+    keys = ["content"] if call["name"] == "write_file" else ["old_text", "new_text"]
+    lines = [line for line in args[keys[0]].splitlines() if line.strip()]
+    if call["name"] == "write_file" and not all(line[0] in " \t" for line in lines):
+        return   # a file of its own may start its lines with "1: " (YAML)
+    if not lines or args[keys[0]] in (text or "") \
             or not all(LINE_NUMBER.match(line) for line in lines):
         return
-    for key in ("old_text", "new_text"):
+    for key in keys:
         args[key] = LINE_NUMBER.sub("", args[key])
-    add_note(call, "read_file's line numbers were taken off old_text and new_text")
+    add_note(call, f"read_file's line numbers were taken off {' and '.join(keys)}")
+
+
+def every_one(text, old_text, new_text):
+    """(old_text, new_text) of one patch that changes every occurrence of old_text: the text from
+    the first to the last; None if old_text is not there twice, or that text is not unique."""
+    span = text[text.find(old_text):text.rfind(old_text) + len(old_text)]
+    if not old_text.strip() or old_text in new_text and new_text in text:   # "warn" -> "warning":
+        return None                                                          # some say it already
+    if text.count(old_text) < 2 or text.count(span) != 1:
+        return None
+    return span, span.replace(old_text, new_text)
+
+
+def change_every_one(call, text):
+    """Make a patch sent again after it missed for occurring more than once change every
+    occurrence, as its error offered."""
+    args = call["args"]
+    whole = every_one(text, args["old_text"], args["new_text"])
+    if whole:
+        count = text.count(args["old_text"])
+        args["old_text"], args["new_text"] = whole
+        add_note(call, f"old_text occurs {count} times and the patch came again, so every one "
+                       "was changed")
 
 
 def mend_quotes(call, text):
@@ -3057,8 +3131,12 @@ def patch_hint(text, old_text, new_text):
     lines = text.splitlines()[:HINT_LINES]
     if old_text in text:
         found = [str(number) for number, line in enumerate(lines, 1) if old_text.strip() in line]
-        lines_found = f" (lines {', '.join(found[:10])}); take in more of the lines around it"
-        return lines_found if found else ""
+        if not found:
+            return ""
+        again = every_one(text, old_text, new_text)
+        offer = ", or send the same patch again to change every one" if again else ""
+        return (f" (lines {', '.join(found[:10])}); take in more of the lines around the one you "
+                f"mean{offer}")
     if new_text.strip() and new_text in text:   # small models make a patch again, two steps on
         return (f"; its new_text is already there (line {line_of(text, new_text)}): that change "
                 "is made")

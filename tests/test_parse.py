@@ -144,6 +144,14 @@ THINKING = [
      ("final", "The function is defined in src/timeutil/parsing.py.")),
 ]
 
+JSON_ANSWERS = [   # answers the 1.5B model wrote as JSON, in <final> and bare
+    ('<final>{"result": "logs.py has been patched with the new warning calls."}</final>',
+     ("final", "logs.py has been patched with the new warning calls.")),
+    ('{"error": "geometry.py uses names it never defines or imports: x, y; fix it"}',
+     ("final", "geometry.py uses names it never defines or imports: x, y; fix it")),
+    ('<final>{"port": "8080"}</final>', ("final", '{"port": "8080"}')),   # JSON asked for stays
+]
+
 NOT_CALLS = [   # never over-eager: these are answers, not calls
     ('<final>Run it with <tool>{"name": "run_shell", "args": {"command": "make clean"}}</tool> later.</final>',
      ("final", 'Run it with <tool>{"name": "run_shell", "args": {"command": "make clean"}}</tool> later.')),
@@ -157,7 +165,7 @@ NOT_CALLS = [   # never over-eager: these are answers, not calls
 ]
 
 FAMILIES = {"captured": CAPTURED, "wrappers": WRAPPERS, "payloads": PAYLOADS, "sloppy": SLOPPY_JSON,
-            "names": NAMES, "thinking": THINKING, "not calls": NOT_CALLS}
+            "names": NAMES, "thinking": THINKING, "json answers": JSON_ANSWERS, "not calls": NOT_CALLS}
 REPLIES = [reply for family in FAMILIES.values() for reply in family]
 
 

@@ -143,6 +143,20 @@ def test_digit_strings_are_accepted_as_integers(repo):
         "# hello.txt\n   2: beta\n")
 
 
+def test_a_call_the_coach_refuses_is_refused_as_a_repeat_the_third_time(repo):
+    (repo / "report.py").write_text('for customer in counts:\n    print(f"{customer}")\n')
+    breaking = mca.json.dumps({"name": "patch_file", "args": {   # as the 1.5B model sent it, six times
+        "path": "report.py", "old_text": 'print(f"{customer}")',
+        "new_text": 'print(f"{customer}\n\tfor customer in sorted(counts):\n\t\tprint(customer)'}})
+    agent = make_agent(repo, [f"<tool>{breaking}</tool>"] * 3 + ["<final>Gave up.</final>"],
+                       small_model_help=True)
+    assert agent.ask("Print the customers sorted.") == "Gave up."
+    results = [item["content"] for item in agent.session["history"] if item["role"] == "tool"]
+    assert [result.split(":")[1].strip() for result in results] == [
+        "tool patch_file failed", "tool patch_file failed", "repeated identical tool call for patch_file; choose a "
+        "different tool or return a final answer"]
+
+
 def test_an_invalid_risky_call_never_prompts(repo, monkeypatch):
     monkeypatch.setattr(builtins, "input", no_input)
     agent = make_agent(repo, [], approval_policy="ask")
@@ -404,7 +418,8 @@ def test_patch_file_replaces_exactly_one_occurrence(repo):
 @pytest.mark.parametrize("old_text, count, hint", [
     ("zzz", 0, "; read the file and copy the lines exactly"),
     ("delta", 0, "; the nearest is line 2, copy it exactly: beta"),
-    ("a", 5, " (lines 1, 2, 3); take in more of the lines around it"),
+    ("a", 5, " (lines 1, 2, 3); take in more of the lines around the one you mean, or send the same patch "
+             "again to change every one"),
     ("beta", 1, None)])   # beta -> beta: a patch that changes nothing
 def test_a_patch_that_cannot_apply_leaves_the_file_untouched_and_says_where_to_look(repo, old_text, count, hint):
     before = (repo / "hello.txt").read_bytes()
@@ -598,6 +613,79 @@ def test_a_patch_that_copied_read_files_line_numbers_applies_without_them(repo):
     assert agent.run_tool("patch_file", {"path": "ids.yaml", "old_text": "2: two",
                                          "new_text": "2: zwei"}) == "patched ids.yaml"
     assert (repo / "ids.yaml").read_text() == "1: one\n2: zwei\n"
+
+
+def test_a_file_written_as_read_file_showed_it_is_written_without_the_numbers(repo):
+    (repo / "report.py").write_text("import json\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    content = ("   1: import json\n   2:\n   3:\n   4: def tally(orders):\n"   # as the 1.5B model
+               "   5:     return len(orders)\n")                              # wrote it
+    assert agent.run_tool("write_file", {"path": "report.py", "content": content}) == (
+        "(ran write_file; read_file's line numbers were taken off content)\nwrote report.py (56 chars)")
+    assert (repo / "report.py").read_text() == "import json\n\n\ndef tally(orders):\n    return len(orders)\n"
+    for own in ("1: one\n2: two\n", "  1: one\nkeys:\n"):   # a file of its own keeps its numbers
+        agent.run_tool("write_file", {"path": "ids.yaml", "content": own})
+        assert (repo / "ids.yaml").read_text() == own
+
+
+def test_an_ambiguous_patch_sent_again_changes_every_occurrence(repo):
+    (repo / "logs.py").write_text('import logging\nlogger = logging.getLogger()\n'
+                                  'def restock(n):\n    logger.warn("ignored")\n\n\n'
+                                  'def sell(n):\n    logger.warn("sold out")\n    logger.warning("x")\n')
+    agent = make_agent(repo, [], small_model_help=True)
+    patch = {"path": "logs.py", "old_text": "logger.warn(", "new_text": "logger.warning("}   # as the 1.5B
+    first = agent.run_tool("patch_file", dict(patch))                                    # model wrote it
+    assert first.endswith("found 2 times (lines 4, 8); take in more of the lines around the one you mean, "
+                          "or send the same patch again to change every one")
+    agent.run_tool("read_file", {"path": "logs.py"})
+    assert agent.run_tool("patch_file", dict(patch)) == (
+        "(ran patch_file; old_text occurs 2 times and the patch came again, so every one was changed)\n"
+        "patched logs.py")
+    assert (repo / "logs.py").read_text().count('logger.warning(') == 3
+    (repo / "logs.py").write_text("warn(1)\nwarning(2)\nwarn(3)\n")   # would make warninging
+    patch = {"path": "logs.py", "old_text": "warn", "new_text": "warning"}
+    for _ in range(2):
+        assert "send the same patch again" not in agent.run_tool("patch_file", dict(patch))
+    assert (repo / "logs.py").read_text() == "warn(1)\nwarning(2)\nwarn(3)\n"
+    for _ in range(2):   # blank old_text "occurs" everywhere: it is never widened to the file
+        agent.run_tool("patch_file", {"path": "hello.txt", "old_text": "\n", "new_text": " "})
+    assert (repo / "hello.txt").read_text() == "alpha\nbeta\ngamma\n"
+
+
+def test_a_call_replaced_as_the_request_asks_is_replaced_everywhere(repo):
+    logs = ('import logging\nimport warnings\nlogger = logging.getLogger()\n\n\ndef restock(n):\n'
+            '    logger.warn("ignored")\n    warnings.warn("old")\n\n\ndef sell(n):\n    logger.warn("sold out")\n')
+    (repo / "logs.py").write_text(logs)
+    (repo / "shop.py").write_text("from logs import logger\nlogger.warn('x')\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    agent.help.start("Replace the deprecated logger.warn calls with logger.warning.")
+    patch = {"path": "logs.py", "old_text": 'logger.warn("ignored")',   # one of two, as the 1.5B model
+             "new_text": "logger.warning('ignored')"}                   # did, then said "all"
+    assert agent.run_tool("patch_file", patch) == (
+        "patched logs.py\nnote: changed to match: logs.py (replaced logger.warn with logger.warning); "
+        "shop.py (replaced logger.warn with logger.warning)")
+    assert (repo / "logs.py").read_text() == logs.replace('logger.warn("ignored")', "logger.warning('ignored')") \
+        .replace("logger.warn(", "logger.warning(")
+    assert "warnings.warn(" in (repo / "logs.py").read_text()
+    assert (repo / "shop.py").read_text() == "from logs import logger\nlogger.warning('x')\n"
+
+
+@pytest.mark.parametrize("request_text, patch", [
+    ("Replace logger.warn with logger.warning in shop.py.",   # a file named: only that one
+     {"path": "shop.py", "old_text": "logger.warn('x')", "new_text": "logger.warning('x')"}),
+    ("Print the name in upper case.",   # args.name -> args.name.upper: a name that only grew
+     {"path": "shop.py", "old_text": "print(args.name)", "new_text": "print(args.name.upper())"}),
+    ("Log the sale.",   # a call the request does not name
+     {"path": "shop.py", "old_text": "logger.warn('x')", "new_text": "logger.info('x')"})])
+def test_a_call_replaced_is_not_replaced_where_the_request_does_not_ask(repo, request_text, patch):
+    (repo / "logs.py").write_text("import logging\nlogger = logging.getLogger()\nlogger.warn('a')\n")
+    (repo / "shop.py").write_text("import argparse\nfrom logs import logger\nargs = argparse.Namespace(name='a')\n"
+                                  "logger.warn('x')\nlogger.warn('y')\nprint(args.name)\nprint(args.name, 2)\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    agent.help.start(request_text)
+    assert agent.run_tool("patch_file", patch).startswith("patched shop.py")
+    assert (repo / "logs.py").read_text().endswith("logger.warn('a')\n")
+    assert (repo / "shop.py").read_text().endswith("print(args.name, 2)\n")
 
 
 def test_a_patch_anchored_on_the_def_line_of_a_new_function_adds_it(repo):
