@@ -2434,6 +2434,8 @@ CHECK_REQUEST = (   # sent once per request: small models say "done" untested
     "[check] You changed {files} and have run nothing since. Check the change with run_shell (run "
     "the tests, or run the program the way the request would use it) and fix what fails; then "
     "give your final answer.")
+CODE_BLOCK = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
+CREATE_VERB = re.compile(r"\b(?:write|create|add|make|generate|save|put)\b", re.IGNORECASE)
 STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
     "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
     "answer.")
@@ -2638,7 +2640,9 @@ class SmallModelHelp:
 
     def review_answer(self, answer, steps_left):
         """Why an answer goes back to the model, as (a notice for the user, a message for the
-        model), or None.  Untested edits go back once; stale uses while fewer are left."""
+        model), or None.  Untested edits go back once (code the answer held for the new file
+        the request names is written there first); stale uses while fewer are left."""
+        self.write_answered_code(answer)
         if steps_left < 2:
             return None
         stale = self.stale_uses() if self.taken_away else []
@@ -2654,6 +2658,30 @@ class SmallModelHelp:
             return (f"The model changed {files} and ran nothing since: its answer is sent back "
                     "for a check.", CHECK_REQUEST.format(files=files))
         return None
+
+    def write_answered_code(self, answer):
+        """Write the one block of code an answer holds into the one new file the request asks
+        to write it in: small models answer "Unit tests in test_stack.py:" and the code."""
+        blocks = CODE_BLOCK.findall(answer)
+        new = sorted({word for word in file_words(self.request)
+                      if word.endswith(SOURCE_SUFFIXES) and self.is_new(word)})
+        asks = CREATE_VERB.search(self.request) and "?" not in self.request   # not "how would..?"
+        if self.agent.approval_policy == "never" or self.agent.read_only:
+            return
+        if len(blocks) != 1 or len(new) != 1 or not asks or (new[0], "answer") in self.offered:
+            return
+        path, content = new[0], blocks[0].strip("\n") + "\n"
+        self.offered.add((path, "answer"))   # asked once: a user who said no is not asked again
+        call = {"name": "write_file", "args": {"path": path, "content": content}}
+        add_note(call, f"your answer held the code for {path}, so it was written there")
+        self.agent.run_call(call)
+
+    def is_new(self, raw_path):
+        """Whether a path is in the repository and no file is there yet."""
+        try:
+            return not self.agent.path(raw_path).exists()
+        except ValueError:   # a path that escapes
+            return False
 
     def file_text(self, raw_path):
         """The text of a file of the repository now, or None if the agent cannot read it."""
@@ -3090,16 +3118,21 @@ def add_written_definitions(call, text, request):
         add_note(call, f"write_file would have left only the new methods: {patch['note']}")
 
 
+def file_words(request):
+    """The words of a request that are file names or paths (`stack.py`, `./src/a.py`)."""
+    for word in re.split(r"[\s,;:()\[\]{}<>'\"`]+", request):   # a split: linear on a paste
+        word = word.rstrip(".?!").removeprefix("./")
+        if re.fullmatch(r"[\w./-]+\.\w+", word):
+            yield word
+
+
 def named_files(request, names):
     """The files among `names` that a request names, by path or by a file name only one has."""
     paths, by_file_name = set(names), {}
     for name in names:
         by_file_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
     found = []
-    for word in re.split(r"[\s,;:()\[\]{}<>'\"`]+", request):   # a split: linear on a paste
-        word = word.rstrip(".?!").removeprefix("./")
-        if not re.fullmatch(r"[\w./-]+\.\w+", word):
-            continue
+    for word in file_words(request):
         matches = [word] if word in paths else by_file_name.get(word, [])
         if len(matches) == 1 and matches[0] not in found:
             found.append(matches[0])

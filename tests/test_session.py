@@ -562,6 +562,45 @@ def test_the_coach_changes_the_uses_of_a_definition_the_request_renames(repo):
     assert mca.CHECK_REQUEST.format(files="billing.py, invoice.py") in agent.session["history"][3]["content"]
     assert [change["path"] for change in agent.session["undo"]] == ["billing.py", "billing.py", "invoice.py"]
 
+TESTS_IN_THE_ANSWER = (   # as the 1.5B model answered, having written no file
+    "Unit tests for stack.py in test_stack.py (use unittest):\n\n```python\nimport unittest\nfrom stack import "
+    "Stack\n\nclass TestStack(unittest.TestCase):\n    def test_push(self):\n        stack = Stack()\n        "
+    "stack.push(1)\n        self.assertEqual(stack.pop(), 1)\n```\n\nThis test suite covers push and pop.")
+
+
+def test_code_an_answer_holds_for_the_new_file_the_request_names_is_written_there(repo):
+    (repo / "stack.py").write_text("class Stack:\n    def __init__(self):\n        self.items = []\n")
+    run_tests = '<tool>{"name": "run_shell", "args": {"command": "python -m unittest test_stack"}}</tool>'
+    agent = make_agent(repo, [TESTS_IN_THE_ANSWER, run_tests, "<final>The tests fail: Stack has no push.</final>"],
+                       small_model_help=True)
+    request = "Write unit tests for stack.py in a new file test_stack.py (use unittest)."
+    assert agent.ask(request) == "The tests fail: Stack has no push."
+    assert (repo / "test_stack.py").read_text().startswith("import unittest\nfrom stack import Stack\n\nclass")
+    history = agent.session["history"]
+    assert [item["role"] for item in history] == ["user", "tool", "assistant", "tool", "user", "tool", "assistant"]
+    assert history[3]["content"].startswith("(ran write_file; your answer held the code for test_stack.py, so it "
+                                            "was written there)\nwrote test_stack.py")
+    assert history[4]["content"] == mca.CHECK_REQUEST.format(files="test_stack.py")
+
+
+@pytest.mark.parametrize("request_text", [
+    "How would unit tests in test_stack.py look?",             # a question: shown, not written
+    "Write unit tests for stack.py in test_stack.py or tests.py.",   # two new files: which one?
+    "Write unit tests for stack.py."])                           # no new file named
+def test_code_in_an_answer_is_written_only_to_the_one_new_file_a_request_asks_for(repo, request_text):
+    (repo / "stack.py").write_text("class Stack:\n    pass\n")
+    agent = make_agent(repo, [TESTS_IN_THE_ANSWER], small_model_help=True)
+    assert agent.ask(request_text) == TESTS_IN_THE_ANSWER
+    assert sorted(path.name for path in repo.glob("*.py")) == ["stack.py"]
+
+
+def test_code_in_an_answer_is_not_written_where_nothing_may_be_written(repo):
+    agent = make_agent(repo, [TESTS_IN_THE_ANSWER], small_model_help=True, approval_policy="never")
+    assert agent.ask("Write unit tests in test_stack.py.") == TESTS_IN_THE_ANSWER
+    assert [item["role"] for item in agent.session["history"]] == ["user", "assistant"]
+    assert not (repo / "test_stack.py").exists()
+
+
 @pytest.mark.parametrize("replies, settings", [
     ([WRITE_APP, RUN_APP, "<final>ran it</final>"], {}),                      # the model checked on its own
     (['<tool>{"name": "run_shell", "args": {"command": "exit 1"}}</tool>', "<final>it fails</final>"], {}),   # no edit
