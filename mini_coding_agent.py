@@ -3207,7 +3207,8 @@ def syntax_error(name, text):
     try:
         with warnings.catch_warnings():   # a SyntaxWarning ('\d' in a string) would print
             warnings.simplefilter("ignore")
-            compile(text, name, "exec", dont_inherit=True)
+            # "<name>": given a file's own name, Python quotes the error's line from the disk
+            compile(text, f"<{name}>", "exec", dont_inherit=True)
     except SyntaxError as exc:
         return f"{exc.msg} (line {exc.lineno}: {one_line((exc.text or '').strip(), ARGS_CHARS)})"
     except (ValueError, RecursionError, MemoryError):   # NUL bytes, absurd nesting: not ours

@@ -830,6 +830,17 @@ def test_a_patch_that_would_break_a_python_file_is_refused_and_shows_the_line(re
     assert (repo / "invoice.py").read_text() == line
 
 
+def test_a_refused_patch_shows_its_own_line_not_the_files_line_on_disk(repo, monkeypatch):
+    (repo / "settings.py").write_text('import json\n\n\ndef load(path):\n    with open(path) as handle:\n'
+                                      '        return {**DEFAULTS, **json.load(handle)}\n')
+    monkeypatch.chdir(repo)   # where Python would find settings.py and quote its line 6
+    patch = {"path": "settings.py", "old_text": "return {**DEFAULTS, **json.load(handle)}",   # as the 1.5B
+             "new_text": "return {**DEFAULTS, **json.load(handle) if os.path.exists(path) else DEFAULTS}"}
+    result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", patch)
+    assert result.endswith("invalid syntax (line 6: return {**DEFAULTS, **json.load(handle) if "
+                           "os.path.exists(path) else DEFAULTS})")
+
+
 def test_a_patch_indented_from_column_0_is_indented_as_its_line_when_that_makes_it_compile(repo):
     person = 'class Person:\n    def set_age(self, age):\n        """Set the age."""\n        self.age = age\n'
     (repo / "person.py").write_text(person)
