@@ -123,7 +123,7 @@ class AgentLoop:
         self.transcript, self.shown_reads = [], {}    # each history item as the prompt shows it
         self.rebuild_transcript()
         self.last_prompt = ""   # the previous prompt, to measure how much of it the next reuses
-        self.stopped_by_limit = False   # did the last request end at a limit, not an answer?
+        self.stopped = False   # did the last request end without an answer (a limit, a "no")?
         self.help = SmallModelHelp(self) if small_model_help else None
         if resumed:
             self.tell_workspace_changes(workspace)
@@ -148,12 +148,15 @@ class AgentLoop:
         """The loop: ask the model, run the calls it makes, until a final answer or a limit."""
         steps = attempts = 0
         max_attempts = max(3 * self.max_steps, self.max_steps + 4)   # malformed replies
-        self.stopped_by_limit = False
+        self.stopped = False
         while steps < self.max_steps and attempts < max_attempts:
             attempts += 1
             kind, payload = self.next_reply(user_message)
             if kind == "tool":
-                steps += self.run_calls(payload, self.max_steps - steps)
+                ran, denied = self.run_calls(payload, self.max_steps - steps)
+                steps += ran
+                if denied:   # a person said no: what comes next is theirs to say
+                    return self.stop("Stopped, as you said no. Say what to do instead.")
                 continue
             if kind == "final":
                 self.add_note(f"answer: {one_line(payload)}")
@@ -168,12 +171,16 @@ class AgentLoop:
             notice, message = sent_back
             self.display.notice(notice)
             self.record({"role": "user", "content": message})
-        self.stopped_by_limit = True
-        answer = (f"Stopped after {steps} tool steps: the step limit (--max-steps) was reached."
-                  if steps >= self.max_steps else
-                  f"Stopped after {attempts} attempts: too many malformed model responses.")
-        self.record({"role": "assistant", "content": answer})
-        return answer
+        return self.stop(
+            f"Stopped after {steps} tool steps: the step limit (--max-steps) was reached."
+            if steps >= self.max_steps else
+            f"Stopped after {attempts} attempts: too many malformed model responses.")
+
+    def stop(self, why):
+        """End the request without an answer, saying why."""
+        self.stopped = True
+        self.record({"role": "assistant", "content": why})
+        return why
 
     def next_reply(self, user_message):
         """One model call: ("tool", call), ("final", text) or ("retry", notice); a reply cut
@@ -201,7 +208,8 @@ class AgentLoop:
         return self.parse(raw, dialects=self.help is not None)
 
     def run_calls(self, call, room):
-        """Run a reply's calls in order while each goes well, at most `room`; return how many ran.
+        """Run a reply's calls in order while each goes well, at most `room`; return how many ran,
+        and whether a person said no to the last.
 
         Models often write a plan in one reply (three edits, then <final>).
         Each call runs as if it had had a reply of its own; an answer written
@@ -216,7 +224,7 @@ class AgentLoop:
                 add_note(call, f"the next call in your reply was not run. {following}")
             result = self.run_call(call, more=kind == "tool" and ran < room)
             if not result.ok or result.warnings or kind != "tool" or ran == room:
-                return ran
+                return ran, result.denied
             call = following
 
     def run_call(self, call, more=False):
@@ -1144,6 +1152,7 @@ class ToolResult:
     ok: bool
     text: str
     warnings: list = field(default_factory=list)   # from the small-model layer's checks of edits
+    denied: bool = False   # a person said no at the approval question
 
     def for_model(self):
         """The result as the model reads it: the text, then a line per warning."""
@@ -1409,7 +1418,8 @@ class ToolUse:
                                      "choose a different tool or return a final answer")
         try:
             if self.tools[name]["risky"] and not self.approve(name, checked):
-                return ToolResult(False, f"error: approval denied for {name}")
+                asked = self.approval_policy == "ask" and not self.read_only
+                return ToolResult(False, f"error: approval denied for {name}", denied=asked)
             text = getattr(self, f"tool_{name}")(checked)
         except Exception as exc:   # a tool's failure is a result the model can react to
             return ToolResult(False, f"error: tool {name} failed: {exc}")
@@ -3787,7 +3797,7 @@ def run_request(agent, display, request):
     except Exception as exc:   # a bug of ours: one line, not a traceback; the session is saved
         say(f"error: unexpected {type(exc).__name__}: {exc}")
         return EXIT_ERROR
-    if agent.stopped_by_limit:   # not an answer: scripts must not take it for one
+    if agent.stopped:   # not an answer: scripts must not take it for one
         say(answer, "yellow")
         return EXIT_LIMIT
     display.answer(answer)

@@ -33,7 +33,7 @@ def test_a_task_is_solved_by_its_scripted_solution_and_not_by_doing_nothing(task
     agent = mca.MiniAgent(client, mca.WorkspaceContext.build(repo), store, approval_policy="auto")
     answer = agent.ask(task.request)   # as the command line runs it: the small-model layer is on
     solved, seen = task.check(repo, answer)
-    assert solved and not agent.stopped_by_limit and client.outputs == [], seen
+    assert solved and not agent.stopped and client.outputs == [], seen
 
 
 def run_benchmark(ollama, tmp_path, capsys, *flags):

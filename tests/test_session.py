@@ -137,6 +137,19 @@ def test_a_request_stopped_with_ctrl_c_reaches_the_model_as_a_fact_not_as_an_ans
                      {"role": "user", "content": "where is the total computed?"}]
 
 
+def test_a_persons_no_ends_the_request_and_the_model_is_not_asked_to_answer_it(repo, monkeypatch):
+    monkeypatch.setattr("builtins.input", lambda prompt="": "n")
+    run = '<tool>{"name": "run_shell", "args": {"command": "python app.py"}}</tool>'
+    agent = make_agent(repo, [run, "<final>Error: Approval required to run the shell command.</final>"],
+                       approval_policy="ask")   # the answer the 1.5B model gave to a no
+    assert agent.ask("check app.py") == "Stopped, as you said no. Say what to do instead."
+    assert agent.stopped and len(agent.model_client.prompts) == 1
+    assert [item["role"] for item in agent.session["history"]] == ["user", "tool", "assistant"]
+    for policy in ("never", "auto"):   # no one was asked: the model goes on
+        agent = make_agent(repo, [run, "<final>done</final>"], approval_policy=policy)
+        assert agent.ask("check app.py") == "done" and not agent.stopped
+
+
 def test_model_errors_propagate_after_the_request_is_saved(repo):
     agent = make_agent(repo, [])
     with pytest.raises(RuntimeError, match="no scripted replies"):
@@ -506,7 +519,7 @@ def test_an_answer_after_untested_edits_is_sent_back_once_for_a_check(repo):
     assert [item["role"] for item in history] == ["user", "tool", "assistant", "user", "tool", "assistant"]
     assert history[3]["content"] == mca.CHECK_REQUEST.format(files="app.py")
     assert "[check] You changed app.py" in agent.model_client.prompts[2]
-    assert "exit_code: 0" in history[4]["content"] and not agent.stopped_by_limit
+    assert "exit_code: 0" in history[4]["content"] and not agent.stopped
 
 
 def test_a_model_that_answers_again_is_taken_at_its_word(repo):

@@ -221,7 +221,7 @@ def test_an_edit_shows_a_diff_and_always_stops_later_questions(ollama, start, re
         '<tool name="patch_file" path="hello.txt"><old_text>beta</old_text><new_text>BETA</new_text></tool>',
         '<tool name="write_file" path="other.txt"><content>new file</content></tool>',
         '<tool>{"name": "run_shell", "args": {"command": "echo shell ran"}}</tool>',
-        "<final>all done</final>")
+        "<final>the model is not asked again after a no</final>")
     terminal = start()
     terminal.expect(PROMPT)
     terminal.type("edit things\n")
@@ -233,10 +233,11 @@ def test_an_edit_shows_a_diff_and_always_stops_later_questions(ollama, start, re
     shell = terminal.expect("[a]lways for run_shell this session: ")
     assert "$ echo shell ran" in shell and "(timeout 20 s)" in shell
     terminal.type("n\n")
-    terminal.expect("all done")
+    terminal.expect("Stopped, as you said no. Say what to do instead.")   # the user has the next word
+    terminal.expect(PROMPT)
     assert (repo / "hello.txt").read_text() == "alpha\nBETA\ngamma\n"
     assert (repo / "other.txt").read_text() == "new file"
-    assert "error: approval denied for run_shell" in terminal.output
+    assert "error: approval denied for run_shell" in terminal.output and len(ollama.prompts) == 3
     terminal.type("/exit\n")
     assert terminal.finish() == 0
 
@@ -466,7 +467,7 @@ def test_enter_at_the_approval_question_denies_and_says_so(ollama, start, repo):
     terminal.expect("this session: ")
     terminal.type("\n")
     terminal.expect("Denied (Enter means no): write_file was not run.")
-    terminal.expect("fine")
+    terminal.expect("Stopped, as you said no.")
     assert not (repo / "new.txt").exists()
     terminal.type("/exit\n")
     assert terminal.finish() == 0
