@@ -1319,14 +1319,14 @@ class ToolUse:
 
         read_reply knows the protocol the prompt teaches.  With `dialects` (the
         small-model layer), a reply it cannot read, reads only as plain text or
-        as a call of a tool or argument it does not know, or that holds thinking,
-        goes to read_dialects.
+        an answer in JSON, or as a call of a tool or argument it does not know,
+        or that holds thinking, goes to read_dialects.
         """
         kind, payload = read_reply(raw)
         known = kind == "tool" and payload["name"] in TOOL_ARGS and set(payload["args"]) <= set(
             TOOL_ARGS[payload["name"]])
-        plain = (known or kind == "final" and "<final>" in raw and not payload.startswith("{")) \
-            and not re.search(r"</?think", raw)
+        answer = kind == "final" and "<final>" in raw and not payload.startswith("{")   # not JSON
+        plain = (known or answer) and not re.search(r"</?think", raw)
         return read_dialects(raw) if dialects and not plain else (kind, payload)
 
     def validate_tool(self, name, args):
@@ -2134,7 +2134,8 @@ VALUE_END = re.compile(r"\s*(?:[}\]]|$|,\s*(?:[}\]]|$"   # the end, or a comma a
 STRING_RUNS = {'"': re.compile(r'[^"\\]+'), "'": re.compile(r"[^'\\]+")}
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "/": "/", "\\": "\\",
            '"': '"', "'": "'"}
-ANSWER_KEYS = {"result", "answer", "final", "response", "message", "output", "error", "summary"}
+ANSWER_KEYS = {   # where small models put an answer they write as JSON: {"result": "Done."}
+    "result", "answer", "final", "response", "message", "output", "error", "summary"}
 MAX_LENIENT_CHARS = 100_000   # sloppy JSON longer than this is not read (the reader is slow)
 MAX_JSON_DEPTH = 64      # deeper sloppy JSON is surely not a tool call
 
