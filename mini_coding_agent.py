@@ -2621,8 +2621,10 @@ class SmallModelHelp:
         if swap and all(mentions(self.request, part.rpartition(".")[2]) for part in swap):
             old, new = swap   # "replace the logger.warn calls with logger.warning"
             uses = re.compile(rf"(?<![\w.]){re.escape(old)}\b")
-            paths = named_files(self.request, repo_files(self.agent.git))
-            for path in paths or [path for path, _ in self.other_files("", Path(name).suffix)]:
+            files = repo_files(self.agent.git)
+            paths = named_files(self.request, files) or [
+                path for path in files[:MAP_FILES] if path.endswith(Path(name).suffix)]
+            for path in paths:
                 done += self.coach_edit(path, uses.sub(new, self.file_text(path) or ""),
                                         f"replaced {old} with {new}")
         return "; ".join(done)
@@ -2673,12 +2675,12 @@ class SmallModelHelp:
     def write_answered_code(self, answer):
         """Write the one block of code an answer holds into the one new file the request asks
         to write it in: small models answer "Unit tests in test_stack.py:" and the code."""
+        if self.agent.approval_policy == "never" or self.agent.read_only:
+            return   # nothing may be written
         blocks = CODE_BLOCK.findall(answer)
         new = sorted({word for word in file_words(self.request)
                       if word.endswith(SOURCE_SUFFIXES) and self.is_new(word)})
         asks = CREATE_VERB.search(self.request) and "?" not in self.request   # not "how would..?"
-        if self.agent.approval_policy == "never" or self.agent.read_only:
-            return
         if len(blocks) != 1 or len(new) != 1 or not asks or (new[0], "answer") in self.offered:
             return
         path, content = new[0], blocks[0].strip("\n") + "\n"
@@ -2824,8 +2826,10 @@ def every_one(text, old_text, new_text):
     """(old_text, new_text) of one patch that changes every occurrence of old_text: the text from
     the first to the last; None if old_text is not there twice, or that text is not unique."""
     span = text[text.find(old_text):text.rfind(old_text) + len(old_text)]
-    if not old_text.strip() or old_text in new_text and new_text in text:   # "warn" -> "warning":
-        return None                                                          # some say it already
+    if not old_text.strip():
+        return None
+    if old_text in new_text and new_text in text:   # "warn" -> "warning", and some say it already
+        return None
     if text.count(old_text) < 2 or text.count(span) != 1:
         return None
     return span, span.replace(old_text, new_text)
