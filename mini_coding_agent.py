@@ -2655,7 +2655,8 @@ class SmallModelHelp:
         """Why an answer goes back to the model, as (a notice for the user, a message for the
         model), or None.  Untested edits go back once (code the answer held for the new file
         the request names is written there first); stale uses while fewer are left."""
-        self.write_answered_code(answer)
+        if "```" in answer:   # code, perhaps for the file the request asks for
+            self.write_answered_code(answer)
         if steps_left < 2:
             return None
         stale = self.stale_uses() if self.taken_away else []
