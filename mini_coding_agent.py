@@ -2793,6 +2793,8 @@ def copied_cut(args, text):
 def swapped_name(before, after):
     """The one dotted name (`logger.warn`) an edit put another in place of, as (old, new), or
     None; not a name that only grew (`args.name` -> `args.name.upper`)."""
+    if max(len(before), len(after)) > SYNTAX_CHECK_CHARS:   # as the other checks of an edit
+        return None
     was, now = Counter(DOTTED_NAME.findall(before)), Counter(DOTTED_NAME.findall(after))
     fewer, more = list(was - now), list(now - was)
     if len(fewer) != 1 or len(more) != 1:
