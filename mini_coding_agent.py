@@ -2583,11 +2583,11 @@ class SmallModelHelp:
             return
         old_text = args.get("old_text") if call["name"] == "patch_file" else None
         readable = isinstance(old_text, str) and isinstance(args.get("new_text"), str)
-        if not result.ok and readable and text.count(old_text) > 1:   # sent again: change all
-            self.ambiguous.add((args["path"], old_text, args["new_text"]))
         if not result.ok and readable and text.count(old_text) != 1:   # missed
+            if old_text in text:   # more than once: sent again, it changes every one
+                self.ambiguous.add((args["path"], old_text, args["new_text"]))
             elsewhere = "" if old_text in text else self.found_elsewhere(old_text, args["path"])
-            result.text += elsewhere or patch_hint(text, old_text, str(args.get("new_text", "")))
+            result.text += elsewhere or patch_hint(text, old_text, args["new_text"])
         if not result.ok:
             return
         name = self.agent.relative(self.agent.path(args["path"]))
@@ -2828,11 +2828,11 @@ def drop_line_numbers(call, text):
 def every_one(text, old_text, new_text):
     """(old_text, new_text) of one patch that changes every occurrence of old_text: the text from
     the first to the last; None if old_text is not there twice, or that text is not unique."""
-    span = text[text.find(old_text):text.rfind(old_text) + len(old_text)]
     if not old_text.strip():
         return None
     if old_text in new_text and new_text in text:   # "warn" -> "warning", and some say it already
         return None
+    span = text[text.find(old_text):text.rfind(old_text) + len(old_text)]
     if text.count(old_text) < 2 or text.count(span) != 1:
         return None
     return span, span.replace(old_text, new_text)
