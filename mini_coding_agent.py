@@ -271,21 +271,12 @@ def new_session(workspace_root):
 # What the user sees while the loop runs
 # ---------------------------------------------------------------------------
 
-CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n: no text drives
-UNSEEN_CHARS = re.compile(   # the terminal; these reorder or hide text, and are shown as \uXXXX:
-    "[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\U000e0000-\U000e007f]")   # bidi, ...
-STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
-DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
-PREVIEW_LINES = 4        # lines of a tool's result shown on screen
-PREVIEW_WIDTH = 200      # ... each cut to this many chars
-APPROVAL_HEAD, APPROVAL_TAIL = 40, 20   # lines of a long diff shown before asking; [v]: all
-MASCOT = (" .-------. ", " | O   O | ", " |   v   | ", " '-------' ")
 APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this session{view}: "
 
 
 class Display:
     """How the agent shows its work as it goes: this quiet one only asks approval questions, for
-    MiniAgent in a program or a test.  The command line uses TerminalDisplay."""
+    MiniAgent in a program or a test.  The command line uses TerminalDisplay (near the end)."""
 
     def model_started(self, depth):
         """A model call begins (depth > 0: a delegated helper's call)."""
@@ -310,231 +301,6 @@ class Display:
         the answer."""
         sys.stderr.write(f"{preview}\n{APPROVAL_QUESTION.format(name=name, view='')}")
         sys.stderr.flush()
-
-
-class TerminalDisplay(Display):
-    """What a person sees: a waiting timer, the reply as it streams, a line per tool, the answer.
-
-    Everything goes to stderr except answers, which go to stdout, so that
-    `answer=$(mini-coding-agent "...")` captures just the answer.
-    """
-
-    def __init__(self, verbose=False):
-        self.verbose = verbose
-        self.live = sys.stderr.isatty()   # a person is watching: show the timer and stream
-        self.ticker, self.stop_ticking = None, threading.Event()
-        self.new_reply(0)
-
-    def new_reply(self, depth):
-        """Forget the last reply: nothing of the next one is shown yet."""
-        self.depth, self.reply, self.shown = depth, "", 0   # the reply so far; how much is shown
-        self.mode = "prose"                   # then "answer" after <final>, "call" after <tool
-        self.printed = self.thinking = False  # prose shown on screen; thinking being shown
-
-    def model_started(self, depth):
-        self.new_reply(depth)
-        if self.live:
-            self.stop_ticking = threading.Event()
-            self.ticker = threading.Thread(target=self.tick, args=[self.stop_ticking], daemon=True)
-            self.ticker.start()
-
-    def tick(self, stop):
-        """Show the seconds spent waiting for the model, on one line, until told to stop."""
-        started = time.monotonic()
-        while not stop.wait(0.25):
-            sys.stderr.write(f"\r  waiting for the model... {time.monotonic() - started:.0f} s ")
-            sys.stderr.flush()
-
-    def stop_ticker(self):
-        """Stop the waiting timer, if it runs, and clear its line."""
-        if self.ticker:
-            self.stop_ticking.set()
-            self.ticker.join()
-            self.ticker = None
-            sys.stderr.write("\r" + " " * 40 + "\r")
-
-    def model_thinking(self, text):
-        """A piece of a thinking model's thinking: shown dimmed, never taken as the answer."""
-        self.stop_ticker()
-        self.thinking = True
-        sys.stderr.write(paint(text, "dim", sys.stderr))
-        sys.stderr.flush()
-
-    def model_text(self, text):
-        """A piece of the reply, as it streams."""
-        self.stop_ticker()
-        if self.thinking:
-            sys.stderr.write("\n")
-            self.thinking = False
-        self.reply += text
-        if self.mode == "prose":
-            self.show_prose(done=False)
-        if self.mode == "answer":
-            self.show_answer_part(done=False)
-        if self.mode == "call":
-            sys.stderr.write(f"\r  writing a tool call... {len(self.reply) - self.shown:,} chars ")
-        sys.stderr.flush()
-
-    def show_prose(self, done):
-        """Stream the reply dimmed, until it turns out to hold an answer or a tool call."""
-        rest = self.reply[self.shown:]
-        call, final = CALL_OPENING.search(rest), rest.find("<final>")
-        answer_first = -1 < final < (call.start() if call else len(rest))
-        if answer_first and self.depth == 0 and sys.stdout.isatty():
-            self.mode, end, skip = "answer", final, len("<final>")
-        elif call:
-            self.mode, end, skip = "call", call.start(), 0
-        else:   # hold back what may be the start of a tag
-            partial = rest.rfind("<")
-            holding = not done and partial != -1 and ">" not in rest[partial:]
-            end, skip = (partial if holding else len(rest)), 0
-        if self.depth == 0 and rest[:end].strip():
-            sys.stderr.write(paint(rest[:end], "dim", sys.stderr))
-            self.printed = True
-        self.shown += end + skip
-
-    def show_answer_part(self, done):
-        """Print the streamed answer so far, up to `</final>` (what follows that is not shown)."""
-        answer = self.reply[self.shown:]
-        end = answer.find("</final>")
-        if end == -1:
-            partial = answer.rfind("<")   # hold back what may be the start of </final>
-            holding = not done and partial != -1 and "</final>".startswith(answer[partial:])
-            end = partial if holding else len(answer)
-        sys.stdout.write(paint(answer[:end], "bold", sys.stdout))
-        sys.stdout.flush()
-        self.shown += end
-        if answer.find("</final>") != -1:
-            self.mode = "answered"   # nothing after </final> is shown
-
-    def model_finished(self):
-        self.stop_ticker()
-        if self.mode == "prose" and self.reply:
-            self.show_prose(done=True)
-        if self.mode == "answer":
-            self.show_answer_part(done=True)
-        if self.mode in ("answer", "answered"):
-            print()
-        elif self.mode == "call":
-            sys.stderr.write("\r" + " " * 50 + "\r")   # the tool's summary line takes its place
-        elif self.printed or self.thinking:
-            sys.stderr.write("\n")
-
-    def step_figures(self, figures):
-        if self.verbose:
-            say(f"   [{figures_line(figures)}]", "dim")
-
-    def tool_started(self, name, args, depth):
-        say(f"{'    ' * depth}-> {'helper ' if depth else ''}{describe_call(name, args)}", "cyan")
-
-    def tool_finished(self, name, result, depth):
-        lines = result.for_model().splitlines() or ["(no output)"]
-        shown = shell_preview(lines) if name == "run_shell" else lines[:PREVIEW_LINES]
-        if name != "run_shell" and len(lines) > PREVIEW_LINES:
-            shown.append(f"... {len(lines) - PREVIEW_LINES} more lines")
-        say("\n".join(f"{'    ' * depth}   {line[:PREVIEW_WIDTH]}" for line in shown),
-            "dim" if result.ok else "red")
-
-    def notice(self, text):
-        say(text, "yellow")
-
-    def approval(self, name, preview, whole):
-        self.stop_ticker()
-        lines = preview.splitlines()
-        cut = not whole and len(lines) > APPROVAL_HEAD + APPROVAL_TAIL
-        if cut:   # the head and the tail; [v] shows all of it
-            hidden = len(lines) - APPROVAL_HEAD - APPROVAL_TAIL
-            lines = [*lines[:APPROVAL_HEAD], f"... {hidden} lines not shown: answer v to see them "
-                     "all ...", *lines[-APPROVAL_TAIL:]]
-        for line in lines:
-            heading = line.startswith(("+++", "---", "..."))
-            say(line, "bold" if heading else DIFF_STYLES.get(line[:1], "bold"))
-        view = " / [v]iew the whole diff" if cut else ""
-        question = APPROVAL_QUESTION.format(name=name, view=view)
-        sys.stderr.write(paint(question, "yellow", sys.stderr))
-        sys.stderr.flush()
-
-    def answer(self, text):
-        """Print a final answer on stdout, unless it streamed already onto stdout's terminal."""
-        streamed_here = self.printed and sys.stdout.isatty() and sys.stderr.isatty() and \
-            os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
-        if self.mode not in ("answer", "answered") and not streamed_here:
-            print(paint(text, "bold", sys.stdout))
-
-
-def build_welcome(agent, model, host):
-    """A box that says what the agent will work on and with which model; it fits the terminal."""
-    columns = shutil.get_terminal_size((80, 24)).columns
-    width = min(max(columns, 68), 84) if columns >= 68 else max(columns - 1, 24)
-    inner = width - 4
-    rows = [
-        ("workspace", str(agent.root)),
-        ("model", f"{model} at {host}"),
-        ("context", f"{agent.num_ctx:,} tokens (prompts up to {agent.prompt_budget:,} chars)"),
-        ("branch", agent.workspace.branch),
-        ("approval", agent.approval_policy),
-        ("session", agent.session["id"] + (f" (resumed, {len(agent.session['history'])} items)"
-                                           if agent.session["history"] else "")),
-    ]
-    title = ["MINI CODING AGENT", "a coding agent on your own machine"]
-    if inner >= 50:
-        lines = [face + "  " + text for face, text in zip(MASCOT, ["", *title, ""], strict=True)]
-    else:
-        lines = title
-    lines += [""] + [f"{label:<10} {shorten(value, inner - 11)}" for label, value in rows]
-    lines += ["", "Type a request, or /help for commands."[:inner]]
-    border = "+" + "-" * (width - 2) + "+"
-    return "\n".join([border, *[f"| {line[:inner]:<{inner}} |" for line in lines], border])
-
-
-def paint(text, style, stream):
-    """Text made safe for a terminal (whoever wrote it), and coloured if the stream is a terminal
-    and NO_COLOR is unset."""
-    text = CONTROL_CHARS.sub("", text)
-    text = UNSEEN_CHARS.sub(lambda char: f"\\u{ord(char.group()):04x}", text)
-    if style is None or not stream.isatty() or os.environ.get("NO_COLOR"):
-        return text
-    return f"\x1b[{STYLES[style]}m{text}\x1b[0m"
-
-
-def say(message, style=None):
-    """Tell the user something that is not an answer: on stderr, so stdout holds only answers."""
-    print(paint(message, style, sys.stderr), file=sys.stderr)
-
-
-def shorten(text, width):
-    """Shorten text in the middle with '...' so it fits in width."""
-    if len(text) <= width:
-        return text
-    head = (width - 3) // 2
-    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
-
-
-def describe_call(name, args):
-    """A tool call as one line a person can scan, e.g. `read_file README.md 1-80`."""
-    get = args.get
-    if name == "read_file":
-        text = f"read_file {get('path')} {get('start', 1)}-{get('end', 200)}"
-    elif name in ("run_shell", "delegate"):
-        text = f"{name}: {get('command') or get('task')}"
-    elif name == "search":
-        text = f"search {get('pattern')!r} in {get('path', '.')}"
-    else:
-        text = f"{name} {get('path', '.')}"
-    return one_line(text, 160)
-
-
-def shell_preview(lines):
-    """The lines of a shell result worth a glance: its exit code and the end of each output,
-    where a failing test run's summary and a traceback's last lines are."""
-    shown, part = [lines[0]], []
-    for line in [*lines[1:], "stderr:"]:
-        if line in ("stdout:", "stderr:"):
-            shown += [*(["..."] if len(part) > PREVIEW_LINES else []), *part[-PREVIEW_LINES:]]
-            part = []
-        elif line != "(empty)":
-            part.append(line)
-    return shown
 
 
 # ---------------------------------------------------------------------------
@@ -3593,6 +3359,246 @@ class OllamaModelClient:
         lengths = [value for key, value in (info if isinstance(info, dict) else {}).items()
                    if key.endswith(".context_length") and isinstance(value, int)]
         return lengths[0] if lengths else None
+
+
+# ---------------------------------------------------------------------------
+# The terminal: what a person sees while the loop runs
+# ---------------------------------------------------------------------------
+
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n: no text drives
+UNSEEN_CHARS = re.compile(   # the terminal; these reorder or hide text, and are shown as \uXXXX:
+    "[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\U000e0000-\U000e007f]")   # bidi, ...
+STYLES = {"dim": "2", "bold": "1", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+DIFF_STYLES = {"+": "green", "-": "red", "@": "cyan"}
+PREVIEW_LINES = 4        # lines of a tool's result shown on screen
+PREVIEW_WIDTH = 200      # ... each cut to this many chars
+APPROVAL_HEAD, APPROVAL_TAIL = 40, 20   # lines of a long diff shown before asking; [v]: all
+MASCOT = (" .-------. ", " | O   O | ", " |   v   | ", " '-------' ")
+
+
+class TerminalDisplay(Display):
+    """What a person sees: a waiting timer, the reply as it streams, a line per tool, the answer.
+
+    Everything goes to stderr except answers, which go to stdout, so that
+    `answer=$(mini-coding-agent "...")` captures just the answer.
+    """
+
+    def __init__(self, verbose=False):
+        self.verbose = verbose
+        self.live = sys.stderr.isatty()   # a person is watching: show the timer and stream
+        self.ticker, self.stop_ticking = None, threading.Event()
+        self.new_reply(0)
+
+    def new_reply(self, depth):
+        """Forget the last reply: nothing of the next one is shown yet."""
+        self.depth, self.reply, self.shown = depth, "", 0   # the reply so far; how much is shown
+        self.mode = "prose"                   # then "answer" after <final>, "call" after <tool
+        self.printed = self.thinking = False  # prose shown on screen; thinking being shown
+
+    def model_started(self, depth):
+        self.new_reply(depth)
+        if self.live:
+            self.stop_ticking = threading.Event()
+            self.ticker = threading.Thread(target=self.tick, args=[self.stop_ticking], daemon=True)
+            self.ticker.start()
+
+    def tick(self, stop):
+        """Show the seconds spent waiting for the model, on one line, until told to stop."""
+        started = time.monotonic()
+        while not stop.wait(0.25):
+            sys.stderr.write(f"\r  waiting for the model... {time.monotonic() - started:.0f} s ")
+            sys.stderr.flush()
+
+    def stop_ticker(self):
+        """Stop the waiting timer, if it runs, and clear its line."""
+        if self.ticker:
+            self.stop_ticking.set()
+            self.ticker.join()
+            self.ticker = None
+            sys.stderr.write("\r" + " " * 40 + "\r")
+
+    def model_thinking(self, text):
+        """A piece of a thinking model's thinking: shown dimmed, never taken as the answer."""
+        self.stop_ticker()
+        self.thinking = True
+        sys.stderr.write(paint(text, "dim", sys.stderr))
+        sys.stderr.flush()
+
+    def model_text(self, text):
+        """A piece of the reply, as it streams."""
+        self.stop_ticker()
+        if self.thinking:
+            sys.stderr.write("\n")
+            self.thinking = False
+        self.reply += text
+        if self.mode == "prose":
+            self.show_prose(done=False)
+        if self.mode == "answer":
+            self.show_answer_part(done=False)
+        if self.mode == "call":
+            sys.stderr.write(f"\r  writing a tool call... {len(self.reply) - self.shown:,} chars ")
+        sys.stderr.flush()
+
+    def show_prose(self, done):
+        """Stream the reply dimmed, until it turns out to hold an answer or a tool call."""
+        rest = self.reply[self.shown:]
+        call, final = CALL_OPENING.search(rest), rest.find("<final>")
+        answer_first = -1 < final < (call.start() if call else len(rest))
+        if answer_first and self.depth == 0 and sys.stdout.isatty():
+            self.mode, end, skip = "answer", final, len("<final>")
+        elif call:
+            self.mode, end, skip = "call", call.start(), 0
+        else:   # hold back what may be the start of a tag
+            partial = rest.rfind("<")
+            holding = not done and partial != -1 and ">" not in rest[partial:]
+            end, skip = (partial if holding else len(rest)), 0
+        if self.depth == 0 and rest[:end].strip():
+            sys.stderr.write(paint(rest[:end], "dim", sys.stderr))
+            self.printed = True
+        self.shown += end + skip
+
+    def show_answer_part(self, done):
+        """Print the streamed answer so far, up to `</final>` (what follows that is not shown)."""
+        answer = self.reply[self.shown:]
+        end = answer.find("</final>")
+        if end == -1:
+            partial = answer.rfind("<")   # hold back what may be the start of </final>
+            holding = not done and partial != -1 and "</final>".startswith(answer[partial:])
+            end = partial if holding else len(answer)
+        sys.stdout.write(paint(answer[:end], "bold", sys.stdout))
+        sys.stdout.flush()
+        self.shown += end
+        if answer.find("</final>") != -1:
+            self.mode = "answered"   # nothing after </final> is shown
+
+    def model_finished(self):
+        self.stop_ticker()
+        if self.mode == "prose" and self.reply:
+            self.show_prose(done=True)
+        if self.mode == "answer":
+            self.show_answer_part(done=True)
+        if self.mode in ("answer", "answered"):
+            print()
+        elif self.mode == "call":
+            sys.stderr.write("\r" + " " * 50 + "\r")   # the tool's summary line takes its place
+        elif self.printed or self.thinking:
+            sys.stderr.write("\n")
+
+    def step_figures(self, figures):
+        if self.verbose:
+            say(f"   [{figures_line(figures)}]", "dim")
+
+    def tool_started(self, name, args, depth):
+        say(f"{'    ' * depth}-> {'helper ' if depth else ''}{describe_call(name, args)}", "cyan")
+
+    def tool_finished(self, name, result, depth):
+        lines = result.for_model().splitlines() or ["(no output)"]
+        shown = shell_preview(lines) if name == "run_shell" else lines[:PREVIEW_LINES]
+        if name != "run_shell" and len(lines) > PREVIEW_LINES:
+            shown.append(f"... {len(lines) - PREVIEW_LINES} more lines")
+        say("\n".join(f"{'    ' * depth}   {line[:PREVIEW_WIDTH]}" for line in shown),
+            "dim" if result.ok else "red")
+
+    def notice(self, text):
+        say(text, "yellow")
+
+    def approval(self, name, preview, whole):
+        self.stop_ticker()
+        lines = preview.splitlines()
+        cut = not whole and len(lines) > APPROVAL_HEAD + APPROVAL_TAIL
+        if cut:   # the head and the tail; [v] shows all of it
+            hidden = len(lines) - APPROVAL_HEAD - APPROVAL_TAIL
+            lines = [*lines[:APPROVAL_HEAD], f"... {hidden} lines not shown: answer v to see them "
+                     "all ...", *lines[-APPROVAL_TAIL:]]
+        for line in lines:
+            heading = line.startswith(("+++", "---", "..."))
+            say(line, "bold" if heading else DIFF_STYLES.get(line[:1], "bold"))
+        view = " / [v]iew the whole diff" if cut else ""
+        question = APPROVAL_QUESTION.format(name=name, view=view)
+        sys.stderr.write(paint(question, "yellow", sys.stderr))
+        sys.stderr.flush()
+
+    def answer(self, text):
+        """Print a final answer on stdout, unless it streamed already onto stdout's terminal."""
+        streamed_here = self.printed and sys.stdout.isatty() and sys.stderr.isatty() and \
+            os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
+        if self.mode not in ("answer", "answered") and not streamed_here:
+            print(paint(text, "bold", sys.stdout))
+
+
+def build_welcome(agent, model, host):
+    """A box that says what the agent will work on and with which model; it fits the terminal."""
+    columns = shutil.get_terminal_size((80, 24)).columns
+    width = min(max(columns, 68), 84) if columns >= 68 else max(columns - 1, 24)
+    inner = width - 4
+    rows = [
+        ("workspace", str(agent.root)),
+        ("model", f"{model} at {host}"),
+        ("context", f"{agent.num_ctx:,} tokens (prompts up to {agent.prompt_budget:,} chars)"),
+        ("branch", agent.workspace.branch),
+        ("approval", agent.approval_policy),
+        ("session", agent.session["id"] + (f" (resumed, {len(agent.session['history'])} items)"
+                                           if agent.session["history"] else "")),
+    ]
+    title = ["MINI CODING AGENT", "a coding agent on your own machine"]
+    if inner >= 50:
+        lines = [face + "  " + text for face, text in zip(MASCOT, ["", *title, ""], strict=True)]
+    else:
+        lines = title
+    lines += [""] + [f"{label:<10} {shorten(value, inner - 11)}" for label, value in rows]
+    lines += ["", "Type a request, or /help for commands."[:inner]]
+    border = "+" + "-" * (width - 2) + "+"
+    return "\n".join([border, *[f"| {line[:inner]:<{inner}} |" for line in lines], border])
+
+
+def paint(text, style, stream):
+    """Text made safe for a terminal (whoever wrote it), and coloured if the stream is a terminal
+    and NO_COLOR is unset."""
+    text = CONTROL_CHARS.sub("", text)
+    text = UNSEEN_CHARS.sub(lambda char: f"\\u{ord(char.group()):04x}", text)
+    if style is None or not stream.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    return f"\x1b[{STYLES[style]}m{text}\x1b[0m"
+
+
+def say(message, style=None):
+    """Tell the user something that is not an answer: on stderr, so stdout holds only answers."""
+    print(paint(message, style, sys.stderr), file=sys.stderr)
+
+
+def shorten(text, width):
+    """Shorten text in the middle with '...' so it fits in width."""
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
+def describe_call(name, args):
+    """A tool call as one line a person can scan, e.g. `read_file README.md 1-80`."""
+    get = args.get
+    if name == "read_file":
+        text = f"read_file {get('path')} {get('start', 1)}-{get('end', 200)}"
+    elif name in ("run_shell", "delegate"):
+        text = f"{name}: {get('command') or get('task')}"
+    elif name == "search":
+        text = f"search {get('pattern')!r} in {get('path', '.')}"
+    else:
+        text = f"{name} {get('path', '.')}"
+    return one_line(text, 160)
+
+
+def shell_preview(lines):
+    """The lines of a shell result worth a glance: its exit code and the end of each output,
+    where a failing test run's summary and a traceback's last lines are."""
+    shown, part = [lines[0]], []
+    for line in [*lines[1:], "stderr:"]:
+        if line in ("stdout:", "stderr:"):
+            shown += [*(["..."] if len(part) > PREVIEW_LINES else []), *part[-PREVIEW_LINES:]]
+            part = []
+        elif line != "(empty)":
+            part.append(line)
+    return shown
 
 
 # ---------------------------------------------------------------------------
