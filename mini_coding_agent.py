@@ -2746,7 +2746,7 @@ def unwrap_code(call):
         inner = text[opening.end():].rstrip()
         while re.fullmatch(r"</\w+>", inner[inner.rfind("</"):]):   # the closing tags, inmost last
             inner = inner[:inner.rfind("</")].rstrip()
-    if not syntax_error(path, inner):
+    if inner.strip() and not syntax_error(path, inner):   # markup around nothing stays, as sent
         args["content"] = inner.rstrip("\n") + "\n"
         add_note(call, "the markup around the code was taken off")
 

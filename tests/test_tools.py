@@ -817,6 +817,8 @@ def test_markup_around_a_new_python_file_is_taken_off_when_that_makes_it_compile
     broken = "<code>\nclass T(:\n</code>"   # still broken without it: written as sent, and said
     assert "does not parse as Python" in agent.run_tool("write_file", {"path": "c.py", "content": broken})
     assert (repo / "c.py").read_text() == broken
+    empty = "<tests>\n</tests>"   # markup around no code: written as sent, not as an empty file
+    assert "does not parse as Python" in agent.run_tool("write_file", {"path": "d.py", "content": empty})
 
 
 def test_a_patch_that_would_break_a_python_file_is_refused_and_shows_the_line(repo):
