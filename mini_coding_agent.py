@@ -3801,12 +3801,21 @@ def start_agent(args):
     return agent, display
 
 
+def cannot_write(exc):
+    """One sentence for a file the agent's own work could not write."""
+    return (f"error: could not write {exc.filename or 'a file'} ({exc.strerror or exc}); free "
+            "some disk space, or work in a folder you may write to.")
+
+
 def run_request(agent, display, request):
     """Answer one request; returns the exit code of one-shot mode.  Ctrl-C goes to the caller."""
     try:
         answer = agent.ask(request)
     except RuntimeError as exc:
         say(f"error: {exc}")
+        return EXIT_ERROR
+    except OSError as exc:   # the session could not be saved: a full disk, a folder gone
+        say(cannot_write(exc))
         return EXIT_ERROR
     except Exception as exc:   # a bug of ours: one line, not a traceback; the session is saved
         say(f"error: unexpected {type(exc).__name__}: {exc}")
@@ -4003,6 +4012,9 @@ def main(argv=None):
     except CannotStart as exc:
         say(f"error: {exc}")
         return exc.code
+    except OSError as exc:   # the agent's folder cannot be made: someone else's checkout
+        say(cannot_write(exc))
+        return EXIT_ERROR
     except KeyboardInterrupt:
         say("\nInterrupted before the session started; nothing was saved.")
         return EXIT_INTERRUPTED

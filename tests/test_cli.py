@@ -184,6 +184,29 @@ def test_a_server_that_is_not_quite_ollama_gets_a_warning(ollama, repo):
     assert "not with Ollama's model list" in done.stderr
 
 
+def test_a_folder_the_agent_may_not_write_ends_in_one_clear_line(ollama, repo, monkeypatch, capsys):
+    def refuse(path, *args, **kwargs):   # as in someone else's checkout (root may write anywhere)
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(mca.Path, "mkdir", refuse)
+    assert mca.main(["--cwd", str(repo), "--host", ollama.url, "hi"]) == mca.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"error: could not write {repo / '.mini-coding-agent'} (Permission denied); " in err
+    assert "work in a folder you may write to" in err and "Traceback" not in err
+
+
+def test_a_session_that_cannot_be_saved_ends_the_request_in_one_clear_line(ollama, repo, monkeypatch, capsys):
+    write_atomic = mca.write_atomic
+    def disk_full(path, *chunks, **kwargs):
+        if path.suffix == ".json":
+            raise OSError(28, "No space left on device", str(path))
+        return write_atomic(path, *chunks, **kwargs)
+    monkeypatch.setattr(mca, "write_atomic", disk_full)
+    ollama.script("<final>done</final>")
+    assert mca.main(["--cwd", str(repo), "--host", ollama.url, "hi"]) == mca.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "error: could not write " in err and "(No space left on device); free some disk space" in err
+
+
 def test_num_ctx_beyond_the_models_context_length_stops_before_any_request(ollama, repo):
     ollama.context_length = 8192
     done = agent_cli(ollama, repo, "--num-ctx", "16384", "hi")
