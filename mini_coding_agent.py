@@ -268,7 +268,7 @@ def new_session(workspace_root):
 
 
 # ---------------------------------------------------------------------------
-# What the user sees while the loop runs
+# What the loop shows the user: the display it reports each step to
 # ---------------------------------------------------------------------------
 
 APPROVAL_QUESTION = "approve {name}? [y]es / [n]o / [a]lways for {name} this session{view}: "
@@ -3362,7 +3362,7 @@ class OllamaModelClient:
 
 
 # ---------------------------------------------------------------------------
-# The terminal: what a person sees while the loop runs
+# The terminal: the display a person watches, and its welcome box
 # ---------------------------------------------------------------------------
 
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but \t, \n: no text drives
