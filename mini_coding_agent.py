@@ -2213,6 +2213,8 @@ CHECK_REQUEST = (   # sent once per request: small models say "done" untested
     "give your final answer.")
 CODE_BLOCK = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 CREATE_VERB = re.compile(r"\b(?:write|create|add|make|generate|save|put)\b", re.IGNORECASE)
+COPIED_REQUEST = (   # sent once per request: the answer to the request before, word for word
+    "[check] That is your answer to an earlier request. Work on this one now: {request}")
 STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
     "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
     "answer.")
@@ -2228,6 +2230,7 @@ class SmallModelHelp:
         self.unchecked = []    # code files this request changed since its last command
         self.sent_back = {}    # kind -> how much was left wrong when an answer was last sent back
         self.request = ""      # the request being worked on
+        self.old_answers = set()   # what the model answered the requests before this one
         self.offered = set()   # (path, what) of the edits the coach made or was denied
         self.ambiguous = set()   # (path, old_text, new_text): patches that missed, found twice+
 
@@ -2237,6 +2240,11 @@ class SmallModelHelp:
         failure there is, instead of guessing."""
         self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
         self.ambiguous = set()
+        history = self.agent.session["history"][:-1]   # all but this request
+        self.old_answers = {item["content"].strip() for item in history
+                            if item["role"] == "assistant"}
+        if any(item["role"] == "user" and item["content"] == request for item in history):
+            self.old_answers = set()   # the same question again may get the same answer
         calls = [("read_file", {"path": path})
                  for path in named_files(request, repo_files(self.agent.git))]
         command = TEST_COMMAND.search(request)
@@ -2425,6 +2433,11 @@ class SmallModelHelp:
             self.write_answered_code(answer)
         if steps_left < 2:
             return None
+        copied = answer.strip() in self.old_answers and len(answer.split()) >= 3
+        if copied and "copied" not in self.sent_back:   # small models repeat their last turn
+            self.sent_back["copied"] = 1
+            return ("The model gave an earlier request's answer again: it is sent back.",
+                    COPIED_REQUEST.format(request=one_line(self.request, ARGS_CHARS)))
         stale = self.stale_uses() if self.taken_away else []
         left = sum(warning.count("\n") + 1 for warning in stale)
         if stale and left < self.sent_back.get("stale", float("inf")):

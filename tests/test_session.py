@@ -539,6 +539,20 @@ def test_the_check_is_asked_for_once_per_request(repo):
     assert len(checks) == 2
 
 
+def test_an_earlier_requests_answer_given_again_goes_back_once(repo):
+    replies = ["<final>min 2.5 max 4.0</final>",   # as Qwen2.5-Coder-1.5B answered a second request
+               "<final>min 2.5 max 4.0</final>", "<final>Added the line.</final>",
+               "<final>min 2.5 max 4.0</final>", "<final>min 2.5 max 4.0</final>", "<final>min 2.5 max 4.0</final>"]
+    agent = make_agent(repo, replies, small_model_help=True)
+    agent.ask("What does cli.py print for 3 and 5?")
+    assert agent.ask("Add a docstring line to summary.") == "Added the line."
+    assert agent.session["history"][-2]["content"] == mca.COPIED_REQUEST.format(
+        request="Add a docstring line to summary.")
+    assert agent.ask("What does cli.py print for 3 and 5?") == "min 2.5 max 4.0"   # asked again: kept
+    assert agent.ask("And for 2 and 9?") == "min 2.5 max 4.0"   # sent back once, then taken at its word
+    assert sum(item["content"].startswith("[check] That is your answer") for item in agent.session["history"]) == 2
+
+
 def test_an_answer_while_a_name_taken_away_is_still_used_goes_back_while_the_model_makes_progress(repo):
     (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n")
     (repo / "invoice.py").write_text("from billing import calc_total\nprint(calc_total([]))\n")
