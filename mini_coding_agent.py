@@ -2427,8 +2427,9 @@ class SmallModelHelp:
 
     def review_answer(self, answer, steps_left):
         """Why an answer goes back to the model, as (a notice for the user, a message for the
-        model), or None.  Untested edits go back once (code the answer held for the new file
-        the request names is written there first); stale uses while fewer are left."""
+        model), or None.  An earlier request's answer given again goes back once; untested edits
+        once (code the answer held for the new file the request names is written there first);
+        stale uses while fewer are left."""
         if "```" in answer:   # code, perhaps for the file the request asks for
             self.write_answered_code(answer)
         if steps_left < 2:
