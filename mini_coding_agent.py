@@ -2215,6 +2215,22 @@ CODE_BLOCK = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 CREATE_VERB = re.compile(r"\b(?:write|create|add|make|generate|save|put)\b", re.IGNORECASE)
 COPIED_REQUEST = (   # sent once per request: the answer to the request before, word for word
     "[check] That is your answer to an earlier request. Work on this one now: {request}")
+REWRITE_MAX_CHARS = 6000   # a file drafted whole comes back in one reply (~2,400 tokens)
+CHANGE_VERB = re.compile(r"\b(?:add|make|fix|change|implement|rename|replace|remove|update|bump"
+                         r"|set|raise|refactor|extract|convert|give|handle|validate|sort|use|edit"
+                         r"|rewrite|move|support)\b", re.IGNORECASE)
+QUESTION = re.compile(r"\?|^\s*(?:what|which|where|when|why|how|who|is|are|does|do|can|could"
+                      r"|should|would|explain|describe|show|list|tell|summari[sz]e|find)\b",
+                      re.IGNORECASE)   # a request that asks, not one that orders a change
+REWRITE_SYSTEM = ("You rewrite one file so that it does what a request asks, and change nothing "
+                  "else.")
+REWRITE_REQUEST = (
+    "Request: {request}\n\nThe file {path} now:\n```\n{text}```\n\nWrite the whole new {path}, "
+    "done as the request asks. Reply with the file only, in one ``` block.")
+DRAFTED = (   # after the coach wrote the request's change, drafted whole
+    "[check] {path} now holds this change, written for the request:\n{change}\nCheck it with "
+    "run_shell (run the tests, or run the program the way the request would use it) and fix "
+    "what fails; then give your final answer.")
 STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
     "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
     "answer.")
@@ -2237,7 +2253,7 @@ class SmallModelHelp:
     def start(self, request):
         """Before a request: read the files it names, and run the tests it names, as a person
         would attach them and their output, so that the model edits the right file, for the
-        failure there is, instead of guessing."""
+        failure there is, instead of guessing; a change it orders to one file, draft whole."""
         self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
         self.ambiguous = set()
         history = self.agent.session["history"][:-1]   # all but this request
@@ -2254,6 +2270,9 @@ class SmallModelHelp:
         for name, args in calls:
             if not self.agent.repeats_last_two(name, args):   # else it is refused
                 self.agent.run_call({"name": name, "args": args})
+        may_write = self.agent.approval_policy != "never" and not self.agent.read_only
+        if may_write and CHANGE_VERB.search(request) and not QUESTION.search(request):
+            self.draft_change()
 
     def before_tool(self, call):
         """Mend a call before it runs, or refuse it with a ToolResult (see mend_edit)."""
@@ -2418,7 +2437,7 @@ class SmallModelHelp:
                 or syntax_error_added(path, text, content):
             return []
         self.offered.add((path, what))   # asked once: a user who said no is not asked again
-        self.agent.display.notice(f"The coach changes {path} too: {what}.")
+        self.agent.display.notice(f"The coach changes {path}: {what}.")
         if not self.agent.use_tool("write_file", {"path": path, "content": content}).ok:
             return []
         if path not in self.unchecked:
@@ -2452,6 +2471,42 @@ class SmallModelHelp:
             return (f"The model changed {files} and ran nothing since: its answer is sent back "
                     "for a check.", CHECK_REQUEST.format(files=files))
         return None
+
+    def draft_change(self):
+        """Ask the model for the one file the request names rewritten whole, write that as the
+        coach's edit, and tell the model the change.  Small models write a short file whole far
+        better than a patch to it in the tool protocol (tests/BENCHMARKS.md, round 12)."""
+        named = named_files(self.request, repo_files(self.agent.git))
+        text = self.file_text(named[0]) if len(named) == 1 else None
+        if not text or len(text) > REWRITE_MAX_CHARS \
+                or any(map(self.is_new, file_words(self.request))):   # a file to create
+            return
+        path, text = named[0], text.rstrip("\n") + "\n"
+        new = self.rewritten(path, text)
+        if new.strip() == text.strip() or kept_lines(text, new) < 0.5:   # "# the rest as before"
+            return
+        change = self.agent.preview("write_file", {"path": path, "content": new})
+        if self.coach_edit(path, new, "the model rewrote it whole, as the request asks"):
+            self.agent.record({"role": "user",
+                               "content": DRAFTED.format(path=path, change=change)})
+
+    def rewritten(self, path, text):
+        """The model's new text of a file, asked for in a short prompt of its own; "" unless it
+        wrote one block of code."""
+        agent = self.agent
+        prompt = [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content":
+                  REWRITE_REQUEST.format(request=self.request, path=path, text=text)}]
+        prompt = prompt if getattr(agent.model_client, "chat", False) else flat_text(prompt)
+        agent.display.model_started(1)   # as a helper's call: its text is not streamed
+        try:
+            reply = agent.model_client.complete(prompt, agent.max_new_tokens)
+        except NoSuchEndpoint:   # the loop's own first call finds out and goes on
+            return ""
+        finally:
+            agent.display.model_finished()
+        agent.record_stats(prompt)
+        blocks = CODE_BLOCK.findall(reply)
+        return blocks[0] if len(blocks) == 1 else ""
 
     def write_answered_code(self, answer):
         """Write the one block of code an answer holds into the one new file the request asks
@@ -2920,7 +2975,7 @@ def file_words(request):
     """The words of a request that are file names or paths (`stack.py`, `./src/a.py`)."""
     for word in re.split(r"[\s,;:()\[\]{}<>'\"`]+", request):   # a split: linear on a paste
         word = word.rstrip(".?!").removeprefix("./")
-        if re.fullmatch(r"[\w./-]+\.\w+", word):
+        if re.fullmatch(r"[\w./-]+\.[A-Za-z]\w*", word):   # not 0.0 or 1.3.0
             yield word
 
 
@@ -3012,6 +3067,13 @@ def syntax_error(name, text):
     except (ValueError, RecursionError, MemoryError):   # NUL bytes, absurd nesting: not ours
         pass
     return ""
+
+
+def kept_lines(old_text, new_text):
+    """The share of a file's non-blank lines that a rewrite of it still has."""
+    old = [line.strip() for line in old_text.splitlines() if line.strip()]
+    new = {line.strip() for line in new_text.splitlines()}
+    return sum(line in new for line in old) / max(len(old), 1)
 
 
 def syntax_error_added(name, old_text, new_text):
@@ -3651,14 +3713,16 @@ def positive_int(text):
     return value
 
 
-def positive_float(text):
-    """An argparse type: a number above 0."""
+def number_in(text, low, high, low_allowed=True):
+    """A flag's number (for argparse), from `low` (or just above it) to `high`; never NaN."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    if not (low <= value if low_allowed else low < value) or not value <= high:
+        above = "at least" if low_allowed else "above"
+        raise argparse.ArgumentTypeError(f"must be {above} {low:g} and at most {high:g}, "
+                                         f"got {text}")
     return value
 
 
@@ -3672,7 +3736,8 @@ def build_arg_parser():
     add("--model", help=f"Ollama model (default: $MINI_CODING_AGENT_MODEL, else {DEFAULT_MODEL})")
     add("--host", help=f"Ollama server, in any form Ollama takes (default: $OLLAMA_HOST, else "
                        f"{DEFAULT_HOST})")
-    add("--ollama-timeout", type=positive_float, default=300,
+    add("--ollama-timeout", default=300,
+        type=lambda text: number_in(text, 0, 86400, low_allowed=False),
         help="seconds to wait for one model reply (default: 300)")
     add("--resume", metavar="ID|latest", nargs="?", const="latest",
         help="go on with a saved session (alone: the latest)")
@@ -3682,8 +3747,10 @@ def build_arg_parser():
         help="tool calls allowed per request (default: 6)")
     add("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS,
         help=f"longest model reply, in tokens (default: {DEFAULT_MAX_NEW_TOKENS})")
-    add("--temperature", type=float, default=0.2, help="sampling temperature (default: 0.2)")
-    add("--top-p", type=float, default=0.9, help="nucleus sampling threshold (default: 0.9)")
+    add("--temperature", type=lambda text: number_in(text, 0, 2), default=0.2,
+        help="sampling temperature (default: 0.2)")
+    add("--top-p", type=lambda text: number_in(text, 0, 1, low_allowed=False), default=0.9,
+        help="nucleus sampling threshold (default: 0.9)")
     add("--num-ctx", type=positive_int, help="context window in tokens, sent with every request "
         f"(default: the model's own, at most {DEFAULT_NUM_CTX})")
     add("--no-stream", action="store_true", help="show replies only once they are complete")
@@ -3810,8 +3877,10 @@ def start_agent(args):
     if room < MIN_TRANSCRIPT_CHARS:
         store.unlock(agent.session["id"])
         needed = client.num_ctx + int((MIN_TRANSCRIPT_CHARS - room) / CHARS_PER_TOKEN) + 1
-        raise CannotStart(f"--num-ctx {client.num_ctx} leaves no room for the transcript; use "
-                          f"{needed} or more.", EXIT_USAGE)
+        raise CannotStart(f"--num-ctx {client.num_ctx} with --max-new-tokens "
+                          f"{args.max_new_tokens} leaves no room for the transcript; use "
+                          f"--num-ctx {needed} or more, or a smaller --max-new-tokens.",
+                          EXIT_USAGE)
     return agent, display
 
 

@@ -21,6 +21,15 @@ def test_the_tasks_cover_sixteen_kinds_split_once_into_two_halves():
     assert {task.name for task in bench_tasks.FIRST_TASKS} <= set(tuning)   # tuned on before: never held out
 
 
+class SolutionScript(mca.FakeModelClient):
+    """A task's scripted solution; a whole-file draft the coach asks for first gets no code."""
+
+    def complete(self, prompt, max_new_tokens):
+        if mca.REWRITE_SYSTEM in mca.flat_text(prompt):
+            return "(no draft)"
+        return super().complete(prompt, max_new_tokens)
+
+
 @pytest.mark.parametrize("task", bench_tasks.TASKS, ids=lambda task: task.name)
 def test_a_task_is_solved_by_its_scripted_solution_and_not_by_doing_nothing(task, tmp_path):
     untouched = tmp_path / "untouched"
@@ -28,7 +37,7 @@ def test_a_task_is_solved_by_its_scripted_solution_and_not_by_doing_nothing(task
     assert not task.check(untouched, NOTHING_DONE)[0]   # the do-nothing control
     repo = tmp_path / "repo"
     bench_tasks.make_repo(task, repo)
-    client = mca.FakeModelClient(task.solution)
+    client = SolutionScript(task.solution)
     store = mca.SessionStore(repo / ".mini-coding-agent" / "sessions")
     agent = mca.MiniAgent(client, mca.WorkspaceContext.build(repo), store, approval_policy="auto")
     answer = agent.ask(task.request)   # as the command line runs it: the small-model layer is on

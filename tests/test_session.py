@@ -500,8 +500,8 @@ def test_the_test_run_a_request_names_runs_first_and_the_model_sees_its_failure(
     never = make_agent(repo, ["<final>ok</final>"], small_model_help=True, approval_policy="never")
     never.ask("The tests fail (python -m unittest). Why?")   # nothing runs that would only be denied
     assert [item["role"] for item in never.session["history"]] == ["user", "assistant"]
-    told = make_agent(repo, ["<final>ok</final>"], small_model_help=True)
-    told.ask("Fix test_one.py, but do not run python -m unittest: it is slow.")
+    told = make_agent(repo, ["no draft", "<final>ok</final>"], small_model_help=True)
+    told.ask("Fix test_one.py, but do not run python -m unittest: it is slow.")   # drafted first
     assert [item["role"] for item in told.session["history"]] == ["user", "tool", "assistant"]   # read
 
 
@@ -551,6 +551,50 @@ def test_an_earlier_requests_answer_given_again_goes_back_once(repo):
     assert agent.ask("What does cli.py print for 3 and 5?") == "min 2.5 max 4.0"   # asked again: kept
     assert agent.ask("And for 2 and 9?") == "min 2.5 max 4.0"   # sent back once, then taken at its word
     assert sum(item["content"].startswith("[check] That is your answer") for item in agent.session["history"]) == 2
+
+
+MAIN_PY = ("import sys\n\nfrom inventory import load\n\n\ndef main(argv):\n    items = load(argv[1])\n"
+           "    print(len(items))\n\n\nif __name__ == \"__main__\":\n    main(sys.argv)\n")
+DRAFT = MAIN_PY.replace("    items = load(argv[1])\n", "    try:\n        items = load(argv[1])\n"
+                        "    except FileNotFoundError:\n        sys.exit(f\"no such file: {argv[1]}\")\n")
+MISSING_FILE = ("main.py crashes when the CSV file does not exist. Make it exit with a clear error instead, "
+                "as 1.2.0 did.")   # a version number is not a new file to write
+
+
+def test_a_change_to_the_one_file_a_request_names_is_drafted_whole_first(repo):
+    (repo / "main.py").write_text(MAIN_PY)
+    replies = [f"```python\n{DRAFT}```",   # Qwen2.5-Coder-1.5B, asked for the whole file
+               '<tool>{"name": "run_shell", "args": {"command": "python main.py nosuch.csv"}}</tool>',
+               "<final>main.py now exits with a clear error.</final>"]
+    agent = make_agent(repo, replies, small_model_help=True)
+    assert agent.ask(MISSING_FILE) == "main.py now exits with a clear error."
+    assert (repo / "main.py").read_text() == DRAFT
+    draft_prompt = agent.model_client.prompts[0]
+    assert draft_prompt.startswith(f"<|system|>\n{mca.REWRITE_SYSTEM}") and MAIN_PY in draft_prompt
+    history = agent.session["history"]
+    assert [item["role"] for item in history] == ["user", "tool", "user", "tool", "assistant"]
+    assert history[2]["content"].startswith("[check] main.py now holds this change")
+    assert "+    except FileNotFoundError:" in history[2]["content"]
+    assert agent.undo().startswith("Undid") and (repo / "main.py").read_text() == MAIN_PY   # as any edit
+
+
+@pytest.mark.parametrize("request_, draft, policy", [
+    ("What does main.py print?", DRAFT, "auto"),                      # a question
+    ("Explain how main.py handles a missing file.", DRAFT, "auto"),  # asks, does not order
+    (MISSING_FILE, DRAFT, "never"),                                   # nothing may be written
+    (MISSING_FILE, "```python\nimport sys\n# ... the rest as before\n```", "auto"),   # a sketch
+    (MISSING_FILE, f"```python\n{DRAFT.replace('except', 'except(')}```", "auto"),  # broken
+    (MISSING_FILE, "I would wrap load() in a try block.", "auto"),   # no code
+])
+def test_no_draft_is_written_unless_the_request_orders_a_change_and_the_draft_is_whole(
+        repo, request_, draft, policy):
+    (repo / "main.py").write_text(MAIN_PY)
+    agent = make_agent(repo, [draft, "<final>ok</final>"], small_model_help=True, approval_policy=policy)
+    agent.ask(request_)
+    assert (repo / "main.py").read_text() == MAIN_PY
+    asked = not request_.endswith("?") and policy != "never" and not request_.startswith("Explain")
+    drafted = [prompt for prompt in agent.model_client.prompts if mca.REWRITE_SYSTEM in prompt]
+    assert len(drafted) == asked   # asked for only where a change is ordered and may be written
 
 
 def test_an_answer_while_a_name_taken_away_is_still_used_goes_back_while_the_model_makes_progress(repo):

@@ -474,7 +474,8 @@ def test_enter_at_the_approval_question_denies_and_says_so(ollama, start, repo):
 
 
 def test_an_edit_that_changes_nothing_is_not_asked_about(ollama, start, repo):
-    ollama.script('<tool name="write_file" path="hello.txt"><content>alpha\nbeta\ngamma\n</content></tool>',
+    ollama.script("(no draft)",   # the coach asks for hello.txt rewritten whole first: no code comes
+                  '<tool name="write_file" path="hello.txt"><content>alpha\nbeta\ngamma\n</content></tool>',
                   "<final>unchanged</final>")
     terminal = start()
     terminal.expect(PROMPT)
@@ -496,7 +497,7 @@ def test_an_edit_the_coach_makes_is_shown_and_asked_about_like_the_models(ollama
     terminal.expect("[a]lways for patch_file this session: ")
     terminal.type("y\n")
     asked = terminal.expect("[a]lways for write_file this session: ")
-    assert "The coach changes invoice.py too: renamed calc_total to compute_total." in asked
+    assert "The coach changes invoice.py: renamed calc_total to compute_total." in asked
     assert "-from billing import calc_total" in asked and "+print(compute_total([]))" in asked
     terminal.type("n\n")
     terminal.expect(PROMPT)

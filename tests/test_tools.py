@@ -884,7 +884,8 @@ def test_an_edit_that_takes_out_a_definition_the_request_does_not_name_says_so(r
     (repo / "shapes.py").write_text(shapes)
     replace = ('<tool name="patch_file" path="shapes.py"><old_text>def perimeter(self):</old_text>'   # as the
                "<new_text>def area(self):\n        return self.width * self.height</new_text></tool>")  # 1.5B did
-    agent = make_agent(repo, [replace, "<final>Added.</final>", "<final>Added.</final>"], small_model_help=True)
+    replies = ["(no draft)", replace, "<final>Added.</final>", "<final>Added.</final>"]   # no whole-file draft
+    agent = make_agent(repo, replies, small_model_help=True)
     agent.ask("Add an area() method to Rectangle in shapes.py.")
     assert agent.session["history"][2]["content"] == (   # after shapes.py, read as the request names it
         "(ran patch_file; perimeter was kept: area went before it)\npatched shapes.py")
@@ -904,8 +905,8 @@ def test_an_edit_that_takes_out_a_definition_the_request_does_not_name_says_so(r
         "if it should stay, put it back")
     (repo / "shapes.py").write_text(shapes)
     remove = '<tool name="patch_file" path="shapes.py"><old_text>    def perimeter(self):\n</old_text><new_text>'
-    agent = make_agent(repo, [remove + "</new_text></tool>", "<final>Removed.</final>", "<final>Removed.</final>"],
-                       small_model_help=True)
+    agent = make_agent(repo, ["(no draft)", remove + "</new_text></tool>", "<final>Removed.</final>",
+                              "<final>Removed.</final>"], small_model_help=True)
     agent.ask("Remove perimeter() from shapes.py.")   # asked for: no warning
     assert agent.session["history"][2]["content"] == "patched shapes.py"
 
