@@ -578,6 +578,13 @@ def test_a_change_to_the_one_file_a_request_names_is_drafted_whole_first(repo):
     assert agent.undo().startswith("Undid") and (repo / "main.py").read_text() == MAIN_PY   # as any edit
 
 
+def test_a_file_too_long_to_be_copied_whole_is_not_drafted(repo):
+    (repo / "main.py").write_text(MAIN_PY + "# a comment line\n" * (mca.REWRITE_MAX_CHARS // 17))
+    agent = make_agent(repo, ["<final>ok</final>"], small_model_help=True)
+    agent.ask(MISSING_FILE)
+    assert not any(mca.REWRITE_SYSTEM in prompt for prompt in agent.model_client.prompts)
+
+
 @pytest.mark.parametrize("request_, draft, policy", [
     ("What does main.py print?", DRAFT, "auto"),                      # a question
     ("Explain how main.py handles a missing file.", DRAFT, "auto"),  # asks, does not order
