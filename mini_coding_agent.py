@@ -2262,8 +2262,8 @@ class SmallModelHelp:
                             if item["role"] == "assistant"}
         if any(item["role"] == "user" and item["content"] == request for item in history):
             self.old_answers = set()   # the same question again may get the same answer
-        calls = [("read_file", {"path": path})
-                 for path in named_files(request, repo_files(self.agent.git))]
+        named = named_files(request, repo_files(self.agent.git))
+        calls = [("read_file", {"path": path}) for path in named]
         command = TEST_COMMAND.search(request)
         if command and self.agent.approval_policy != "never" and not self.agent.read_only \
                 and not NEGATION.search(request[:command.start()]):   # "do not run make test"
@@ -2273,7 +2273,7 @@ class SmallModelHelp:
                 self.agent.run_call({"name": name, "args": args})
         may_write = self.agent.approval_policy != "never" and not self.agent.read_only
         if may_write and CHANGE_VERB.search(request) and not QUESTION.search(request):
-            self.draft_change()
+            self.draft_change(named)
 
     def before_tool(self, call):
         """Mend a call before it runs, or refuse it with a ToolResult (see mend_edit)."""
@@ -2473,11 +2473,10 @@ class SmallModelHelp:
                     "for a check.", CHECK_REQUEST.format(files=files))
         return None
 
-    def draft_change(self):
-        """Ask the model for the one file the request names rewritten whole, write that as the
-        coach's edit, and tell the model the change.  Small models write a short file whole far
-        better than a patch to it in the tool protocol (tests/BENCHMARKS.md, round 12)."""
-        named = named_files(self.request, repo_files(self.agent.git))
+    def draft_change(self, named):
+        """Ask the model for the one file the request names (of `named`) rewritten whole, write
+        that as the coach's edit, and tell the model the change.  Small models write a short file
+        whole far better than a patch to it (tests/BENCHMARKS.md, round 12)."""
         text = self.file_text(named[0]) if len(named) == 1 else None
         if not text or len(text) > REWRITE_MAX_CHARS \
                 or any(map(self.is_new, file_words(self.request))):   # a file to create
