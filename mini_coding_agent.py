@@ -2228,13 +2228,37 @@ REWRITE_SYSTEM = ("You rewrite one file so that it does what a request asks, and
 REWRITE_REQUEST = (
     "Request: {request}\n\nThe file {path} now:\n```\n{text}```\n\nWrite the whole new {path}, "
     "done as the request asks. Reply with the file only, in one ``` block.")
-DRAFTED = (   # after the coach wrote the request's change, drafted whole
-    "[check] {path} now holds this change, written for the request:\n{change}\nCheck it with "
+REWRITE_PART_REQUEST = (   # a longer Python file: the one definition the request names in it
+    "Request: {request}\n\nThe {kind} {name} in {path} now:\n```\n{text}```\n\nWrite the whole "
+    "new {kind} {name}, done as the request asks. Reply with its code only, in one ``` block.")
+DRAFTED = (   # after the coach's draft; a model that copies its first line still answers well
+    "[check] Changed {path} as the request asks.\n{change}\nCheck it with "
     "run_shell (run the tests, or run the program the way the request would use it) and fix "
     "what fails; then give your final answer.")
 STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
     "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
     "answer.")
+
+
+def file_words(request):
+    """The words of a request that are file names or paths (`stack.py`, `./src/a.py`)."""
+    for word in re.split(r"[\s,;:()\[\]{}<>'\"`]+", request):   # a split: linear on a paste
+        word = word.rstrip(".?!").removeprefix("./")
+        if re.fullmatch(r"[\w./-]+\.[A-Za-z]\w*", word):   # not 0.0 or 1.3.0
+            yield word
+
+
+def named_files(request, names):
+    """The files among `names` that a request names, by path or by a file name only one has."""
+    paths, by_file_name = set(names), {}
+    for name in names:
+        by_file_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+    found = []
+    for word in file_words(request):
+        matches = [word] if word in paths else by_file_name.get(word, [])
+        if len(matches) == 1 and matches[0] not in found:
+            found.append(matches[0])
+    return found[:MAX_NAMED_FILES]
 
 
 class SmallModelHelp:
@@ -2474,28 +2498,38 @@ class SmallModelHelp:
         return None
 
     def draft_change(self, named):
-        """Ask the model for the one file the request names (of `named`) rewritten whole, write
-        that as the coach's edit, and tell the model the change.  Small models write a short file
-        whole far better than a patch to it (tests/BENCHMARKS.md, round 12)."""
+        """Ask the model for the one file the request names (of `named`) rewritten whole (in a
+        longer Python file, the one definition the request names there), write that as the
+        coach's edit, and tell the model the change.  Small models write a short file or function
+        whole far better than a patch to it (tests/BENCHMARKS.md, rounds 12 and 13)."""
         text = self.file_text(named[0]) if len(named) == 1 else None
-        if not text or len(text) > REWRITE_MAX_CHARS \
-                or any(map(self.is_new, file_words(self.request))):   # a file to create
+        if not text or any(map(self.is_new, file_words(self.request))):   # a file to create
             return
         path, text = named[0], text.rstrip("\n") + "\n"
-        new = self.rewritten(path, text)
-        if new.strip() == text.strip() or kept_lines(text, new) < 0.5:   # "# the rest as before"
+        if len(text) <= REWRITE_MAX_CHARS:
+            old, what = text, "it"
+            request = REWRITE_REQUEST.format(request=self.request, path=path, text=text)
+        else:
+            old, kind, what = named_definition(path, text, self.request)
+            request = REWRITE_PART_REQUEST.format(request=self.request, kind=kind, name=what,
+                                                  path=path, text=old)
+        new = self.rewritten(request) if old else ""
+        if new.strip() == old.strip() or kept_lines(old, new) < 0.5:   # "# the rest as before"
+            return
+        new = new if old == text else with_part(text, old, new)
+        if not new:
             return
         change = self.agent.preview("write_file", {"path": path, "content": new})
-        if self.coach_edit(path, new, "the model rewrote it whole, as the request asks"):
+        if self.coach_edit(path, new, f"the model rewrote {what} whole, as the request asks"):
             self.agent.record({"role": "user",
                                "content": DRAFTED.format(path=path, change=change)})
 
-    def rewritten(self, path, text):
-        """The model's new text of a file, asked for in a short prompt of its own; "" unless it
-        wrote one block of code."""
+    def rewritten(self, request):
+        """The code the model writes for a rewrite `request` in a short prompt of its own; ""
+        unless it wrote one block of code."""
         agent = self.agent
-        prompt = [{"role": "system", "content": REWRITE_SYSTEM}, {"role": "user", "content":
-                  REWRITE_REQUEST.format(request=self.request, path=path, text=text)}]
+        prompt = [{"role": "system", "content": REWRITE_SYSTEM},
+                  {"role": "user", "content": request}]
         prompt = prompt if getattr(agent.model_client, "chat", False) else flat_text(prompt)
         agent.display.model_started(1)   # as a helper's call: its text is not streamed
         try:
@@ -2971,27 +3005,6 @@ def add_written_definitions(call, text, request):
         add_note(call, f"write_file would have left only the new methods: {patch['note']}")
 
 
-def file_words(request):
-    """The words of a request that are file names or paths (`stack.py`, `./src/a.py`)."""
-    for word in re.split(r"[\s,;:()\[\]{}<>'\"`]+", request):   # a split: linear on a paste
-        word = word.rstrip(".?!").removeprefix("./")
-        if re.fullmatch(r"[\w./-]+\.[A-Za-z]\w*", word):   # not 0.0 or 1.3.0
-            yield word
-
-
-def named_files(request, names):
-    """The files among `names` that a request names, by path or by a file name only one has."""
-    paths, by_file_name = set(names), {}
-    for name in names:
-        by_file_name.setdefault(name.rsplit("/", 1)[-1], []).append(name)
-    found = []
-    for word in file_words(request):
-        matches = [word] if word in paths else by_file_name.get(word, [])
-        if len(matches) == 1 and matches[0] not in found:
-            found.append(matches[0])
-    return found[:MAX_NAMED_FILES]
-
-
 def answer_removed(text):
     """A file's text without the answer a small model wrapped around it, `<final>text</final>`
     or `<final>Created it:</final><code>text</code>`; None if it has none."""
@@ -3067,6 +3080,42 @@ def syntax_error(name, text):
     except (ValueError, RecursionError, MemoryError):   # NUL bytes, absurd nesting: not ours
         pass
     return ""
+
+
+def named_definition(path, text, request):
+    """(its code, "function" or "class", its name): the one top-level definition of a Python file
+    that a request names (by its own name or a method's), if it is short; else ("", "", "")."""
+    too_long = len(text) > SYNTAX_CHECK_CHARS   # parsing it would take a while
+    tree = python_tree(text) if path.endswith(".py") and not too_long else None
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    named = set(re.findall(r"\b\w+\b(?!\.[A-Za-z])", request))   # main, not main.py
+    found = [node for node in (tree.body if tree else []) if isinstance(node, kinds)
+             and any(isinstance(inner, kinds) and inner.name in named for inner in ast.walk(node))]
+    if len(found) != 1:
+        return "", "", ""
+    node = found[0]
+    first = min([decorator.lineno for decorator in node.decorator_list] + [node.lineno])
+    code = "\n".join(text.split("\n")[first - 1:node.end_lineno]) + "\n"
+    kind = "class" if isinstance(node, ast.ClassDef) else "function"
+    return (code, kind, node.name) if len(code) <= REWRITE_MAX_CHARS else ("", "", "")
+
+
+def with_part(text, old, new):
+    """The file `text` with its definition `old` replaced by the model's `new` code, the imports
+    it begins with moved to the file's top; "" if `new` holds more than imports and definitions
+    (an example call, a main guard) or another of the file's definitions (a copy of it whole)."""
+    tree = python_tree(new)
+    others = set(ANY_DEFINITION.findall(text.replace(old, "")))
+    kinds = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+             ast.Assign)
+    if tree is None or not all(isinstance(node, kinds) and getattr(node, "name", "") not in others
+                               for node in tree.body):
+        return ""
+    imports = re.match(r"(?:(?:import \w|from [\w.]+ import ).*\n|[ \t]*\n)*", new).group()
+    added = [line for line in imports.splitlines() if line.strip()
+             and line not in text.splitlines()]
+    body = new[len(imports):].strip("\n") + "\n"
+    return with_imports(text.replace(old, body, 1), added)
 
 
 def kept_lines(old_text, new_text):

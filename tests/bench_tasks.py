@@ -1,8 +1,9 @@
 """Benchmark: does a model, or a change to the agent, get real coding work done?
 
-Eight small coding tasks, each generated afresh in a temporary git repository
-(a few files of code and a README), each with a check that can fail and never
-asks a model.  The agent runs on each as a user would run it: the command line,
+Small coding tasks of 16 kinds, each generated afresh in a temporary git
+repository (a few files of code and a README), each with a check that can fail
+and never asks a model; `--long-files` makes the files a request names as long
+as real ones.  The agent runs on each as a user would run it: the command line,
 one-shot, `--approval auto`, inside the task's repository.  The figures come
 from the session file the run leaves behind.
 
@@ -16,13 +17,14 @@ tested against scripted replies in tests/test_bench_tasks.py.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 AGENT = Path(__file__).resolve().parent.parent / "mini_coding_agent.py"
@@ -1206,6 +1208,146 @@ KINDS = {   # the kinds of work, each with two tasks: the first tunes the agent,
 HALVES = {"tuning": [first for first, _ in KINDS.values()], "held-out": [second for _, second in KINDS.values()]}
 
 
+# --- long files: the same tasks with the files a request names as long as real ones -------------
+
+LONG_FILE_HELPERS = '''
+
+def clamp(value, low, high):
+    """Keep value between low and high."""
+    if low > high:
+        raise ValueError("low must not be above high")
+    return max(low, min(value, high))
+
+
+def chunked(items, size):
+    """Split items into lists of at most size items, in order."""
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def dedupe(items):
+    """The items without repeats, first occurrence kept, order kept."""
+    seen = set()
+    kept = []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            kept.append(item)
+    return kept
+
+
+def parse_bool(text):
+    """Read yes/no, true/false, on/off or 1/0 as a bool."""
+    lowered = text.strip().lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("not a yes or no: " + repr(text))
+
+
+def flatten(nested):
+    """One list from a list of lists."""
+    flat = []
+    for part in nested:
+        flat.extend(part)
+    return flat
+
+
+def first_or(items, default=None):
+    """The first item, or default when there is none."""
+    for item in items:
+        return item
+    return default
+
+
+def pairwise_sums(values):
+    """Sums of neighbouring values: [1, 2, 4] gives [3, 6]."""
+    return [left + right for left, right in zip(values, values[1:])]
+
+
+def count_words(text):
+    """How many words, split on white space, a text has."""
+    return len(text.split())
+
+
+def initials(name):
+    """The initials of a name, upper case: Ada Lovelace gives AL."""
+    return "".join(part[0].upper() for part in name.split() if part)
+
+
+def percent(part, whole):
+    """part as a percentage of whole, 0.0 when whole is 0."""
+    if whole == 0:
+        return 0.0
+    return 100.0 * part / whole
+
+
+def title_case(text):
+    """Each word of text with its first letter in upper case."""
+    return " ".join(word[:1].upper() + word[1:] for word in text.split(" "))
+
+
+def merge_dicts(*dicts):
+    """One dict from several; later ones win."""
+    merged = {}
+    for part in dicts:
+        merged.update(part)
+    return merged
+
+
+def index_by(items, key):
+    """A dict from key(item) to item; the last item with a key wins."""
+    return {key(item): item for item in items}
+
+
+def running_total(values):
+    """The running totals of values: [1, 2, 3] gives [1, 3, 6]."""
+    totals = []
+    total = 0
+    for value in values:
+        total += value
+        totals.append(total)
+    return totals
+
+
+def safe_int(text, default=0):
+    """text as an int, or default if it is not a whole number."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def truncate(text, width):
+    """text cut to width characters, ending in ... when it was cut."""
+    if len(text) <= width:
+        return text
+    return text[:max(width - 3, 0)] + "..."
+
+
+def is_palindrome(text):
+    """Whether text reads the same backwards, ignoring case and spaces."""
+    letters = [char.lower() for char in text if not char.isspace()]
+    return letters == letters[::-1]
+'''
+
+
+def lengthened(task):
+    """The task with generic helpers added (before any main guard) to each Python file its
+    request names, so that those files are as long as real ones (over 3,000 chars)."""
+    files = dict(task.files)
+    for name, text in task.files.items():
+        base = name.rsplit("/", 1)[-1]
+        if name.endswith(".py") and not base.startswith("test_") and re.search(
+                rf"(?<![\w.]){re.escape(base)}\b", task.request):
+            guard = re.search(r"^if __name__ == .__main__.:", text, re.MULTILINE)
+            at = guard.start() if guard else len(text)
+            files[name] = text[:at].rstrip("\n") + "\n" + LONG_FILE_HELPERS + ("\n\n" + text[at:] if guard else "")
+    return replace(task, files=files)
+
+
 # --- running and measuring ----------------------------------------------------------------
 
 def make_repo(task, root):
@@ -1314,6 +1456,8 @@ def build_parser():
     parser.add_argument("--num-ctx", type=int, help="passed on to the agent")
     parser.add_argument("--max-steps", type=int, help="passed on to the agent")
     parser.add_argument("--plain", action="store_true", help="the agent without its small-model help")
+    parser.add_argument("--long-files", action="store_true",
+                        help="the Python files a request names made as long as real ones (see lengthened)")
     parser.add_argument("--half", choices=sorted(HALVES), help="only the tasks of one half (see KINDS)")
     parser.add_argument("--tasks", help=f"comma-separated, from: {', '.join(task.name for task in TASKS)}")
     parser.add_argument("--repeat", type=int, default=1, help="runs per task (small models are noisy)")
@@ -1330,7 +1474,8 @@ def main(argv=None):
     unknown = set(wanted) - {task.name for task in TASKS}
     if unknown:
         sys.exit(f"unknown task(s): {', '.join(sorted(unknown))}")
-    plan = [task for task in TASKS if task.name in wanted for _ in range(args.repeat)]
+    tasks = [lengthened(task) for task in TASKS] if args.long_files else TASKS
+    plan = [task for task in tasks if task.name in wanted for _ in range(args.repeat)]
     runs, started = [], time.monotonic()
     for number, task in enumerate(plan, 1):
         with tempfile.TemporaryDirectory() as scratch:

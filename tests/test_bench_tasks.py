@@ -45,6 +45,24 @@ def test_a_task_is_solved_by_its_scripted_solution_and_not_by_doing_nothing(task
     assert solved and not agent.stopped and client.outputs == [], seen
 
 
+def test_long_files_lengthen_the_python_files_a_request_names_and_nothing_else():
+    for task in bench_tasks.TASKS:
+        long = bench_tasks.lengthened(task)
+        changed = {name for name in task.files if long.files[name] != task.files[name]}
+        assert all(name.endswith(".py") and name.rsplit("/", 1)[-1] in task.request for name in changed)
+        for name in changed:
+            compile(long.files[name], name, "exec")
+            assert len(long.files[name]) > 3000 > len(task.files[name])
+    greet = bench_tasks.lengthened(next(task for task in bench_tasks.TASKS if task.name == "add_flag"))
+    assert greet.files["greet.py"].endswith('if __name__ == "__main__":\n    main()\n')   # helpers before it
+
+
+@pytest.mark.parametrize("name", ["add_flag", "implement", "validate_age"])
+def test_a_task_with_long_files_is_still_solved_by_its_solution_and_not_by_doing_nothing(name, tmp_path):
+    task = bench_tasks.lengthened(next(task for task in bench_tasks.TASKS if task.name == name))
+    test_a_task_is_solved_by_its_scripted_solution_and_not_by_doing_nothing(task, tmp_path)
+
+
 def run_benchmark(ollama, tmp_path, capsys, *flags):
     results = tmp_path / "results.json"
     assert bench_tasks.main(["--host", ollama.url, "--model", MODEL, "--json", str(results), "--timeout", "60",

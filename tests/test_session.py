@@ -573,16 +573,58 @@ def test_a_change_to_the_one_file_a_request_names_is_drafted_whole_first(repo):
     assert draft_prompt.startswith(f"<|system|>\n{mca.REWRITE_SYSTEM}") and MAIN_PY in draft_prompt
     history = agent.session["history"]
     assert [item["role"] for item in history] == ["user", "tool", "user", "tool", "assistant"]
-    assert history[2]["content"].startswith("[check] main.py now holds this change")
+    assert history[2]["content"].startswith("[check] Changed main.py as the request asks.\n")
     assert "+    except FileNotFoundError:" in history[2]["content"]
     assert agent.undo().startswith("Undid") and (repo / "main.py").read_text() == MAIN_PY   # as any edit
 
 
-def test_a_file_too_long_to_be_copied_whole_is_not_drafted(repo):
+def test_a_long_file_is_not_drafted_when_the_request_names_none_of_its_definitions(repo):
     (repo / "main.py").write_text(MAIN_PY + "# a comment line\n" * (mca.REWRITE_MAX_CHARS // 17))
     agent = make_agent(repo, ["<final>ok</final>"], small_model_help=True)
     agent.ask(MISSING_FILE)
     assert not any(mca.REWRITE_SYSTEM in prompt for prompt in agent.model_client.prompts)
+
+
+HELPERS = "".join(f'\n\ndef helper_{i}(value):\n    """Value plus {i}: the rest of a long file."""\n'
+                  f"    return value + {i}\n" for i in range(30))
+LONG_PY = f"import sys\n{HELPERS}\n\ndef average(numbers):\n    return sum(numbers) / len(numbers)\n"
+AVERAGE = ("import math\n\n\ndef average(numbers):\n    if not numbers:\n        return None\n"
+           "    return math.fsum(numbers) / len(numbers)\n")
+
+
+def test_in_a_long_file_the_one_definition_a_request_names_is_drafted_whole(repo):
+    (repo / "averages.py").write_text(LONG_PY)
+    check = '<tool>{"name": "run_shell", "args": {"command": "python -c \'import averages\'"}}</tool>'
+    agent = make_agent(repo, [f"```python\n{AVERAGE}```", check, "<final>average returns None.</final>"],
+                       small_model_help=True)
+    agent.ask("Make average in averages.py return None for an empty list.")
+    assert len(LONG_PY) > mca.REWRITE_MAX_CHARS
+    assert (repo / "averages.py").read_text() == "import sys\nimport math\n" + LONG_PY[11:].replace(
+        "    return sum(numbers)", "    if not numbers:\n        return None\n    return math.fsum(numbers)")
+    draft_prompt = agent.model_client.prompts[0]
+    assert "The function average in averages.py now:" in draft_prompt and "helper_1" not in draft_prompt
+    assert agent.session["history"][2]["content"].startswith("[check] Changed averages.py as")
+
+
+@pytest.mark.parametrize("draft", [
+    f"```python\n{LONG_PY.replace('sum(numbers)', 'sum(numbers or [0])')}```",   # the whole file again
+    f"```python\n{AVERAGE}\nprint(average([]))\n```",                           # an example call
+])
+def test_a_definitions_draft_that_holds_more_than_definitions_is_not_written(repo, draft):
+    (repo / "averages.py").write_text(LONG_PY)
+    agent = make_agent(repo, [draft, "<final>ok</final>"], small_model_help=True)
+    agent.ask("Make average in averages.py return None for an empty list.")
+    assert (repo / "averages.py").read_text() == LONG_PY
+    assert "The function average in averages.py now:" in agent.model_client.prompts[0]
+
+
+def test_a_method_a_request_names_in_a_long_file_has_its_class_drafted(repo):
+    queue = "class Queue:\n    def __init__(self):\n        self.items = []\n\n    def pop(self):\n" \
+            "        return self.items.pop(0)\n"
+    (repo / "fifo.py").write_text(LONG_PY + "\n\n" + queue)
+    agent = make_agent(repo, ["(no draft)", "<final>ok</final>"], small_model_help=True)
+    agent.ask("Make pop in fifo.py raise IndexError on an empty queue.")
+    assert f"The class Queue in fifo.py now:\n```\n{queue}```" in agent.model_client.prompts[0]
 
 
 @pytest.mark.parametrize("request_, draft, policy", [
