@@ -2288,15 +2288,14 @@ class SmallModelHelp:
             self.old_answers = set()   # the same question again may get the same answer
         named = named_files(request, repo_files(self.agent.git))
         calls = [("read_file", {"path": path}) for path in named]
+        may_act = self.agent.approval_policy != "never" and not self.agent.read_only
         command = TEST_COMMAND.search(request)
-        if command and self.agent.approval_policy != "never" and not self.agent.read_only \
-                and not NEGATION.search(request[:command.start()]):   # "do not run make test"
+        if command and may_act and not NEGATION.search(request[:command.start()]):   # "don't run"
             calls.append(("run_shell", {"command": command[1] or command[2]}))
         for name, args in calls:
             if not self.agent.repeats_last_two(name, args):   # else it is refused
                 self.agent.run_call({"name": name, "args": args})
-        may_write = self.agent.approval_policy != "never" and not self.agent.read_only
-        if may_write and CHANGE_VERB.search(request) and not QUESTION.search(request):
+        if may_act and CHANGE_VERB.search(request) and not QUESTION.search(request):
             self.draft_change(named)
 
     def before_tool(self, call):
