@@ -84,6 +84,7 @@ MAX_TOOL_OUTPUT = 4000   # chars of one tool result kept: about 100 lines of cod
 MAX_HISTORY = 12000      # chars of recent transcript a compaction keeps verbatim
 STATE_DIR = ".mini-coding-agent"   # the agent's folder in the repository: sessions, undo, history
 INTERRUPTED = "interrupted by the user"   # what a request stopped with Ctrl-C ends with
+SAID_NO = "Stopped, as you said no. Say what to do instead."   # a no ends the request
 
 
 def now():
@@ -137,8 +138,8 @@ class AgentLoop:
             request["memory"] = self.memory_text()
         self.record(request)
         try:
-            if self.help:
-                self.help.start(user_message)   # e.g. reads the files the request names
+            if self.help and self.help.start(user_message):   # e.g. reads the files it names
+                return self.stop(SAID_NO)
             return self.work_on(user_message)
         except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
             self.record({"role": "assistant", "content": INTERRUPTED})
@@ -156,7 +157,7 @@ class AgentLoop:
                 ran, denied = self.run_calls(payload, self.max_steps - steps)
                 steps += ran
                 if denied:   # a person said no: what comes next is theirs to say
-                    return self.stop("Stopped, as you said no. Say what to do instead.")
+                    return self.stop(SAID_NO)
                 continue
             if kind == "final":
                 self.add_note(f"answer: {one_line(payload)}")
@@ -223,7 +224,7 @@ class AgentLoop:
             if kind == "retry":   # a garbled call among good ones: it and what follows do not run
                 add_note(call, f"the next call in your reply was not run. {following}")
             result = self.run_call(call, more=kind == "tool" and ran < room)
-            if not result.ok or result.warnings or kind != "tool" or ran == room:
+            if not result.ok or result.warnings or result.denied or kind != "tool" or ran == room:
                 return ran, result.denied
             call = following
 
@@ -2217,12 +2218,17 @@ COPIED_REQUEST = (   # sent once per request: the answer to the request before, 
     "[check] That is your answer to an earlier request. Work on this one now: {request}")
 REWRITE_MAX_CHARS = 2000   # ~50 lines: copying a 4,000-char file whole, the 1.5B model changed
                            # a line it was not asked to (and took 2 minutes on a CPU)
-CHANGE_VERB = re.compile(r"\b(?:add|make|fix|change|implement|rename|replace|remove|update|bump"
-                         r"|set|raise|refactor|extract|convert|give|handle|validate|sort|use|edit"
-                         r"|rewrite|move|support)\b", re.IGNORECASE)
+CHANGE_WORDS = (r"(?:add|make|fix|change|implement|rename|replace|remove|update|bump|set|raise"
+                r"|refactor|extract|convert|handle|validate|sort|use|edit|rewrite|move|support)")
+CHANGE_VERB = re.compile(rf"\b(?:{CHANGE_WORDS}|give)\b", re.I)   # "give Cart a total() method"
 QUESTION = re.compile(r"\?|^\s*(?:what|which|where|when|why|how|who|is|are|does|do|can|could"
                       r"|should|would|explain|describe|show|list|tell|summari[sz]e|find)\b",
                       re.IGNORECASE)   # a request that asks, not one that orders a change
+# A question may still order a change: "Could you add ...?", "Why? Fix it.", "Find the bug and
+# fix it"; but in "Does it read them and sort them?" the "and sort" is part of the question.
+ORDER_IN_QUESTION = re.compile(
+    rf"(?:[.?!;]|\b(?:can|could|would|will) you|^\s*(?:find|look|explain|show|list|describe|tell)"
+    rf"\b.*?\b(?:and|then))\s+(?:then\s+|please\s+)?{CHANGE_WORDS}\b", re.I)
 REWRITE_SYSTEM = ("You rewrite one file so that it does what a request asks, and change nothing "
                   "else.")
 REWRITE_REQUEST = (
@@ -2238,6 +2244,12 @@ DRAFTED = (   # after the coach's draft; a model that copies its first line stil
 STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
     "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
     "answer.")
+
+
+def orders_change(request):
+    """Does a request order a change, rather than ask a question?"""
+    asks = QUESTION.search(request) and not ORDER_IN_QUESTION.search(request)
+    return bool(CHANGE_VERB.search(request)) and not asks
 
 
 def file_words(request):
@@ -2274,13 +2286,15 @@ class SmallModelHelp:
         self.old_answers = set()   # what the model answered the requests before this one
         self.offered = set()   # (path, what) of the edits the coach made or was denied
         self.ambiguous = set()   # (path, old_text, new_text): patches that missed, found twice+
+        self.said_no = False   # a person said no to an edit the coach made, this request
 
     def start(self, request):
         """Before a request: read the files it names, and run the tests it names, as a person
         would attach them and their output, so that the model edits the right file, for the
-        failure there is, instead of guessing; a change it orders to one file, draft whole."""
+        failure there is, instead of guessing; a change it orders to one file, draft whole.
+        True if a person said no to one of these calls."""
         self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
-        self.ambiguous = set()
+        self.ambiguous, self.said_no = set(), False
         history = self.agent.session["history"][:-1]   # all but this request
         self.old_answers = {item["content"].strip() for item in history
                             if item["role"] == "assistant"}
@@ -2294,9 +2308,11 @@ class SmallModelHelp:
             calls.append(("run_shell", {"command": command[1] or command[2]}))
         for name, args in calls:
             if not self.agent.repeats_last_two(name, args):   # else it is refused
-                self.agent.run_call({"name": name, "args": args})
-        if may_act and CHANGE_VERB.search(request) and not QUESTION.search(request):
+                if self.agent.run_call({"name": name, "args": args}).denied:
+                    return True
+        if may_act and orders_change(request):
             self.draft_change(named)
+        return self.said_no
 
     def before_tool(self, call):
         """Mend a call before it runs, or refuse it with a ToolResult (see mend_edit)."""
@@ -2390,6 +2406,7 @@ class SmallModelHelp:
         path = call["args"].get("path")
         if call["name"] in ("write_file", "patch_file") and isinstance(path, str):
             self.after_edit(call, result, self.before.pop(path, None) or "")
+        result.denied = result.denied or self.said_no   # to the coach's edit: the request ends
 
     def after_edit(self, call, result, before):
         """Where a patch that missed should look; the edits an edit calls for (follow_up); what
@@ -2462,7 +2479,9 @@ class SmallModelHelp:
             return []
         self.offered.add((path, what))   # asked once: a user who said no is not asked again
         self.agent.display.notice(f"The coach changes {path}: {what}.")
-        if not self.agent.use_tool("write_file", {"path": path, "content": content}).ok:
+        result = self.agent.use_tool("write_file", {"path": path, "content": content})
+        self.said_no = self.said_no or result.denied
+        if not result.ok:
             return []
         if path not in self.unchecked:
             self.unchecked.append(path)

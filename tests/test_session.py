@@ -646,6 +646,44 @@ def test_no_draft_is_written_unless_the_request_orders_a_change_and_the_draft_is
     assert len(drafted) == asked   # asked for only where a change is ordered and may be written
 
 
+@pytest.mark.parametrize("request_, ordered", [
+    ("Find the bug in main.py and fix it.", True),              # a question word, then an order
+    ("Could you make main.py exit cleanly on a missing file?", True),   # an order, asked politely
+    ("Why does main.py crash? Fix it.", True),
+    ("What does main.py print? Then make it print the total.", True),
+    ("Find where main.py sets the delimiter.", False),          # "set", but not as an order
+    ("Which function handles the CSV file? Give the file and the function.", False),
+    ("Does main.py use the csv module and handle errors?", False),
+])
+def test_a_request_orders_a_change_when_a_clause_starts_with_a_change_verb(request_, ordered):
+    assert mca.orders_change(request_) == ordered
+
+
+@pytest.mark.parametrize("no_to", ["test run", "draft"])
+def test_a_no_to_what_the_coach_runs_before_the_model_ends_the_request(repo, monkeypatch, no_to):
+    (repo / "main.py").write_text(MAIN_PY)
+    answers = iter(["n"] if no_to == "test run" else ["y", "n"])   # the test run, then the draft
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    agent = make_agent(repo, [f"```python\n{DRAFT}```", "<final>never asked</final>"],
+                       small_model_help=True, approval_policy="ask")
+    assert agent.ask("The tests fail (python -m unittest). " + MISSING_FILE) == mca.SAID_NO
+    assert agent.stopped and (repo / "main.py").read_text() == MAIN_PY
+    assert len(agent.model_client.prompts) == (no_to == "draft")   # only the draft was asked for
+    assert agent.session["history"][-1] == {**agent.session["history"][-1], "content": mca.SAID_NO}
+
+
+def test_a_no_to_an_edit_the_coach_adds_to_the_models_ends_the_request(repo, monkeypatch):
+    answers = iter(["y", "n"])   # the model's write approved, the coach's import refused
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    write = '<tool name="write_file" path="clock.py"><content>def now():\n    return time.time()\n</content></tool>'
+    listing = '<tool>{"name": "list_files", "args": {}}</tool>'
+    agent = make_agent(repo, [write + listing, "<final>never asked</final>"], small_model_help=True,
+                       approval_policy="ask")
+    assert agent.ask("Write clock.py with a now() function.") == mca.SAID_NO
+    assert [item["name"] for item in agent.session["history"] if item["role"] == "tool"] == ["write_file"]
+    assert "import time" not in (repo / "clock.py").read_text() and len(agent.model_client.prompts) == 1
+
+
 def test_an_answer_while_a_name_taken_away_is_still_used_goes_back_while_the_model_makes_progress(repo):
     (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n")
     (repo / "invoice.py").write_text("from billing import calc_total\nprint(calc_total([]))\n")
