@@ -2214,6 +2214,8 @@ CHECK_REQUEST = (   # sent once per request: small models say "done" untested
     "give your final answer.")
 CODE_BLOCK = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 CREATE_VERB = re.compile(r"\b(?:write|create|add|make|generate|save|put)\b", re.IGNORECASE)
+FILE_SUFFIXES = SOURCE_SUFFIXES + (".md", ".txt", ".json", ".toml", ".ini", ".cfg", ".yaml",
+                                   ".yml", ".csv", ".html", ".css")   # not datetime.utcnow, e.g.
 COPIED_REQUEST = (   # sent once per request: the answer to the request before, word for word
     "[check] That is your answer to an earlier request. Work on this one now: {request}")
 REWRITE_MAX_CHARS = 2000   # ~50 lines: copying a 4,000-char file whole, the 1.5B model changed
@@ -2521,7 +2523,7 @@ class SmallModelHelp:
         coach's edit, and tell the model the change.  Small models write a short file or function
         whole far better than a patch to it (tests/BENCHMARKS.md, rounds 12 and 13)."""
         text = self.file_text(named[0]) if len(named) == 1 else None
-        if not text or any(map(self.is_new, file_words(self.request))):   # a file to create
+        if not text or self.new_files(FILE_SUFFIXES):   # the request's work is a file to create
             return
         path, text = named[0], text.rstrip("\n") + "\n"
         if len(text) <= REWRITE_MAX_CHARS:
@@ -2566,8 +2568,7 @@ class SmallModelHelp:
         if self.agent.approval_policy == "never" or self.agent.read_only:
             return   # nothing may be written
         blocks = CODE_BLOCK.findall(answer)
-        new = sorted({word for word in file_words(self.request)
-                      if word.endswith(SOURCE_SUFFIXES) and self.is_new(word)})
+        new = self.new_files(SOURCE_SUFFIXES)
         asks = CREATE_VERB.search(self.request) and "?" not in self.request   # not "how would..?"
         if len(blocks) != 1 or len(new) != 1 or not asks or (new[0], "answer") in self.offered:
             return
@@ -2577,12 +2578,17 @@ class SmallModelHelp:
         add_note(call, f"your answer held the code for {path}, so it was written there")
         self.agent.run_call(call)
 
-    def is_new(self, raw_path):
-        """Whether a path is in the repository and no file is there yet."""
-        try:
-            return not self.agent.path(raw_path).exists()
-        except ValueError:   # a path that escapes
-            return False
+    def new_files(self, suffixes):
+        """The files with these suffixes the request names that are not there yet, in the
+        repository."""
+        new = set()
+        for word in file_words(self.request):
+            try:
+                if word.endswith(suffixes) and not self.agent.path(word).exists():
+                    new.add(word)
+            except ValueError:   # a path that escapes
+                pass
+        return sorted(new)
 
     def file_text(self, raw_path):
         """The text of a file of the repository now, or None if the agent cannot read it."""

@@ -578,6 +578,18 @@ def test_a_change_to_the_one_file_a_request_names_is_drafted_whole_first(repo):
     assert agent.undo().startswith("Undid") and (repo / "main.py").read_text() == MAIN_PY   # as any edit
 
 
+@pytest.mark.parametrize("request_, drafted", [
+    ("main.py uses the deprecated datetime.utcnow(), e.g. in main(). Replace it.", True),   # no files
+    ("Write tests for main.py in a new file test_main.py.", False),   # the work is a file to create
+    ("Add a notes.md that says what main.py does.", False),
+])
+def test_a_request_that_names_a_file_not_there_yet_gets_no_draft_of_the_one_that_is(repo, request_, drafted):
+    (repo / "main.py").write_text(MAIN_PY)
+    agent = make_agent(repo, ["(no draft)", "<final>ok</final>"], small_model_help=True)
+    agent.ask(request_)
+    assert (mca.REWRITE_SYSTEM in agent.model_client.prompts[0]) == drafted
+
+
 def test_a_long_file_is_not_drafted_when_the_request_names_none_of_its_definitions(repo):
     (repo / "main.py").write_text(MAIN_PY + "# a comment line\n" * (mca.REWRITE_MAX_CHARS // 17))
     agent = make_agent(repo, ["<final>ok</final>"], small_model_help=True)

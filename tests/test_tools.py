@@ -681,7 +681,7 @@ def test_a_call_replaced_is_not_replaced_where_the_request_does_not_ask(repo, re
     (repo / "logs.py").write_text("import logging\nlogger = logging.getLogger()\nlogger.warn('a')\n")
     (repo / "shop.py").write_text("import argparse\nfrom logs import logger\nargs = argparse.Namespace(name='a')\n"
                                   "logger.warn('x')\nlogger.warn('y')\nprint(args.name)\nprint(args.name, 2)\n")
-    agent = make_agent(repo, [], small_model_help=True)
+    agent = make_agent(repo, ["(no draft)"], small_model_help=True)
     agent.help.start(request_text)
     assert agent.run_tool("patch_file", patch).startswith("patched shop.py")
     assert (repo / "logs.py").read_text().endswith("logger.warn('a')\n")
