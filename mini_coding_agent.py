@@ -2533,8 +2533,8 @@ class SmallModelHelp:
             old, kind, what = named_definition(path, text, self.request)
             request = REWRITE_PART_REQUEST.format(request=self.request, kind=kind, name=what,
                                                   path=path, text=old)
-        new = self.rewritten(request) if old else ""
-        if new.strip() == old.strip() or kept_lines(old, new) < 0.5:   # "# the rest as before"
+        new = self.rewritten(request, old) if old else ""
+        if new.strip() in ("", old.strip()):
             return
         new = new if old == text else with_part(text, old, new)
         if not new:
@@ -2544,9 +2544,9 @@ class SmallModelHelp:
             self.agent.record({"role": "user",
                                "content": DRAFTED.format(path=path, change=change)})
 
-    def rewritten(self, request):
-        """The code the model writes for a rewrite `request` in a short prompt of its own; ""
-        unless it wrote one block of code."""
+    def rewritten(self, request, old):
+        """The code the model writes for a rewrite `request` of `old` in a short prompt of its
+        own: the one block of code that keeps at least half of old's lines, else ""."""
         agent = self.agent
         prompt = [{"role": "system", "content": REWRITE_SYSTEM},
                   {"role": "user", "content": request}]
@@ -2559,8 +2559,9 @@ class SmallModelHelp:
         finally:
             agent.display.model_finished()
         agent.record_stats(prompt)
-        blocks = CODE_BLOCK.findall(reply)
-        return blocks[0] if len(blocks) == 1 else ""
+        whole = [block for block in CODE_BLOCK.findall(reply) if kept_lines(old, block) >= 0.5]
+        return whole[0] if len(whole) == 1 else ""   # not "# the rest as before", nor a second
+                                                     # block that only shows how to call it
 
     def write_answered_code(self, answer):
         """Write the one block of code an answer holds into the one new file the request asks

@@ -604,11 +604,12 @@ AVERAGE = ("import math\n\n\ndef average(numbers):\n    if not numbers:\n       
            "    return math.fsum(numbers) / len(numbers)\n")
 
 
-def test_in_a_long_file_the_one_definition_a_request_names_is_drafted_whole(repo):
+@pytest.mark.parametrize("usage", ["", "\n\nExample usage:\n```python\nprint(average([]))\n```\n"])
+def test_in_a_long_file_the_one_definition_a_request_names_is_drafted_whole(repo, usage):
     (repo / "averages.py").write_text(LONG_PY)
     check = '<tool>{"name": "run_shell", "args": {"command": "python -c \'import averages\'"}}</tool>'
-    agent = make_agent(repo, [f"```python\n{AVERAGE}```", check, "<final>average returns None.</final>"],
-                       small_model_help=True)
+    agent = make_agent(repo, [f"```python\n{AVERAGE}```{usage}", check, "<final>average returns None.</final>"],
+                       small_model_help=True)   # a second block that only calls it is not the draft
     agent.ask("Make average in averages.py return None for an empty list.")
     assert len(LONG_PY) > mca.REWRITE_MAX_CHARS
     assert (repo / "averages.py").read_text() == "import sys\nimport math\n" + LONG_PY[11:].replace(
