@@ -2243,6 +2243,9 @@ DRAFTED = (   # after the coach's draft; a model that copies its first line stil
     "[check] Changed {path} as the request asks.\n{change}\nCheck it with "
     "run_shell (run the tests, or run the program the way the request would use it) and fix "
     "what fails; then give your final answer.")
+NO_TESTS = re.compile(r"\bno tests ran\b|^Ran 0 tests\b", re.M)   # pytest; unittest (3.12+)
+NO_TESTS_RAN = ("exit code 5 means that no tests ran: none were found where the command looked, "
+                "which is not a test that fails")
 STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
     "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
     "answer.")
@@ -2275,6 +2278,12 @@ def named_files(request, names):
     return found[:MAX_NAMED_FILES]
 
 
+def code_names(request):
+    """The words a request writes as code: snake_case, camelCase, or called (`area()`)."""
+    return {match[1] for match in re.finditer(r"\b([A-Za-z_]\w*)(\(?)", request)
+            if match[2] or "_" in match[1] or re.search(r"[a-z][A-Z]", match[1])}
+
+
 class SmallModelHelp:
     """The coach: the loop asks it before a request, around each tool call, and at each answer."""
 
@@ -2291,10 +2300,10 @@ class SmallModelHelp:
         self.said_no = False   # a person said no to an edit the coach made, this request
 
     def start(self, request):
-        """Before a request: read the files it names, and run the tests it names, as a person
-        would attach them and their output, so that the model edits the right file, for the
-        failure there is, instead of guessing; a change it orders to one file, draft whole.
-        True if a person said no to one of these calls."""
+        """Before a request: read the files it names (or the one that defines the functions it
+        names), and run the tests it names, as a person would attach them and their output, so
+        that the model edits the right file, for the failure there is, instead of guessing; a
+        change it orders to one file, draft whole.  True if a person said no to one of these."""
         self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
         self.ambiguous, self.said_no = set(), False
         history = self.agent.session["history"][:-1]   # all but this request
@@ -2302,7 +2311,7 @@ class SmallModelHelp:
                             if item["role"] == "assistant"}
         if any(item["role"] == "user" and item["content"] == request for item in history):
             self.old_answers = set()   # the same question again may get the same answer
-        named = named_files(request, repo_files(self.agent.git))
+        named = named_files(request, repo_files(self.agent.git)) or self.defining_file(request)
         calls = [("read_file", {"path": path}) for path in named]
         may_act = self.agent.approval_policy != "never" and not self.agent.read_only
         command = TEST_COMMAND.search(request)
@@ -2315,6 +2324,16 @@ class SmallModelHelp:
         if may_act and orders_change(request):
             self.draft_change(named)
         return self.said_no
+
+    def defining_file(self, request):
+        """[The one source file that defines the names a request writes as code (`to_celsius`,
+        `UserRecord`)], or []: people name a function rather than the file it is in."""
+        names = code_names(request)
+        if not names:
+            return []
+        homes = {path for path, text in self.other_files("", SOURCE_SUFFIXES)
+                 if names & set(DEFINED_NAME.findall(text))}
+        return sorted(homes) if len(homes) == 1 else []
 
     def before_tool(self, call):
         """Mend a call before it runs, or refuse it with a ToolResult (see mend_edit)."""
@@ -2402,9 +2421,12 @@ class SmallModelHelp:
         return True
 
     def after_tool(self, call, result):
-        """Add to a result what the model needs to hear about an edit (see after_edit)."""
+        """Add to a result what the model needs to hear about an edit (see after_edit), or
+        about a test run that found no tests."""
         if call["name"] == "run_shell":
             self.unchecked = []   # a command ran: edits before it were checked, or tried
+            if result.text.startswith("exit_code: 5\n") and NO_TESTS.search(result.text):
+                result.text += f"\nnote: {NO_TESTS_RAN}"   # the model took it for a failure
         path = call["args"].get("path")
         if call["name"] in ("write_file", "patch_file") and isinstance(path, str):
             self.after_edit(call, result, self.before.pop(path, None) or "")
@@ -2539,10 +2561,11 @@ class SmallModelHelp:
         new = new if old == text else with_part(text, old, new)
         if not new:
             return
-        change = self.agent.preview("write_file", {"path": path, "content": new})
+        change = ToolResult(True, self.agent.preview("write_file", {"path": path, "content": new}))
         if self.coach_edit(path, new, f"the model rewrote {what} whole, as the request asks"):
-            self.agent.record({"role": "user",
-                               "content": DRAFTED.format(path=path, change=change)})
+            self.after_edit({"name": "write_file", "args": {"path": path}}, change, text)
+            self.agent.record({"role": "user",   # with what the checks of an edit add to it
+                               "content": DRAFTED.format(path=path, change=change.for_model())})
 
     def rewritten(self, request, old):
         """The code the model writes for a rewrite `request` of `old` in a short prompt of its

@@ -56,7 +56,8 @@ def test_a_three_turn_session_edits_files_and_carries_history_forward(ollama, re
     assert (second.returncode, second.stdout) == (0, "Added a test.\n")
     assert (repo / "test_calc.py").exists()
 
-    ollama.script('<tool name="patch_file" path="calc.py"><old_text>return a + b</old_text>'
+    ollama.script("(no draft)",   # add() is in calc.py: it is read first, and a draft asked for
+                  '<tool name="patch_file" path="calc.py"><old_text>return a + b</old_text>'
                   '<new_text>return int(a) + int(b)</new_text></tool>', "<final>Patched add().</final>",
                   "<final>Patched add().</final>")
     third = agent_cli(ollama, repo, "--approval", "auto", "--resume", "latest", "Make add() coerce to int")

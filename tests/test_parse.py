@@ -257,10 +257,10 @@ def test_a_failed_call_in_a_plan_stops_the_rest(billing):
 def test_a_call_that_leaves_a_warning_stops_the_rest_of_its_plan(billing):
     plan = (tool_reply("patch_file", path="billing.py", old_text="def calc_total(", new_text="def compute_total(")
             + tool_reply("patch_file", path="test_billing.py", old_text="from billing", new_text="from billing"))
-    agent = make_agent(billing, [plan, *["<final>ok</final>"] * 3],   # the second call, as
+    agent = make_agent(billing, ["(no draft)", plan, *["<final>ok</final>"] * 3],   # the second call, as
                        small_model_help=True)                                        # Qwen2.5-Coder-1.5B wrote it
     agent.ask("rename calc_total")
-    [tool] = [item for item in agent.session["history"] if item["role"] == "tool"]
+    [tool] = [item for item in agent.session["history"] if item.get("name") == "patch_file"]
     assert tool["content"].startswith("patched billing.py\n(it left a warning, so the calls after it in your "
                                       "reply were not run)\nwarning: billing.py no longer defines")
 

@@ -480,6 +480,36 @@ def test_the_small_model_layer_is_on_by_default_and_switches_off_as_a_whole(repo
     assert [item["role"] for item in plain.session["history"]] == ["user", "assistant"]
 
 
+@pytest.mark.parametrize("request_, read", [
+    ("to_celsius gives wrong results. Fix it.", ["units/convert.py"]),   # no file named, a function
+    ("Give TempReading a to_celsius() method.", ["units/convert.py"]),   # the one file with both
+    ("Make to_celsius round like fmt_temp.", []),   # two files: which is meant is not guessed
+    ("Make the conversions round to one digit.", []),   # no name written as code
+])
+def test_the_one_file_that_defines_the_functions_a_request_names_is_read_first(repo, request_, read):
+    (repo / "units").mkdir()
+    (repo / "units" / "convert.py").write_text("class TempReading:\n    pass\n\n\n"
+                                              "def to_celsius(f):\n    return f - 32\n")
+    (repo / "report.py").write_text("def fmt_temp(c):\n    return f'{c} C'\n")
+    agent = make_agent(repo, ["(no draft)", "<final>ok</final>"], small_model_help=True)
+    agent.ask(request_)
+    assert [item["args"]["path"] for item in agent.session["history"] if item["role"] == "tool"] == read
+    assert any(mca.REWRITE_SYSTEM in prompt for prompt in agent.model_client.prompts) == bool(read)
+
+
+def test_a_draft_gets_the_checks_of_an_edit_and_the_edits_it_calls_for(repo):
+    (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n")
+    (repo / "invoice.py").write_text("from billing import calc_total\nprint(calc_total([]))\n")
+    draft = "```python\ndef compute_total(items):\n    return sum(items)\n```"
+    run = '<tool>{"name": "run_shell", "args": {"command": "python invoice.py"}}</tool>'
+    agent = make_agent(repo, [draft, run, "<final>Renamed.</final>"], small_model_help=True)
+    assert agent.ask("Rename calc_total to compute_total everywhere in the project.") == "Renamed."
+    assert (repo / "invoice.py").read_text() == "from billing import compute_total\nprint(compute_total([]))\n"
+    drafted = agent.session["history"][2]["content"]
+    assert drafted.startswith("[check] Changed billing.py as the request asks.\n")
+    assert "\nnote: changed to match: invoice.py (renamed calc_total to compute_total)\n" in drafted
+
+
 def test_a_named_file_just_read_twice_is_not_read_again_and_refused(repo):
     read = '<tool>{"name": "read_file", "args": {"path": "hello.txt"}}</tool>'
     agent = make_agent(repo, [read, "<final>alpha</final>", "<final>still alpha</final>"], small_model_help=True)
@@ -503,6 +533,16 @@ def test_the_test_run_a_request_names_runs_first_and_the_model_sees_its_failure(
     told = make_agent(repo, ["no draft", "<final>ok</final>"], small_model_help=True)
     told.ask("Fix test_one.py, but do not run python -m unittest: it is slow.")   # drafted first
     assert [item["role"] for item in told.session["history"]] == ["user", "tool", "assistant"]   # read
+
+
+@pytest.mark.parametrize("output, noted", [("no tests ran in 0.01s", True),   # pytest's exit 5
+                                            ("Ran 0 tests in 0.000s", True),   # unittest's, 3.12+
+                                            ("error: bad config", False)])     # another exit 5
+def test_a_test_run_that_found_no_tests_says_so(repo, output, noted):
+    command = f"{sys.executable} -c \"print('{output}'); raise SystemExit(5)\""
+    agent = make_agent(repo, [], small_model_help=True)
+    result = agent.run_tool("run_shell", {"command": command})
+    assert result.startswith("exit_code: 5") and result.endswith(f"\nnote: {mca.NO_TESTS_RAN}") == noted
 
 
 # --- asking once for a check of the request's edits (the CLI agent does) ----------------
@@ -701,7 +741,8 @@ def test_an_answer_while_a_name_taken_away_is_still_used_goes_back_while_the_mod
     (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n")
     (repo / "invoice.py").write_text("from billing import calc_total\nprint(calc_total([]))\n")
     patch = '<tool name="patch_file" path="{}"><old_text>{}</old_text><new_text>{}</new_text></tool>'
-    replies = [patch.format("billing.py", "def calc_total", "def compute_total"), "<final>patched billing.py</final>",
+    replies = ["(no draft)",   # the request names calc_total: its file is read, a draft asked for
+               patch.format("billing.py", "def calc_total", "def compute_total"), "<final>patched billing.py</final>",
                patch.format("invoice.py", "import calc_total", "import compute_total"), "<final>done</final>",
                "<final>done</final>",   # no progress since: not sent back for that again, but for a check
                "<final>done, as said</final>"]

@@ -489,8 +489,8 @@ def test_an_edit_that_changes_nothing_is_not_asked_about(ollama, start, repo):
 def test_an_edit_the_coach_makes_is_shown_and_asked_about_like_the_models(ollama, start, repo):
     (repo / "billing.py").write_text("def calc_total(items):\n    return sum(items)\n")
     (repo / "invoice.py").write_text("from billing import calc_total\nprint(calc_total([]))\n")
-    ollama.script('<tool name="patch_file" path="billing.py"><old_text>def calc_total</old_text>'
-                  '<new_text>def compute_total</new_text></tool>', *["<final>renamed</final>"] * 3)
+    ollama.script("(no draft)", '<tool name="patch_file" path="billing.py"><old_text>def calc_total'
+                  '</old_text><new_text>def compute_total</new_text></tool>', *["<final>renamed</final>"] * 3)
     terminal = start()
     terminal.expect(PROMPT)
     terminal.type("Rename calc_total to compute_total.\n")
@@ -500,9 +500,10 @@ def test_an_edit_the_coach_makes_is_shown_and_asked_about_like_the_models(ollama
     assert "The coach changes invoice.py: renamed calc_total to compute_total." in asked
     assert "-from billing import calc_total" in asked and "+print(compute_total([]))" in asked
     terminal.type("n\n")
+    terminal.expect("Stopped, as you said no.")   # to the coach as to the model: the request ends
     terminal.expect(PROMPT)
     assert (repo / "invoice.py").read_text() == "from billing import calc_total\nprint(calc_total([]))\n"
-    said = session_history(repo)[1]["content"]   # the model hears what is left, not that it was done
-    assert "warning: billing.py no longer defines calc_total" in said and "changed to match" not in said
+    [said] = [item["content"] for item in session_history(repo) if item.get("name") == "patch_file"]
+    assert "warning: billing.py no longer defines calc_total" in said and "changed to match" not in said   # left
     terminal.type("/exit\n")
     assert terminal.finish() == 0
