@@ -2243,6 +2243,8 @@ DRAFTED = (   # after the coach's draft; a model that copies its first line stil
     "[check] Changed {path} as the request asks.\n{change}\nCheck it with "
     "run_shell (run the tests, or run the program the way the request would use it) and fix "
     "what fails; then give your final answer.")
+CODE_NAME = re.compile(   # a word written as code: called (`area()`), to_celsius, UserRecord
+    r"\b[A-Za-z_]\w*(?=\()|\b[A-Za-z]\w*(?:_|[a-z][A-Z])\w*")
 NO_TESTS = re.compile(r"\bno tests ran\b|^Ran 0 tests\b", re.M)   # pytest; unittest (3.12+)
 NO_TESTS_RAN = ("exit code 5 means that no tests ran: none were found where the command looked, "
                 "which is not a test that fails")
@@ -2276,12 +2278,6 @@ def named_files(request, names):
         if len(matches) == 1 and matches[0] not in found:
             found.append(matches[0])
     return found[:MAX_NAMED_FILES]
-
-
-def code_names(request):
-    """The words a request writes as code: snake_case, camelCase, or called (`area()`)."""
-    return {match[1] for match in re.finditer(r"\b([A-Za-z_]\w*)(\(?)", request)
-            if match[2] or "_" in match[1] or re.search(r"[a-z][A-Z]", match[1])}
 
 
 class SmallModelHelp:
@@ -2326,13 +2322,13 @@ class SmallModelHelp:
         return self.said_no
 
     def defining_file(self, request):
-        """[The one source file that defines the names a request writes as code (`to_celsius`,
-        `UserRecord`)], or []: people name a function rather than the file it is in."""
-        names = code_names(request)
+        """[The one source file, not a test, that defines the names a request writes as code
+        (`to_celsius`, `UserRecord`)], or []: people name a function, not the file it is in."""
+        names = set(CODE_NAME.findall(request))
         if not names:
             return []
         homes = {path for path, text in self.other_files("", SOURCE_SUFFIXES)
-                 if names & set(DEFINED_NAME.findall(text))}
+                 if names & set(DEFINED_NAME.findall(text)) and "test" not in path}
         return sorted(homes) if len(homes) == 1 else []
 
     def before_tool(self, call):

@@ -485,12 +485,14 @@ def test_the_small_model_layer_is_on_by_default_and_switches_off_as_a_whole(repo
     ("Give TempReading a to_celsius() method.", ["units/convert.py"]),   # the one file with both
     ("Make to_celsius round like fmt_temp.", []),   # two files: which is meant is not guessed
     ("Make the conversions round to one digit.", []),   # no name written as code
+    ("test_freezing fails: fix to_celsius.", ["units/convert.py"]),   # the test is not the one to change
 ])
 def test_the_one_file_that_defines_the_functions_a_request_names_is_read_first(repo, request_, read):
     (repo / "units").mkdir()
     (repo / "units" / "convert.py").write_text("class TempReading:\n    pass\n\n\n"
                                               "def to_celsius(f):\n    return f - 32\n")
     (repo / "report.py").write_text("def fmt_temp(c):\n    return f'{c} C'\n")
+    (repo / "test_units.py").write_text("def test_freezing():\n    assert to_celsius(32) == 0\n")
     agent = make_agent(repo, ["(no draft)", "<final>ok</final>"], small_model_help=True)
     agent.ask(request_)
     assert [item["args"]["path"] for item in agent.session["history"] if item["role"] == "tool"] == read
