@@ -2215,7 +2215,7 @@ CHECK_REQUEST = (   # sent once per request: small models say "done" untested
 CODE_BLOCK = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 CREATE_VERB = re.compile(r"\b(?:write|create|add|make|generate|save|put)\b", re.IGNORECASE)
 FILE_SUFFIXES = SOURCE_SUFFIXES + (".md", ".txt", ".json", ".toml", ".ini", ".cfg", ".yaml",
-                                   ".yml", ".csv", ".html", ".css")   # not datetime.utcnow, e.g.
+                                   ".yml", ".csv", ".html", ".css")   # a file's; utcnow is not
 COPIED_REQUEST = (   # sent once per request: the answer to the request before, word for word
     "[check] That is your answer to an earlier request. Work on this one now: {request}")
 REWRITE_MAX_CHARS = 2000   # ~50 lines: copying a 4,000-char file whole, the 1.5B model changed

@@ -724,7 +724,7 @@ def test_a_no_to_what_the_coach_runs_before_the_model_ends_the_request(repo, mon
     assert agent.ask("The tests fail (python -m unittest). " + MISSING_FILE) == mca.SAID_NO
     assert agent.stopped and (repo / "main.py").read_text() == MAIN_PY
     assert len(agent.model_client.prompts) == (no_to == "draft")   # only the draft was asked for
-    assert agent.session["history"][-1] == {**agent.session["history"][-1], "content": mca.SAID_NO}
+    assert agent.session["history"][-1]["content"] == mca.SAID_NO
 
 
 def test_a_no_to_an_edit_the_coach_adds_to_the_models_ends_the_request(repo, monkeypatch):
