@@ -2578,9 +2578,9 @@ class SmallModelHelp:
         finally:
             agent.display.model_finished()
         agent.record_stats(prompt)
+        # Not "# the rest as before", nor a second block that only shows how to call it:
         whole = [block for block in CODE_BLOCK.findall(reply) if kept_lines(old, block) >= 0.5]
-        return whole[0] if len(whole) == 1 else ""   # not "# the rest as before", nor a second
-                                                     # block that only shows how to call it
+        return whole[0] if len(whole) == 1 else ""
 
     def write_answered_code(self, answer):
         """Write the one block of code an answer holds into the one new file the request asks
