@@ -2196,7 +2196,6 @@ NEGATION = re.compile(r"\b(?:don't|do not|never|without|no|skip)\b[^.]{0,20}$", 
 HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
 HINT_LINE_CHARS = 200    # ... comparing only this much of each line
 ANALYSIS_SECONDS = 1.0   # ... and for no longer than this, whatever the file holds
-REPEAT_CHARS = 300       # the longest repeat of the text around a patch that is taken off
 SYNTAX_CHECK_CHARS = 300_000   # a larger Python file is not checked (compiling takes ~0.1 s)
 MAX_CHECKED_SCOPES = 1000   # more definitions: names are not checked (symtable is quadratic)
 MAX_STALE_NAMES = 5      # names shown that an edit took away while other files still use them
@@ -2350,8 +2349,8 @@ class SmallModelHelp:
     def mend_edit(self, call):
         """Keep the text an edit will change, for after_tool; refuse an edit that copied a
         shortened call, a patch that changes nothing or would break a Python file that compiles;
-        mend its file, its quotes, its layout, a return or definition it would lose, the markup
-        around a new file."""
+        mend what would lose or garble the file: read_file's line numbers, the markup around a
+        new file, a definition the edit would drop, a write of only the methods to add."""
         args = call["args"]
         text = self.file_text(args["path"])
         if cut := copied_cut(args, text):
@@ -2363,8 +2362,6 @@ class SmallModelHelp:
             add_written_definitions(call, text, self.request)
             return None
         drop_line_numbers(call, text)
-        if self.mend_path(call, text):
-            text = self.file_text(args["path"])
         self.before[args["path"]] = text
         if text is None:
             return None
@@ -2374,10 +2371,6 @@ class SmallModelHelp:
         if again and args["old_text"] in text and args["new_text"].strip() in text:   # made
             line = line_of(text, args["new_text"].strip())   # again: its lines twice
             return refusal(f"its new_text is already there (line {line}): that change is made")
-        mend_quotes(call, text)
-        keep_return(call, text)
-        drop_repeats(call, text)
-        whole_function(call, text)
         add_definition(call, text, self.request)
         if (args["path"], args["old_text"], args["new_text"]) in self.ambiguous:
             change_every_one(call, text)
@@ -2388,33 +2381,9 @@ class SmallModelHelp:
         if keep_definition(call, text, self.request):
             return None
         broken = syntax_error_added(args["path"], text, after)
-        if broken and not (mend_indentation(call, text) or mend_one_liners(call, text)):
+        if broken:
             return refusal(f"the patch would break {args['path']}, so it was not made: {broken}")
         return None
-
-    def mend_path(self, call, text):
-        """Send a patch to the one file that holds its old_text once, when the file it names
-        (whose text is `text`) does not: in that file's folder, or anywhere if the file does not
-        exist; never to a test the model did not name; True if it did.  Small models patch a
-        package's __init__.py, or write a path without its folder."""
-        args = call["args"]
-        old_text = args["old_text"]
-        if not old_text.strip() or (text is not None and old_text in text):
-            return False
-        try:
-            name = self.agent.relative(self.agent.path(args["path"]))
-        except ValueError:
-            return False
-        folder, root = Path(name).parent, self.agent.root
-        near = [path for path in repo_files(self.agent.git)[:MAP_FILES] if path != name
-                and "test" not in path and (text is None or Path(path).parent == folder)]
-        holders = [path for path in near
-                   if (read_doc(root / path, root, MAP_READ_CHARS) or "").count(old_text) == 1]
-        if len(holders) != 1:
-            return False
-        args["path"] = holders[0]
-        add_note(call, f"old_text is not in {name}; {holders[0]} holds it, so it was patched")
-        return True
 
     def after_tool(self, call, result):
         """Add to a result what the model needs to hear about an edit (see after_edit), or
@@ -2761,36 +2730,6 @@ def change_every_one(call, text):
         args["old_text"], args["new_text"] = whole
         add_note(call, f"old_text occurs {count} times and the patch came again, so every one "
                        "was changed")
-
-
-def mend_quotes(call, text):
-    """Take a patch's old_text that occurs once if ' and " are taken as one: small models write
-    f'{x}' for f"{x}", even when shown the line."""
-    args = call["args"]
-    blind_text, blind_old = text.replace("'", '"'), args["old_text"].replace("'", '"')
-    if args["old_text"] not in text and blind_text.count(blind_old) == 1:
-        at = blind_text.find(blind_old)   # same lengths: the places agree
-        args["old_text"] = text[at:at + len(blind_old)]
-        add_note(call, "old_text matched once ' and \" were taken as one")
-
-
-def keep_return(call, text):
-    """Put `return` back in a Python patch that wraps a returned value and drops the keyword:
-    `return list(tags)` patched to `sorted(list(tags))` would leave the function returning None."""
-    args = call["args"]
-    old, new = args["old_text"].strip(), args["new_text"].strip()
-    value = old.removeprefix("return ").strip()
-    wraps = old.startswith("return ") and value in new and new != value and "\n" not in old + new
-    if not (wraps and args["path"].endswith(".py") and text.count(args["old_text"]) == 1):
-        return
-    try:
-        compile(new, "<patch>", "eval")   # an expression, not a statement such as `x = value`
-    except (SyntaxError, ValueError):
-        return
-    args["new_text"] = args["new_text"].replace(new, f"return {new}", 1)
-    add_note(call, "`return` was kept: the new line wraps the value the old one returned")
-
-
 def whole_lines(text, old_text):
     """(old_text widened to the start of its line, that line's indentation), or None if old_text
     starts after code on its line."""
@@ -2813,49 +2752,6 @@ def placed(new_text, line, indent, old_text):
     """new_text as it may start where old_text's line does (`line`, `indent`: whole_lines()):
     after what comes before old_text on that line, or indented as that line is."""
     return line[:len(line) - len(old_text)] + new_text, indented(new_text, indent)
-
-
-def mend_indentation(call, text):
-    """Indent a patch's new_text as the line it replaces is, if that alone makes the Python file
-    compile; True if it did.  Small models indent the lines after the first from column 0."""
-    args = call["args"]
-    found = whole_lines(text, args["old_text"])
-    if not found:
-        return False
-    old_text, new_text = found[0], indented(args["new_text"], found[1])
-    if syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
-        return False
-    args["old_text"], args["new_text"] = old_text, new_text
-    add_note(call, f"new_text was indented as line {line_of(text, old_text)} is")
-    return True
-
-
-def mend_one_liners(call, text):
-    """Lay out `if c: a else: b` (and for, while) written on one line, if that and the
-    indentation mend make the Python file compile; True if they did."""
-    args = call["args"]
-    lines = []
-    for line in args["new_text"].split("\n"):
-        indent, body = LEADING_SPACE.match(line).group(), line.strip()
-        parts = re.fullmatch(r"((?:if|elif|for|while) [^:]+): (.+?)(?: else: (.+))?", body)
-        if not parts:
-            lines.append(line)
-            continue
-        lines += [f"{indent}{parts[1]}:", f"{indent}    {parts[2]}"]
-        lines += [f"{indent}else:", f"{indent}    {parts[3]}"] if parts[3] else []
-    laid_out = "\n".join(lines)
-    if laid_out == args["new_text"]:
-        return False
-    before = dict(args)
-    args["new_text"] = laid_out
-    if not syntax_error(args["path"], patched(text, args["old_text"], laid_out, args["path"])) \
-            or mend_indentation(call, text):
-        add_note(call, "the statements written on one line were laid out on lines")
-        return True
-    args.update(before)
-    return False
-
-
 def keep_definition(call, text, request):
     """Put a patch's new definition before the one its old_text starts, instead of in its place,
     when the request does not name the one replaced; True if it did.  Small models add a
@@ -2915,75 +2811,12 @@ def with_imports(text, lines):
     at = found[-1].end() if found else re.match(r"(?:#.*\n)*", text).end()
     return text[:at] + "".join(f"{line}\n" for line in lines) + text[at:]
 
-
-def drop_repeats(call, text):
-    """Take off the ends of a patch's new_text that repeat the text just before or after its
-    old_text in the file: small models write a whole expression over part of one, and
-    `utcnow()` patched to `...now(tz).isoformat()` would read `.isoformat().isoformat()`."""
-    args = call["args"]
-    old, new = args["old_text"], args["new_text"]
-    if text.count(old) != 1:
-        return
-    at = text.find(old)
-    before, after = text[:at], text[at + len(old):]
-    most = min(len(new), REPEAT_CHARS) + 1
-    head = max(n for n in range(most) if before.endswith(new[:n]))
-    tail = max(n for n in range(most) if after.startswith(new[len(new) - n:]))
-    if len(new[:head].strip()) < 4:   # shorter: a bracket, a word, not a slip
-        head = 0
-    if len(new[len(new) - tail:].strip()) < 4:
-        tail = 0
-    mended = new[head:len(new) - tail]
-    after_mend = patched(text, old, mended, args["path"])
-    if mended in ("", old, new) or syntax_error_added(args["path"], text, after_mend):
-        return
-    args["new_text"] = mended
-    add_note(call, "new_text repeated the text around old_text; the repeat was taken off")
-
-
 def python_tree(text):
     """The module a Python text parses to, or None if it does not parse."""
     try:
         return ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):   # also NUL bytes, deep nests
         return None
-
-
-def function_at(text, name, line=None):
-    """The function `name` defined at the top of `text` (or at `line`, at any depth), as an
-    ast node, or None."""
-    tree = python_tree(text)
-    if tree is None:
-        return None
-    nodes = ast.walk(tree) if line else tree.body
-    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
-    return next((node for node in nodes if isinstance(node, functions) and node.name == name
-                 and line in (None, node.lineno)), None)
-
-
-def whole_function(call, text):
-    """Patch a whole function when a patch over its def line writes it anew and its body ends
-    in return or raise: small models rewrite a function over its first line, which leaves the
-    old body below the new one, or breaks the file."""
-    args = call["args"]
-    named = re.match(r"(?:async\s+)?def\s+(\w+)", args["old_text"].strip())
-    if not (named and args["path"].endswith(".py") and len(text) <= SYNTAX_CHECK_CHARS
-            and text.count(args["old_text"]) == 1):
-        return
-    new = function_at(indented(args["new_text"], ""), named[1])
-    old = function_at(text, named[1], line_of(text, args["old_text"]))
-    found = whole_lines(text, args["old_text"])
-    if not (new and old and found and isinstance(new.body[-1], (ast.Return, ast.Raise))):
-        return
-    start = text.find(found[0])
-    old_text = text[start:len("\n".join(text.split("\n")[:old.end_lineno]))]
-    if not old_text.startswith(found[0]) or old_text == found[0]:
-        return   # old_text goes past the function, or is the whole of it already
-    for new_text in placed(args["new_text"], *found, args["old_text"]):
-        if not syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
-            args["old_text"], args["new_text"] = old_text, new_text
-            add_note(call, f"new_text writes {named[1]} whole, so it replaced the whole function")
-            return
 
 
 def add_definition(call, text, request):

@@ -439,61 +439,23 @@ def test_a_patch_that_misses_is_shown_the_line_it_meant(repo):
     assert result.endswith('the nearest is line 2, copy it exactly: return f"{customer}: {calc_total(items):.2f}"')
 
 
-def test_a_patch_sent_to_the_wrong_file_goes_to_the_one_beside_it_that_holds_it_or_is_told_made(repo):
+def test_a_patch_sent_to_the_wrong_file_is_told_the_file_that_holds_it_or_that_it_is_made(repo):
     (repo / "billing.py").write_text("def compute_total(items):\n    return sum(items)\n")
     (repo / "invoice.py").write_text("import os\nfrom billing import calc_total\n")
     agent = make_agent(repo, [], small_model_help=True)
     wrong_file = {"path": "billing.py", "old_text": "import calc_total", "new_text": "import compute_total"}
-    assert agent.run_tool("patch_file", wrong_file) == (   # as the 1.5B model sent it in a rename
-        "(ran patch_file; old_text is not in billing.py; invoice.py holds it, so it was patched)\n"
-        "patched invoice.py")
-    assert (repo / "invoice.py").read_text() == "import os\nfrom billing import compute_total\n"
+    assert agent.run_tool("patch_file", wrong_file).endswith(   # as the 1.5B model sent it in a rename
+        "found 0 times; it is in invoice.py (line 2): patch that file")
+    assert (repo / "invoice.py").read_text() == "import os\nfrom billing import calc_total\n"
     (repo / "test_billing.py").write_text("from billing import compute_total\nassert compute_total([]) == 0\n")
     into_test = {"path": "billing.py", "old_text": "assert compute_total([]) == 0", "new_text": "pass"}
-    assert agent.run_tool("patch_file", into_test).endswith(   # a test the model did not name is left alone
+    assert agent.run_tool("patch_file", into_test).endswith(
         "found 0 times; it is in test_billing.py (line 2): patch that file")
     assert "assert compute_total" in (repo / "test_billing.py").read_text()
     made_twice = {"path": "billing.py", "old_text": "def calc_total(", "new_text": "def compute_total("}
     assert agent.run_tool("patch_file", made_twice).endswith(
         "found 0 times; its new_text is already there (line 1): that change is made")
     assert (repo / "billing.py").read_text() == "def compute_total(items):\n    return sum(items)\n"
-
-
-def test_a_patch_to_a_file_that_does_not_exist_goes_to_the_one_file_that_holds_its_text(repo):
-    (repo / "net").mkdir()
-    (repo / "net" / "limits.py").write_text("MAX_RETRIES = 3\n")
-    (repo / "net" / "README.md").write_text("MAX_RETRIES = 3, MAX_RETRIES = 3\n")   # not once: not a holder
-    patch = {"path": "limits.py", "old_text": "MAX_RETRIES = 3", "new_text": "MAX_RETRIES = 5"}
-    result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", dict(patch))
-    assert result == ("(ran patch_file; old_text is not in limits.py; net/limits.py holds it, so it was "
-                      "patched)\npatched net/limits.py")
-    assert (repo / "net" / "limits.py").read_text() == "MAX_RETRIES = 5\n"
-    assert not (repo / "limits.py").exists()
-    (repo / "db").mkdir()
-    (repo / "db" / "limits.py").write_text("MAX_RETRIES = 5\n")   # two hold it: none is guessed
-    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", {**patch, "old_text": "RIES = 5"}) \
-        == "error: tool patch_file failed: no such file: limits.py"
-
-
-class RecordingCalls(mca.Display):
-    """A display that keeps each call line as it would be shown: (tool, path)."""
-
-    def __init__(self):
-        self.calls = []
-
-    def tool_started(self, name, args, depth):
-        self.calls.append((name, args.get("path")))
-
-
-def test_the_call_line_shows_the_file_a_mended_patch_goes_to(repo):
-    (repo / "net").mkdir()
-    (repo / "net" / "__init__.py").write_text("from .limits import MAX_RETRIES\n")
-    (repo / "net" / "limits.py").write_text("MAX_RETRIES = 3\n")
-    display = RecordingCalls()
-    agent = make_agent(repo, [], small_model_help=True, display=display)
-    agent.run_call({"name": "patch_file", "args": {"path": "net/__init__.py",   # as the 1.5B model sent it
-                                                   "old_text": "MAX_RETRIES = 3", "new_text": "MAX_RETRIES = 5"}})
-    assert display.calls == [("patch_file", "net/limits.py")]
 
 
 def test_an_edit_that_copied_a_shortened_call_is_refused_and_writes_nothing(repo):
@@ -511,45 +473,6 @@ def test_an_edit_that_copied_a_shortened_call_is_refused_and_writes_nothing(repo
     (repo / "log.txt").write_text("cut: ...[truncated 5 chars]...\n")   # a file that holds the mark is edited
     assert agent.run_tool("patch_file", {"path": "log.txt", "old_text": "...[truncated 5 chars]...",
                                          "new_text": "(cut)"}) == "patched log.txt"
-
-
-def test_a_patch_that_wraps_a_returned_value_keeps_the_return(repo):
-    (repo / "tags.py").write_text("def list_tags(notes):\n    tags = set(notes)\n    return list(tags)\n")
-    agent = make_agent(repo, [], small_model_help=True)
-    wrapped = {"path": "tags.py", "old_text": "return list(tags)", "new_text": "sorted(list(tags))"}   # 1.5B, 8 runs
-    assert agent.run_tool("patch_file", wrapped) == (
-        "(ran patch_file; `return` was kept: the new line wraps the value the old one returned)\npatched tags.py")
-    assert (repo / "tags.py").read_text().endswith("    return sorted(list(tags))\n")
-    missed = {"path": "tags.py", "old_text": "return list(names)", "new_text": "sorted(list(names))"}
-    assert agent.run_tool("patch_file", missed).startswith("error: tool patch_file failed: old_text must occur")
-    assigned = {"path": "tags.py", "old_text": "return sorted(list(tags))", "new_text": "result = sorted(list(tags))"}
-    assert agent.run_tool("patch_file", assigned) == "patched tags.py"   # a statement: taken as written
-    assert (repo / "tags.py").read_text().endswith("    result = sorted(list(tags))\n")
-
-
-def test_a_function_written_anew_over_its_def_line_replaces_the_whole_function(repo):
-    (repo / "stamps.py").write_text('import datetime\n\n\ndef now_stamp():\n    """In UTC."""\n    return '
-                                    "datetime.datetime.utcnow().isoformat()\n\n\ndef today():\n    return 1\n")
-    agent = make_agent(repo, [], small_model_help=True)
-    anew = {"path": "stamps.py", "old_text": "def now_stamp()",   # as the 1.5B model sent it on a terminal
-            "new_text": 'def now_stamp():\n    """In UTC."""\n'
-                        "    return datetime.datetime.now(datetime.UTC).isoformat()"}
-    assert agent.run_tool("patch_file", anew) == (
-        "(ran patch_file; new_text writes now_stamp whole, so it replaced the whole function)\npatched stamps.py")
-    assert (repo / "stamps.py").read_text() == ('import datetime\n\n\ndef now_stamp():\n    """In UTC."""\n    return '
-                                                'datetime.datetime.now(datetime.UTC).isoformat()\n\n\ndef today():\n'
-                                                '    return 1\n')
-    (repo / "shapes.py").write_text("class Square:\n    def area(self):\n        return 0\n\n    def name(self):\n"
-                                    "        return 'square'\n")
-    method = {"path": "shapes.py", "old_text": "def area(self):",
-              "new_text": "def area(self):\n        return self.side ** 2"}
-    assert agent.run_tool("patch_file", method).endswith("patched shapes.py")
-    assert (repo / "shapes.py").read_text() == ("class Square:\n    def area(self):\n        return self.side ** 2\n\n"
-                                                "    def name(self):\n        return 'square'\n")
-    guard = {"path": "shapes.py", "old_text": "def name(self):",   # lines put before the body: it stays
-             "new_text": "def name(self):\n        if not self.side:\n            raise ValueError('no side')"}
-    assert agent.run_tool("patch_file", guard) == "patched shapes.py"
-    assert (repo / "shapes.py").read_text().endswith("raise ValueError('no side')\n        return 'square'\n")
 
 
 def test_a_patch_that_adds_lines_around_its_old_text_is_not_made_twice(repo):
@@ -581,20 +504,6 @@ def test_a_patch_that_copies_the_examples_placeholder_is_told_so(repo):
     patch = {"path": "hello.txt", "old_text": mca.PLACEHOLDER_OLD_TEXT, "new_text": "the lines that replace them"}
     assert agent.run_tool("patch_file", patch).endswith(
         "found 0 times; that is the example's placeholder: put the file's own lines there")
-
-
-def test_a_patch_with_other_quotes_applies_where_that_is_the_only_difference(repo):
-    (repo / "invoice.py").write_text('def line(customer, items):\n    return f"{customer}: {calc_total(items):.2f}"\n')
-    patch = {"path": "invoice.py", "old_text": "return f'{customer}: {calc_total(items):.2f}'",   # as Qwen2.5-Coder
-             "new_text": "return f'{customer}: {compute_total(items):.2f}'"}                  # 1.5B wrote it, twice
-    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", patch).startswith(
-        "(ran patch_file; old_text matched once ' and \" were taken as one)\npatched invoice.py\nwarning: ")
-    assert (repo / "invoice.py").read_text() == \
-        "def line(customer, items):\n    return f'{customer}: {compute_total(items):.2f}'\n"
-    (repo / "two.py").write_text("a = 'x'\nb = 'x'\n")   # two places match once quotes are set aside: none taken
-    assert "found 0 times" in make_agent(repo, [], small_model_help=True).run_tool(
-        "patch_file", {"path": "two.py", "old_text": '= "x"', "new_text": "= 'y'"})
-    assert (repo / "two.py").read_text() == "a = 'x'\nb = 'x'\n"
 
 
 def test_a_patch_that_copied_read_files_line_numbers_applies_without_them(repo):
@@ -766,24 +675,6 @@ def test_a_standard_library_name_an_edit_began_to_use_is_imported_for_it(repo, m
     assert "import timezone" not in (repo / "later.py").read_text()
 
 
-def test_a_patch_that_repeats_the_text_around_its_old_text_loses_the_repeat(repo):
-    (repo / "stamps.py").write_text("import datetime\n\n\ndef now_stamp():\n"
-                                    "    return datetime.datetime.utcnow().isoformat()\n")
-    agent = make_agent(repo, [], small_model_help=True)
-    whole = {"path": "stamps.py", "old_text": "utcnow().isoformat()",   # the whole expression, over part of it
-             "new_text": "datetime.now(datetime.timezone.utc).isoformat()"}
-    assert agent.run_tool("patch_file", whole) == ("(ran patch_file; new_text repeated the text around old_text; "
-                                                   "the repeat was taken off)\npatched stamps.py")
-    assert "    return datetime.datetime.now(datetime.timezone.utc).isoformat()\n" in (repo / "stamps.py").read_text()
-    (repo / "area.py").write_text("def area(width, height):\n    size = width * height\n    return size\n")
-    next_line = {"path": "area.py", "old_text": "    size = width * height",   # the next line written again
-                 "new_text": "    size = abs(width * height)\n    return size"}
-    assert agent.run_tool("patch_file", next_line).startswith("(ran patch_file; new_text repeated")
-    assert (repo / "area.py").read_text().endswith("    size = abs(width * height)\n    return size\n")
-    back = {"path": "area.py", "old_text": "abs(width * height)", "new_text": "width * height"}
-    assert agent.run_tool("patch_file", back) == "patched area.py"   # no repeat: as written
-
-
 def test_checking_a_python_file_prints_nothing_to_the_terminal(repo):
     with warnings.catch_warnings(record=True) as printed:   # '\d' makes compile() warn (printed on 3.12+)
         warnings.simplefilter("always")
@@ -841,41 +732,6 @@ def test_a_refused_patch_shows_its_own_line_not_the_files_line_on_disk(repo, mon
     result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", patch)
     assert result.endswith("invalid syntax (line 6: return {**DEFAULTS, **json.load(handle) if "
                            "os.path.exists(path) else DEFAULTS})")
-
-
-def test_a_patch_indented_from_column_0_is_indented_as_its_line_when_that_makes_it_compile(repo):
-    person = 'class Person:\n    def set_age(self, age):\n        """Set the age."""\n        self.age = age\n'
-    (repo / "person.py").write_text(person)
-    agent = make_agent(repo, [], small_model_help=True)
-    patch = {"path": "person.py", "old_text": "self.age = age",   # as Qwen2.5-Coder-1.5B wrote it, 3 runs of 3
-             "new_text": "if age < 0:\n    raise ValueError('Age cannot be negative')\nself.age = age"}
-    assert agent.run_tool("patch_file", patch) == \
-        "(ran patch_file; new_text was indented as line 4 is)\npatched person.py"
-    assert (repo / "person.py").read_text() == person.replace(
-        "        self.age = age", "        if age < 0:\n            raise ValueError('Age cannot be negative')\n"
-        "        self.age = age")
-    (repo / "metrics.py").write_text("def average(values):\n    return sum(values) / len(values)\n")
-    unclosed = {"path": "metrics.py", "old_text": "return sum(values) / len(values)",   # nothing mends it
-                "new_text": "return sum(values / len(values)"}
-    assert agent.run_tool("patch_file", unclosed).startswith("error: tool patch_file failed: the patch would break")
-    (repo / "notes.md").write_text("- item\n  - sub\n")   # not Python: taken as written
-    agent.run_tool("patch_file", {"path": "notes.md", "old_text": "- sub", "new_text": "- sub\n- other"})
-    assert (repo / "notes.md").read_text() == "- item\n  - sub\n- other\n"
-
-
-def test_statements_written_on_one_line_are_laid_out_when_that_makes_the_file_compile(repo):
-    (repo / "metrics.py").write_text("def average(values):\n    return sum(values) / len(values)\n")
-    one_line = {"path": "metrics.py", "old_text": "return sum(values) / len(values)",   # as the 1.5B model
-                "new_text": "if not values: return 0.0 else: return sum(values) / len(values)"}   # wrote it
-    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", one_line) == (
-        "(ran patch_file; new_text was indented as line 2 is; the statements written on one line were laid out "
-        "on lines)\npatched metrics.py")
-    assert (repo / "metrics.py").read_text() == ("def average(values):\n    if not values:\n        return 0.0\n"
-                                                 "    else:\n        return sum(values) / len(values)\n")
-    (repo / "metrics.py").write_text("def average(values):\n    return sum(values) / len(values)\n")
-    still_broken = {**one_line, "new_text": "if not values: return 0.0 else: return sum(values"}
-    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", still_broken).startswith(
-        "error: tool patch_file failed: the patch would break metrics.py")
 
 
 def test_an_edit_that_takes_out_a_definition_the_request_does_not_name_says_so(repo):
