@@ -2196,6 +2196,7 @@ NEGATION = re.compile(r"\b(?:don't|do not|never|without|no|skip)\b[^.]{0,20}$", 
 HINT_LINES = 5000        # lines of a file searched for the nearest match to a patch that missed
 HINT_LINE_CHARS = 200    # ... comparing only this much of each line
 ANALYSIS_SECONDS = 1.0   # ... and for no longer than this, whatever the file holds
+REPEAT_CHARS = 300       # the longest repeat of the text around a patch that is taken off
 SYNTAX_CHECK_CHARS = 300_000   # a larger Python file is not checked (compiling takes ~0.1 s)
 MAX_CHECKED_SCOPES = 1000   # more definitions: names are not checked (symtable is quadratic)
 MAX_STALE_NAMES = 5      # names shown that an edit took away while other files still use them
@@ -2349,8 +2350,8 @@ class SmallModelHelp:
     def mend_edit(self, call):
         """Keep the text an edit will change, for after_tool; refuse an edit that copied a
         shortened call, a patch that changes nothing or would break a Python file that compiles;
-        mend what would lose or garble the file: read_file's line numbers, the markup around a
-        new file, a definition the edit would drop, a write of only the methods to add."""
+        mend its file, a repeat of the text around it, a definition it would lose, the markup
+        around a new file."""
         args = call["args"]
         text = self.file_text(args["path"])
         if cut := copied_cut(args, text):
@@ -2362,6 +2363,8 @@ class SmallModelHelp:
             add_written_definitions(call, text, self.request)
             return None
         drop_line_numbers(call, text)
+        if self.mend_path(call, text):
+            text = self.file_text(args["path"])
         self.before[args["path"]] = text
         if text is None:
             return None
@@ -2371,6 +2374,7 @@ class SmallModelHelp:
         if again and args["old_text"] in text and args["new_text"].strip() in text:   # made
             line = line_of(text, args["new_text"].strip())   # again: its lines twice
             return refusal(f"its new_text is already there (line {line}): that change is made")
+        drop_repeats(call, text)
         add_definition(call, text, self.request)
         if (args["path"], args["old_text"], args["new_text"]) in self.ambiguous:
             change_every_one(call, text)
@@ -2384,6 +2388,30 @@ class SmallModelHelp:
         if broken:
             return refusal(f"the patch would break {args['path']}, so it was not made: {broken}")
         return None
+
+    def mend_path(self, call, text):
+        """Send a patch to the one file that holds its old_text once, when the file it names
+        (whose text is `text`) does not: in that file's folder, or anywhere if the file does not
+        exist; never to a test the model did not name; True if it did.  Small models patch a
+        package's __init__.py, or write a path without its folder."""
+        args = call["args"]
+        old_text = args["old_text"]
+        if not old_text.strip() or (text is not None and old_text in text):
+            return False
+        try:
+            name = self.agent.relative(self.agent.path(args["path"]))
+        except ValueError:
+            return False
+        folder, root = Path(name).parent, self.agent.root
+        near = [path for path in repo_files(self.agent.git)[:MAP_FILES] if path != name
+                and "test" not in path and (text is None or Path(path).parent == folder)]
+        holders = [path for path in near
+                   if (read_doc(root / path, root, MAP_READ_CHARS) or "").count(old_text) == 1]
+        if len(holders) != 1:
+            return False
+        args["path"] = holders[0]
+        add_note(call, f"old_text is not in {name}; {holders[0]} holds it, so it was patched")
+        return True
 
     def after_tool(self, call, result):
         """Add to a result what the model needs to hear about an edit (see after_edit), or
@@ -2730,6 +2758,8 @@ def change_every_one(call, text):
         args["old_text"], args["new_text"] = whole
         add_note(call, f"old_text occurs {count} times and the patch came again, so every one "
                        "was changed")
+
+
 def whole_lines(text, old_text):
     """(old_text widened to the start of its line, that line's indentation), or None if old_text
     starts after code on its line."""
@@ -2752,6 +2782,8 @@ def placed(new_text, line, indent, old_text):
     """new_text as it may start where old_text's line does (`line`, `indent`: whole_lines()):
     after what comes before old_text on that line, or indented as that line is."""
     return line[:len(line) - len(old_text)] + new_text, indented(new_text, indent)
+
+
 def keep_definition(call, text, request):
     """Put a patch's new definition before the one its old_text starts, instead of in its place,
     when the request does not name the one replaced; True if it did.  Small models add a
@@ -2810,6 +2842,32 @@ def with_imports(text, lines):
     found = list(re.finditer(r"^(?:import \w|from [\w.]+ import ).*\n", text, re.MULTILINE))
     at = found[-1].end() if found else re.match(r"(?:#.*\n)*", text).end()
     return text[:at] + "".join(f"{line}\n" for line in lines) + text[at:]
+
+
+def drop_repeats(call, text):
+    """Take off the ends of a patch's new_text that repeat the text just before or after its
+    old_text in the file: small models write a whole expression over part of one, and
+    `utcnow()` patched to `...now(tz).isoformat()` would read `.isoformat().isoformat()`."""
+    args = call["args"]
+    old, new = args["old_text"], args["new_text"]
+    if text.count(old) != 1:
+        return
+    at = text.find(old)
+    before, after = text[:at], text[at + len(old):]
+    most = min(len(new), REPEAT_CHARS) + 1
+    head = max(n for n in range(most) if before.endswith(new[:n]))
+    tail = max(n for n in range(most) if after.startswith(new[len(new) - n:]))
+    if len(new[:head].strip()) < 4:   # shorter: a bracket, a word, not a slip
+        head = 0
+    if len(new[len(new) - tail:].strip()) < 4:
+        tail = 0
+    mended = new[head:len(new) - tail]
+    after_mend = patched(text, old, mended, args["path"])
+    if mended in ("", old, new) or syntax_error_added(args["path"], text, after_mend):
+        return
+    args["new_text"] = mended
+    add_note(call, "new_text repeated the text around old_text; the repeat was taken off")
+
 
 def python_tree(text):
     """The module a Python text parses to, or None if it does not parse."""

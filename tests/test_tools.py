@@ -439,23 +439,61 @@ def test_a_patch_that_misses_is_shown_the_line_it_meant(repo):
     assert result.endswith('the nearest is line 2, copy it exactly: return f"{customer}: {calc_total(items):.2f}"')
 
 
-def test_a_patch_sent_to_the_wrong_file_is_told_the_file_that_holds_it_or_that_it_is_made(repo):
+def test_a_patch_sent_to_the_wrong_file_goes_to_the_one_beside_it_that_holds_it_or_is_told_made(repo):
     (repo / "billing.py").write_text("def compute_total(items):\n    return sum(items)\n")
     (repo / "invoice.py").write_text("import os\nfrom billing import calc_total\n")
     agent = make_agent(repo, [], small_model_help=True)
     wrong_file = {"path": "billing.py", "old_text": "import calc_total", "new_text": "import compute_total"}
-    assert agent.run_tool("patch_file", wrong_file).endswith(   # as the 1.5B model sent it in a rename
-        "found 0 times; it is in invoice.py (line 2): patch that file")
-    assert (repo / "invoice.py").read_text() == "import os\nfrom billing import calc_total\n"
+    assert agent.run_tool("patch_file", wrong_file) == (   # as the 1.5B model sent it in a rename
+        "(ran patch_file; old_text is not in billing.py; invoice.py holds it, so it was patched)\n"
+        "patched invoice.py")
+    assert (repo / "invoice.py").read_text() == "import os\nfrom billing import compute_total\n"
     (repo / "test_billing.py").write_text("from billing import compute_total\nassert compute_total([]) == 0\n")
     into_test = {"path": "billing.py", "old_text": "assert compute_total([]) == 0", "new_text": "pass"}
-    assert agent.run_tool("patch_file", into_test).endswith(
+    assert agent.run_tool("patch_file", into_test).endswith(   # a test the model did not name is left alone
         "found 0 times; it is in test_billing.py (line 2): patch that file")
     assert "assert compute_total" in (repo / "test_billing.py").read_text()
     made_twice = {"path": "billing.py", "old_text": "def calc_total(", "new_text": "def compute_total("}
     assert agent.run_tool("patch_file", made_twice).endswith(
         "found 0 times; its new_text is already there (line 1): that change is made")
     assert (repo / "billing.py").read_text() == "def compute_total(items):\n    return sum(items)\n"
+
+
+def test_a_patch_to_a_file_that_does_not_exist_goes_to_the_one_file_that_holds_its_text(repo):
+    (repo / "net").mkdir()
+    (repo / "net" / "limits.py").write_text("MAX_RETRIES = 3\n")
+    (repo / "net" / "README.md").write_text("MAX_RETRIES = 3, MAX_RETRIES = 3\n")   # not once: not a holder
+    patch = {"path": "limits.py", "old_text": "MAX_RETRIES = 3", "new_text": "MAX_RETRIES = 5"}
+    result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", dict(patch))
+    assert result == ("(ran patch_file; old_text is not in limits.py; net/limits.py holds it, so it was "
+                      "patched)\npatched net/limits.py")
+    assert (repo / "net" / "limits.py").read_text() == "MAX_RETRIES = 5\n"
+    assert not (repo / "limits.py").exists()
+    (repo / "db").mkdir()
+    (repo / "db" / "limits.py").write_text("MAX_RETRIES = 5\n")   # two hold it: none is guessed
+    assert make_agent(repo, [], small_model_help=True).run_tool("patch_file", {**patch, "old_text": "RIES = 5"}) \
+        == "error: tool patch_file failed: no such file: limits.py"
+
+
+class RecordingCalls(mca.Display):
+    """A display that keeps each call line as it would be shown: (tool, path)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def tool_started(self, name, args, depth):
+        self.calls.append((name, args.get("path")))
+
+
+def test_the_call_line_shows_the_file_a_mended_patch_goes_to(repo):
+    (repo / "net").mkdir()
+    (repo / "net" / "__init__.py").write_text("from .limits import MAX_RETRIES\n")
+    (repo / "net" / "limits.py").write_text("MAX_RETRIES = 3\n")
+    display = RecordingCalls()
+    agent = make_agent(repo, [], small_model_help=True, display=display)
+    agent.run_call({"name": "patch_file", "args": {"path": "net/__init__.py",   # as the 1.5B model sent it
+                                                   "old_text": "MAX_RETRIES = 3", "new_text": "MAX_RETRIES = 5"}})
+    assert display.calls == [("patch_file", "net/limits.py")]
 
 
 def test_an_edit_that_copied_a_shortened_call_is_refused_and_writes_nothing(repo):
@@ -673,6 +711,24 @@ def test_a_standard_library_name_an_edit_began_to_use_is_imported_for_it(repo, m
     other_line = {"path": "later.py", "old_text": "def now_stamp", "new_text": "def stamp_now"}
     assert agent.run_tool("patch_file", other_line).startswith("patched later.py\nwarning:")   # not its doing
     assert "import timezone" not in (repo / "later.py").read_text()
+
+
+def test_a_patch_that_repeats_the_text_around_its_old_text_loses_the_repeat(repo):
+    (repo / "stamps.py").write_text("import datetime\n\n\ndef now_stamp():\n"
+                                    "    return datetime.datetime.utcnow().isoformat()\n")
+    agent = make_agent(repo, [], small_model_help=True)
+    whole = {"path": "stamps.py", "old_text": "utcnow().isoformat()",   # the whole expression, over part of it
+             "new_text": "datetime.now(datetime.timezone.utc).isoformat()"}
+    assert agent.run_tool("patch_file", whole) == ("(ran patch_file; new_text repeated the text around old_text; "
+                                                   "the repeat was taken off)\npatched stamps.py")
+    assert "    return datetime.datetime.now(datetime.timezone.utc).isoformat()\n" in (repo / "stamps.py").read_text()
+    (repo / "area.py").write_text("def area(width, height):\n    size = width * height\n    return size\n")
+    next_line = {"path": "area.py", "old_text": "    size = width * height",   # the next line written again
+                 "new_text": "    size = abs(width * height)\n    return size"}
+    assert agent.run_tool("patch_file", next_line).startswith("(ran patch_file; new_text repeated")
+    assert (repo / "area.py").read_text().endswith("    size = abs(width * height)\n    return size\n")
+    back = {"path": "area.py", "old_text": "abs(width * height)", "new_text": "width * height"}
+    assert agent.run_tool("patch_file", back) == "patched area.py"   # no repeat: as written
 
 
 def test_checking_a_python_file_prints_nothing_to_the_terminal(repo):
