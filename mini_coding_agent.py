@@ -2721,15 +2721,19 @@ def mentions(text, name):
 def drop_line_numbers(call, text):
     """Take read_file's numbers off an edit that copied them with the lines it shows: old_text
     `  17:     with open(path) as f:` is the file's `    with open(path) as f:`, and a file
-    written whole as read_file showed it, every line numbered and indented, is its lines."""
+    written whole as read_file showed it, every line numbered and indented (below its heading,
+    `# path`, if that was copied too), is its lines."""
     args = call["args"]
     keys = ["content"] if call["name"] == "write_file" else ["old_text", "new_text"]
-    lines = [line for line in args[keys[0]].splitlines() if line.strip()]
+    heading = re.match(r"# \S+\n", args["content"]) if call["name"] == "write_file" else None
+    body = args[keys[0]][heading.end():] if heading else args[keys[0]]
+    lines = [line for line in body.splitlines() if line.strip()]
     if call["name"] == "write_file" and not all(line[0] in " \t" for line in lines):
         return   # a file of its own may start its lines with "1: " (YAML)
     if not lines or args[keys[0]] in (text or "") \
             or not all(LINE_NUMBER.match(line) for line in lines):
         return
+    args[keys[0]] = body
     for key in keys:
         args[key] = LINE_NUMBER.sub("", args[key])
     add_note(call, f"read_file's line numbers were taken off {' and '.join(keys)}")

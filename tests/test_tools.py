@@ -570,7 +570,11 @@ def test_a_file_written_as_read_file_showed_it_is_written_without_the_numbers(re
     assert agent.run_tool("write_file", {"path": "report.py", "content": content}) == (
         "(ran write_file; read_file's line numbers were taken off content)\nwrote report.py (56 chars)")
     assert (repo / "report.py").read_text() == "import json\n\n\ndef tally(orders):\n    return len(orders)\n"
-    for own in ("1: one\n2: two\n", "  1: one\nkeys:\n"):   # a file of its own keeps its numbers
+    copied = "# report.py\n" + content   # read_file's heading too, as the 1.5B model wrote it
+    assert agent.run_tool("write_file", {"path": "report.py", "content": copied}).startswith(
+        "(ran write_file; read_file's line numbers were taken off content)")
+    assert (repo / "report.py").read_text() == "import json\n\n\ndef tally(orders):\n    return len(orders)\n"
+    for own in ("1: one\n2: two\n", "  1: one\nkeys:\n", "# ids\n  1: one\nkeys:\n"):   # its own
         agent.run_tool("write_file", {"path": "ids.yaml", "content": own})
         assert (repo / "ids.yaml").read_text() == own
 
