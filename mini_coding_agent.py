@@ -2725,8 +2725,9 @@ def drop_line_numbers(call, text):
     `# path`, if that was copied too), is its lines."""
     args = call["args"]
     keys = ["content"] if call["name"] == "write_file" else ["old_text", "new_text"]
-    heading = re.match(r"# \S+\n", args["content"]) if call["name"] == "write_file" else None
-    body = args[keys[0]][heading.end():] if heading else args[keys[0]]
+    body = args[keys[0]]
+    if call["name"] == "write_file":
+        body = re.sub(r"\A# \S+\n", "", body)
     lines = [line for line in body.splitlines() if line.strip()]
     if call["name"] == "write_file" and not all(line[0] in " \t" for line in lines):
         return   # a file of its own may start its lines with "1: " (YAML)
