@@ -2564,8 +2564,8 @@ class SmallModelHelp:
         """The code the model writes for a rewrite `request` of `old` in a short prompt of its
         own: the one block of code that keeps at least half of old's lines, else "".
 
-        Its own, though a server that keeps one cache then reads the session
-        again at the next call: in the conversation, or under the loop's
+        That has a price: a server that keeps one cache reads the session again
+        at the next call.  But asked in the conversation, or under the loop's
         system message, the model drafts worse (tests/BENCHMARKS.md, round 16).
         """
         agent = self.agent
