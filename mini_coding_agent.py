@@ -2218,6 +2218,9 @@ FILE_SUFFIXES = SOURCE_SUFFIXES + (".md", ".txt", ".json", ".toml", ".ini", ".cf
                                    ".yml", ".csv", ".html", ".css")   # a file's; utcnow is not
 COPIED_REQUEST = (   # sent once per request: the answer to the request before, word for word
     "[check] That is your answer to an earlier request. Work on this one now: {request}")
+COPIED_AFTER_EDITS = (   # the same, once this request changed files
+    "[check] That is your answer to an earlier request, not to this one ({request}). This request "
+    "changed {files}: in your final answer, say what was changed for it.")
 REWRITE_MAX_CHARS = 2000   # ~50 lines: copying a 4,000-char file whole, the 1.5B model changed
                            # a line it was not asked to (and took 2 minutes on a CPU)
 CHANGE_WORDS = (r"(?:add|make|fix|change|implement|rename|replace|remove|update|bump|set|raise"
@@ -2291,6 +2294,7 @@ class SmallModelHelp:
         self.sent_back = {}    # kind -> how much was left wrong when an answer was last sent back
         self.request = ""      # the request being worked on
         self.old_answers = set()   # what the model answered the requests before this one
+        self.edits_before = 0      # the session's file changes before this request
         self.offered = set()   # (path, what) of the edits the coach made or was denied
         self.ambiguous = set()   # (path, old_text, new_text): patches that missed, found twice+
         self.said_no = False   # a person said no to an edit the coach made, this request
@@ -2302,6 +2306,7 @@ class SmallModelHelp:
         change it orders to one file, draft whole.  True if a person said no to one of these."""
         self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
         self.ambiguous, self.said_no = set(), False
+        self.edits_before = len(self.agent.session["undo"])
         history = self.agent.session["history"][:-1]   # all but this request
         self.old_answers = {item["content"].strip() for item in history
                             if item["role"] == "assistant"}
@@ -2517,7 +2522,7 @@ class SmallModelHelp:
         if copied and "copied" not in self.sent_back:   # small models repeat their last turn
             self.sent_back["copied"] = 1
             return ("The model gave an earlier request's answer again: it is sent back.",
-                    COPIED_REQUEST.format(request=one_line(self.request, ARGS_CHARS)))
+                    self.copied_request())
         stale = self.stale_uses() if self.taken_away else []
         left = sum(warning.count("\n") + 1 for warning in stale)
         if stale and left < self.sent_back.get("stale", float("inf")):
@@ -2531,6 +2536,16 @@ class SmallModelHelp:
             return (f"The model changed {files} and ran nothing since: its answer is sent back "
                     "for a check.", CHECK_REQUEST.format(files=files))
         return None
+
+    def copied_request(self):
+        """What to ask for instead of an earlier answer: the work, or, once this request changed
+        files, what was changed (told to work, the model did the work again, then copied)."""
+        request = one_line(self.request, ARGS_CHARS)
+        edits = self.agent.session["undo"][self.edits_before:]
+        files = ", ".join(dict.fromkeys(edit["path"] for edit in edits))
+        if files:
+            return COPIED_AFTER_EDITS.format(request=request, files=files)
+        return COPIED_REQUEST.format(request=request)
 
     def draft_change(self, named):
         """Ask the model for the one file the request names (of `named`) rewritten whole (in a

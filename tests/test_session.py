@@ -595,6 +595,18 @@ def test_an_earlier_requests_answer_given_again_goes_back_once(repo):
     assert sum(item["content"].startswith("[check] That is your answer") for item in agent.session["history"]) == 2
 
 
+def test_an_earlier_answer_given_after_this_requests_edits_goes_back_for_what_was_done(repo):
+    first = "<final>app.py now prints 1.</final>"
+    replies = [WRITE_APP, RUN_APP, first,   # as Qwen2.5-Coder-1.5B answered a second request it had done
+               '<tool name="write_file" path="app.py"><content>print(2)\n</content></tool>', RUN_APP, first,
+               "<final>app.py now prints 2.</final>"]
+    agent = make_agent(repo, replies, small_model_help=True)
+    agent.ask("make the program print 1")
+    assert agent.ask("make it print 2") == "app.py now prints 2."
+    assert agent.session["history"][-2]["content"] == mca.COPIED_AFTER_EDITS.format(
+        request="make it print 2", files="app.py")
+
+
 MAIN_PY = ("import sys\n\nfrom inventory import load\n\n\ndef main(argv):\n    items = load(argv[1])\n"
            "    print(len(items))\n\n\nif __name__ == \"__main__\":\n    main(sys.argv)\n")
 DRAFT = MAIN_PY.replace("    items = load(argv[1])\n", "    try:\n        items = load(argv[1])\n"
