@@ -1,11 +1,12 @@
 """Benchmark: does a model, or a change to the agent, get real coding work done?
 
-Small coding tasks of 16 kinds, each generated afresh in a temporary git
+Small coding tasks of 17 kinds, each generated afresh in a temporary git
 repository (a few files of code and a README), each with a check that can fail
 and never asks a model; `--long-files` makes the files a request names as long
 as real ones.  The agent runs on each as a user would run it: the command line,
-one-shot, `--approval auto`, inside the task's repository.  The figures come
-from the session file the run leaves behind.
+one-shot, `--approval auto`, inside the task's repository (with `--resume latest`
+where a session answered a request before).  The figures come from the session
+file the run leaves behind.
 
     python tests/bench_tasks.py --model qwen2.5-coder:1.5b
     python tests/bench_tasks.py --tasks fix_bug,rename --repeat 3 --json results.json
@@ -1009,6 +1010,96 @@ CELSIUS_HIDDEN_TESTS = code("""
 
 
 
+# --- a second request in a session that answered one before (--resume) -------------------
+
+def second_request(check, earlier_answer):
+    """A check for a session's second request: `check`, and an answer of its own (not the answer
+    to the request before, word for word, which tells the user nothing of this one)."""
+    def both(repo, answer):
+        solved, seen = check(repo, answer)
+        copied = answer.strip() == earlier_answer
+        return solved and not copied, f"{seen}; the earlier answer again: {copied}"
+    return both
+
+
+INVENTORY_FILES = {
+    "README.md": "# stock\n\nCounts the items in stock.\n",
+    "inventory.py": code('''
+        """Items in stock and their counts."""
+
+
+        class Inventory:
+            def __init__(self):
+                self.counts = {}
+
+            def add(self, name, count=1):
+                self.counts[name] = self.counts.get(name, 0) + count
+
+            def remove(self, name, count=1):
+                self.counts[name] = self.counts.get(name, 0) - count
+
+            def total(self):
+                return sum(self.counts.values())
+        '''),
+    "test_inventory.py": code("""
+        import unittest
+
+        from inventory import Inventory
+
+
+        class InventoryTest(unittest.TestCase):
+            def test_add_and_total(self):
+                inventory = Inventory()
+                inventory.add("apple", 3)
+                inventory.add("pear")
+                self.assertEqual(inventory.total(), 4)
+
+
+        if __name__ == "__main__":
+            unittest.main()
+        """),
+}
+INVENTORY_RAISE = 'raise ValueError(f"not enough {name} to remove")'
+INVENTORY_ANSWER = "remove() now raises ValueError when there are not enough items to remove."
+INVENTORY_EARLIER = ("In inventory.py, make remove() raise a ValueError when there are not enough items to remove.",
+                     [f"```python\n{INVENTORY_FILES['inventory.py']}```".replace(   # the coach's draft
+                         "        self.counts[name] = self.counts.get(name, 0) - count",
+                         f"        if self.counts.get(name, 0) < count:\n            {INVENTORY_RAISE}\n"
+                         "        self.counts[name] -= count"),
+                      tool("run_shell", command="python -m unittest"), f"<final>{INVENTORY_ANSWER}</final>"])
+
+PRICES_FILES = {
+    "README.md": "# till\n\nAdds up prices as shop staff type them.\n",
+    "prices.py": code('''
+        """Prices as shop staff type them."""
+
+
+        def parse_price(text):
+            """'$3.50' -> 3.5"""
+            return float(text.strip().lstrip("$"))
+
+
+        def total(texts):
+            return sum(parse_price(text) for text in texts)
+        '''),
+}
+PRICES_ANSWER = "parse_price now takes a comma as the decimal separator: '3,50' gives 3.5."
+PRICES_EARLIER = ("Make parse_price in prices.py accept a comma as the decimal separator, as in '3,50'.",
+                  [f"```python\n{PRICES_FILES['prices.py']}```".replace(   # the coach's draft
+                      '    return float(text.strip().lstrip("$"))',
+                      '    return float(text.strip().lstrip("$").replace(",", "."))'),
+                   tool("run_shell",
+                        command="python -c \"from prices import parse_price; print(parse_price('3,50'))\""),
+                   f"<final>{PRICES_ANSWER}</final>"])
+PRICES_HIDDEN_TESTS = code("""
+    from prices import parse_price, total
+    assert parse_price("") == 0.0 and parse_price("   ") == 0.0, "blank"
+    assert parse_price("$3,50") == 3.5 and parse_price(" $2.25 ") == 2.25, "the earlier work kept"
+    assert total(["$1", "", "2,5"]) == 3.5
+    print("ok")
+    """)
+
+
 # --- the table ---------------------------------------------------------------------------
 
 @dataclass
@@ -1018,6 +1109,7 @@ class Task:
     files: dict
     check: object      # check(repo, answer) -> (solved, what was seen)
     solution: list     # scripted replies that solve the task, for the benchmark's own tests
+    earlier: tuple = ()   # (request, scripted replies): answered in the session the run resumes
 
 
 FIRST_TASKS = [   # the first eight, tuned on in rounds 1 to 4
@@ -1186,7 +1278,25 @@ MORE_TASKS = [
          checked(tool("search", pattern="def to_celsius"),
                  patch("units/temperature.py", "(fahrenheit - 32) * 9 / 5", "(fahrenheit - 32) * 5 / 9"))),
 ]
-TASKS = FIRST_TASKS + MORE_TASKS
+SESSION_TASKS = [
+    Task("go_on_test", "Add a test to test_inventory.py that checks remove() raises ValueError when too many "
+         "are removed.", INVENTORY_FILES,
+         second_request(tests_catch("test_inventory.py", 1, "inventory.py", INVENTORY_RAISE, "return"),
+                        INVENTORY_ANSWER),
+         checked(patch("test_inventory.py", "        self.assertEqual(inventory.total(), 4)\n",
+                       "        self.assertEqual(inventory.total(), 4)\n\n    def test_remove_too_many(self):\n"
+                       "        inventory = Inventory()\n        inventory.add(\"apple\", 2)\n"
+                       "        with self.assertRaises(ValueError):\n            inventory.remove(\"apple\", 3)\n"),
+                 answer="Added test_remove_too_many."),
+         earlier=(INVENTORY_EARLIER,)),
+    Task("go_on_blank", "Make parse_price return 0.0 for an empty or blank price instead of raising an error.",
+         PRICES_FILES, second_request(hidden_tests(PRICES_HIDDEN_TESTS), PRICES_ANSWER),
+         checked(patch("prices.py", "    return float(",
+                       '    if not text.strip():\n        return 0.0\n    return float('),
+                 answer="parse_price returns 0.0 for a blank price."),
+         earlier=(PRICES_EARLIER,)),
+]
+TASKS = FIRST_TASKS + MORE_TASKS + SESSION_TASKS
 KINDS = {   # the kinds of work, each with two tasks: the first tunes the agent, the second is held out
     "answer a question about the code": ("port", "timeout_default"),
     "find where something is defined": ("locate", "find_handler"),
@@ -1204,6 +1314,7 @@ KINDS = {   # the kinds of work, each with two tasks: the first tunes the agent,
     "replace a deprecated call": ("deprecated_utcnow", "deprecated_assert"),
     "make an output's order deterministic": ("sorted_tags", "sorted_json"),
     "work in a repository of 70 files": ("big_repo_setting", "big_repo_bug"),
+    "a second request in a session (--resume)": ("go_on_test", "go_on_blank"),
 }
 HALVES = {"tuning": [first for first, _ in KINDS.values()], "held-out": [second for _, second in KINDS.values()]}
 
@@ -1351,7 +1462,7 @@ def lengthened(task):
 # --- running and measuring ----------------------------------------------------------------
 
 def make_repo(task, root):
-    """A fresh git repository holding the task's files, committed."""
+    """A fresh git repository holding the task's files, committed, and its earlier requests answered."""
     root.mkdir(parents=True)
     for name, text in task.files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -1359,6 +1470,27 @@ def make_repo(task, root):
     for command in (["init", "-q"], ["add", "."], ["-c", "user.email=bench@example.com", "-c", "user.name=bench",
                                                    "commit", "-q", "-m", "start"]):
         subprocess.run(["git", *command], cwd=root, check=True, capture_output=True)
+    if task.earlier:
+        answer_earlier(task, root)
+
+
+def agent_module():
+    """This checkout's agent, imported: its session format is the one the runs read."""
+    sys.path.insert(0, str(AGENT.parent))
+    import mini_coding_agent
+    return mini_coding_agent
+
+
+def answer_earlier(task, repo):
+    """Answer the task's earlier requests with their scripted replies (the coach's draft first), in
+    a session the run resumes: it holds what a user's session would."""
+    mca = agent_module()
+    store = mca.SessionStore(repo / ".mini-coding-agent" / "sessions")
+    agent = mca.MiniAgent(mca.FakeModelClient([]), mca.WorkspaceContext.build(repo), store,
+                          approval_policy="auto")
+    for request, replies in task.earlier:
+        agent.model_client.outputs = list(replies)
+        agent.ask(request)
 
 
 def load_session(repo):
@@ -1367,20 +1499,19 @@ def load_session(repo):
     paths = list(folder.glob("*.json"))
     if len(paths) != 1:
         return None
-    sys.path.insert(0, str(AGENT.parent))
-    import mini_coding_agent as mca
     try:
-        return mca.SessionStore(folder).load(paths[0].stem)
+        return agent_module().SessionStore(folder).load(paths[0].stem)
     except ValueError:
         return json.loads(paths[0].read_text())
 
 
-def session_figures(repo):
-    """What the run's session records: model calls, tool steps, malformed replies, tokens."""
+def session_figures(repo, before=(0, 0)):
+    """What the run's session records: model calls, tool steps, malformed replies, tokens; `before`:
+    the history items and model calls it held before the run, which are not counted."""
     session = load_session(repo)
     if session is None:
         return {}
-    history, stats = session["history"], session.get("stats", [])
+    history, stats = session["history"][before[0]:], session.get("stats", [])[before[1]:]
     prompt, cached, new = (sum(row.get(key, 0) for row in stats)
                            for key in ("prompt_eval_count", "prompt_eval_cached_count", "eval_count"))
     malformed = [item for item in history if item["role"] == "assistant"
@@ -1394,7 +1525,10 @@ def run_task(task, args, root):
     """Run the agent once on a fresh copy of the task; returns the run's figures."""
     repo = root / "repo"
     make_repo(task, repo)
+    earlier = load_session(repo) if task.earlier else None
+    before = (len(earlier["history"]), len(earlier["stats"])) if earlier else (0, 0)
     command = [sys.executable, str(args.agent), "--cwd", str(repo), "--approval", "auto"]
+    command += ["--resume", "latest"] if task.earlier else []
     for flag in ("host", "model", "num_ctx", "max_steps"):
         if getattr(args, flag) is not None:
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
@@ -1410,7 +1544,7 @@ def run_task(task, args, root):
     solved, seen = task.check(repo, answer)
     half = next(name for name, tasks in HALVES.items() if task.name in tasks)
     return {"task": task.name, "half": half, "solved": bool(solved), "exit": exit_code,
-            "seconds": round(seconds, 1), "seen": seen, **session_figures(repo)}
+            "seconds": round(seconds, 1), "seen": seen, **session_figures(repo, before)}
 
 
 def median(runs, key):

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.skipif(not shutil.which("git"), reason="the benchmark's
 NOTHING_DONE = "I looked, and everything seems fine as it is."
 
 
-def test_the_tasks_cover_sixteen_kinds_split_once_into_two_halves():
+def test_the_tasks_cover_seventeen_kinds_split_once_into_two_halves():
     names = [task.name for task in bench_tasks.TASKS]
-    assert len(names) == len(set(names)) == 32 and len(bench_tasks.KINDS) == 16
+    assert len(names) == len(set(names)) == 34 and len(bench_tasks.KINDS) == 17
     tuning, held_out = bench_tasks.HALVES["tuning"], bench_tasks.HALVES["held-out"]
     assert sorted(tuning + held_out) == sorted(names) and not set(tuning) & set(held_out)
     assert {task.name for task in bench_tasks.FIRST_TASKS} <= set(tuning)   # tuned on before: never held out
@@ -39,7 +39,9 @@ def test_a_task_is_solved_by_its_scripted_solution_and_not_by_doing_nothing(task
     bench_tasks.make_repo(task, repo)
     client = SolutionScript(task.solution)
     store = mca.SessionStore(repo / ".mini-coding-agent" / "sessions")
-    agent = mca.MiniAgent(client, mca.WorkspaceContext.build(repo), store, approval_policy="auto")
+    earlier = [store.load(session_id) for session_id in store.newest_first()]   # resumed, as --resume
+    agent = mca.MiniAgent(client, mca.WorkspaceContext.build(repo), store, approval_policy="auto",
+                          session=earlier[0] if earlier else None)
     answer = agent.ask(task.request)   # as the command line runs it: the small-model layer is on
     solved, seen = task.check(repo, answer)
     assert solved and not agent.stopped and client.outputs == [], seen
@@ -90,3 +92,26 @@ def test_the_write_tests_check_needs_tests_that_catch_a_broken_stack(tmp_path):
         "    def test_len(self):\n        self.assertEqual(len(Stack()), 0)\n")
     solved, seen = task.check(tmp_path / "repo", "")
     assert not solved and "fail on a broken copy: False" in seen
+
+
+def test_a_session_task_resumes_the_session_that_answered_its_earlier_request(ollama, tmp_path, capsys):
+    task = next(task for task in bench_tasks.TASKS if task.name == "go_on_blank")
+    ollama.script(*task.solution)
+    figures, printed = run_benchmark(ollama, tmp_path, capsys, "--tasks", "go_on_blank", "--plain",
+                                     "--keep", str(tmp_path / "kept"))
+    run = figures["runs"][0]
+    assert (run["solved"], run["calls"], run["steps"]) == (True, 3, 2), run   # the earlier request's not counted
+    history = bench_tasks.load_session(tmp_path / "kept" / "01-go_on_blank" / "repo")["history"]
+    assert [item["content"] for item in history if item["role"] == "user"][:1] == [task.earlier[0][0]]
+
+
+def test_a_session_tasks_check_fails_on_the_earlier_answer_given_again(tmp_path):
+    task = next(task for task in bench_tasks.TASKS if task.name == "go_on_blank")
+    bench_tasks.make_repo(task, tmp_path / "repo")
+    (tmp_path / "repo" / "prices.py").write_text(   # the work done, the answer copied
+        'def parse_price(text):\n    text = text.strip().lstrip("$").replace(",", ".")\n'
+        "    return float(text) if text else 0.0\n\n\ndef total(texts):\n"
+        "    return sum(parse_price(text) for text in texts)\n")
+    assert task.check(tmp_path / "repo", "parse_price returns 0.0 for a blank price.")[0]
+    solved, seen = task.check(tmp_path / "repo", bench_tasks.PRICES_ANSWER)
+    assert not solved and "the earlier answer again: True" in seen
