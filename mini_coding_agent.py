@@ -2539,7 +2539,7 @@ class SmallModelHelp:
 
     def copied_request(self):
         """What to ask for instead of an earlier answer: the work, or, once this request changed
-        files, what was changed (told to work, the model did the work again, then copied)."""
+        files, what was changed (told to work, the model read its edit again and copied again)."""
         request = one_line(self.request, ARGS_CHARS)
         edits = self.agent.session["undo"][self.edits_before:]
         files = ", ".join(dict.fromkeys(edit["path"] for edit in edits))

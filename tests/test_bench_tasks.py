@@ -97,8 +97,8 @@ def test_the_write_tests_check_needs_tests_that_catch_a_broken_stack(tmp_path):
 def test_a_session_task_resumes_the_session_that_answered_its_earlier_request(ollama, tmp_path, capsys):
     task = next(task for task in bench_tasks.TASKS if task.name == "go_on_blank")
     ollama.script(*task.solution)
-    figures, printed = run_benchmark(ollama, tmp_path, capsys, "--tasks", "go_on_blank", "--plain",
-                                     "--keep", str(tmp_path / "kept"))
+    figures, _ = run_benchmark(ollama, tmp_path, capsys, "--tasks", "go_on_blank", "--plain",
+                               "--keep", str(tmp_path / "kept"))
     run = figures["runs"][0]
     assert (run["solved"], run["calls"], run["steps"]) == (True, 3, 2), run   # the earlier request's not counted
     history = bench_tasks.load_session(tmp_path / "kept" / "01-go_on_blank" / "repo")["history"]
