@@ -2219,8 +2219,8 @@ FILE_SUFFIXES = SOURCE_SUFFIXES + (".md", ".txt", ".json", ".toml", ".ini", ".cf
 COPIED_REQUEST = (   # sent once per request: the answer to the request before, word for word
     "[check] That is your answer to an earlier request. Work on this one now: {request}")
 COPIED_AFTER_EDITS = (   # the same, once this request changed files
-    "[check] That is your answer to an earlier request, not to this one ({request}). This request "
-    "changed {files}: in your final answer, say what was changed for it.")
+    "[check] That answer was for an earlier request. This one ({request}) changed {files}: reply "
+    "with <final>, saying what was changed for it, and no tool call.")
 REWRITE_MAX_CHARS = 2000   # ~50 lines: copying a 4,000-char file whole, the 1.5B model changed
                            # a line it was not asked to (and took 2 minutes on a CPU)
 CHANGE_WORDS = (r"(?:add|make|fix|change|implement|rename|replace|remove|update|bump|set|raise"
@@ -2539,7 +2539,8 @@ class SmallModelHelp:
 
     def copied_request(self):
         """What to ask for instead of an earlier answer: the work, or, once this request changed
-        files, what was changed (told to work, the model read its edit again and copied again)."""
+        files, an answer saying what was changed, at once (allowed a tool, the model read its
+        edit again and copied again: tests/BENCHMARKS.md, round 17)."""
         request = one_line(self.request, ARGS_CHARS)
         edits = self.agent.session["undo"][self.edits_before:]
         files = ", ".join(dict.fromkeys(edit["path"] for edit in edits))
