@@ -2294,7 +2294,7 @@ class SmallModelHelp:
         self.sent_back = {}    # kind -> how much was left wrong when an answer was last sent back
         self.request = ""      # the request being worked on
         self.old_answers = set()   # what the model answered the requests before this one
-        self.edits_before = 0      # the session's file changes before this request
+        self.edits_before = 0      # how many file changes the session held before this request
         self.offered = set()   # (path, what) of the edits the coach made or was denied
         self.ambiguous = set()   # (path, old_text, new_text): patches that missed, found twice+
         self.said_no = False   # a person said no to an edit the coach made, this request
