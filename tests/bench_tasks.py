@@ -1022,6 +1022,11 @@ def second_request(check, earlier_answer):
     return both
 
 
+def drafted(text, old, new):
+    """A scripted reply to the coach's ask for a whole file: `text` with `old` made `new`."""
+    return f"```python\n{text.replace(old, new)}```"
+
+
 INVENTORY_FILES = {
     "README.md": "# stock\n\nCounts the items in stock.\n",
     "inventory.py": code('''
@@ -1062,10 +1067,10 @@ INVENTORY_FILES = {
 INVENTORY_RAISE = 'raise ValueError(f"not enough {name} to remove")'
 INVENTORY_ANSWER = "remove() now raises ValueError when there are not enough items to remove."
 INVENTORY_EARLIER = ("In inventory.py, make remove() raise a ValueError when there are not enough items to remove.",
-                     [f"```python\n{INVENTORY_FILES['inventory.py']}```".replace(   # the coach's draft
-                         "        self.counts[name] = self.counts.get(name, 0) - count",
-                         f"        if self.counts.get(name, 0) < count:\n            {INVENTORY_RAISE}\n"
-                         "        self.counts[name] -= count"),
+                     [drafted(INVENTORY_FILES["inventory.py"],
+                              "        self.counts[name] = self.counts.get(name, 0) - count",
+                              f"        if self.counts.get(name, 0) < count:\n            {INVENTORY_RAISE}\n"
+                              "        self.counts[name] -= count"),
                       tool("run_shell", command="python -m unittest"), f"<final>{INVENTORY_ANSWER}</final>"])
 
 PRICES_FILES = {
@@ -1085,9 +1090,8 @@ PRICES_FILES = {
 }
 PRICES_ANSWER = "parse_price now takes a comma as the decimal separator: '3,50' gives 3.5."
 PRICES_EARLIER = ("Make parse_price in prices.py accept a comma as the decimal separator, as in '3,50'.",
-                  [f"```python\n{PRICES_FILES['prices.py']}```".replace(   # the coach's draft
-                      '    return float(text.strip().lstrip("$"))',
-                      '    return float(text.strip().lstrip("$").replace(",", "."))'),
+                  [drafted(PRICES_FILES["prices.py"], '    return float(text.strip().lstrip("$"))',
+                           '    return float(text.strip().lstrip("$").replace(",", "."))'),
                    tool("run_shell",
                         command="python -c \"from prices import parse_price; print(parse_price('3,50'))\""),
                    f"<final>{PRICES_ANSWER}</final>"])
