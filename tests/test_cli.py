@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import MODEL, MODULE, run_cli
+from conftest import CHILD_ENV, MODEL, MODULE, run_cli
 from test_session import MALFORMED
 
 import mini_coding_agent as mca
@@ -35,7 +35,7 @@ def test_help_lists_every_flag():
 
 def test_runs_as_a_module_too(repo):
     done = subprocess.run([sys.executable, "-m", "mini_coding_agent", "--version"], capture_output=True, text=True,
-                          cwd=repo, env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+                          cwd=repo, env=CHILD_ENV)
     assert done.returncode == 0 and done.stdout.strip() == f"mini-coding-agent {mca.__version__}"
 
 
@@ -400,7 +400,7 @@ def test_python_dash_m_inside_a_repository_imports_none_of_its_modules(repo):
     for name in ("argparse", "difflib", "json", "secrets"):   # each would stop the agent
         (repo / f"{name}.py").write_text("raise SystemExit('the repository ran its own code')\n")
     done = subprocess.run([sys.executable, "-m", "mini_coding_agent", "--version"], capture_output=True,
-                          text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+                          text=True, cwd=repo, env=CHILD_ENV)
     assert (done.returncode, done.stderr) == (0, "") and done.stdout == f"mini-coding-agent {mca.__version__}\n"
 
 

@@ -11,7 +11,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import MODULE, make_agent, make_workspace
+from conftest import CHILD_ENV, make_agent, make_workspace
 
 import mini_coding_agent as mca
 
@@ -269,7 +269,7 @@ def test_sigkill_during_saves_never_leaves_a_broken_session(tmp_path):
     folder = tmp_path / "sessions"
     for delay in (0.0, 0.01, 0.03, 0.05, 0.08, 0.13, 0.2, 0.3):
         process = subprocess.Popen([sys.executable, "-c", SAVER, str(folder)], stdout=subprocess.PIPE,
-                                   env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+                                   env=CHILD_ENV)
         assert process.stdout.readline() == b"saving\n"
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)

@@ -4,11 +4,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 
 import pytest
-from conftest import MODEL, MODULE, processes_running
+from conftest import CHILD_ENV, CLI, MODEL, processes_running
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="pseudo-terminals are POSIX")
 
@@ -29,8 +28,8 @@ class Terminal:
     def __init__(self, args, cwd, env=None, stdout=None):
         main, child = pty.openpty()
         fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-        environment = {**os.environ, "TERM": "xterm", "HOME": str(cwd), "NO_COLOR": "1", **(env or {})}
-        self.process = subprocess.Popen([sys.executable, str(MODULE), *args], cwd=cwd, env=environment,
+        environment = {**CHILD_ENV, "TERM": "xterm", "HOME": str(cwd), "NO_COLOR": "1", **(env or {})}
+        self.process = subprocess.Popen([*CLI, *args], cwd=cwd, env=environment,
                                         stdin=child, stdout=stdout or child, stderr=child,
                                         preexec_fn=take_terminal)
         os.close(child)

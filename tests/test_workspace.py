@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import MODULE, finishes_within, make_agent
+from conftest import CHILD_ENV, MODULE, finishes_within, make_agent
 
 import mini_coding_agent as mca
 
@@ -311,7 +311,7 @@ def test_a_folder_the_user_cannot_open_is_skipped_by_the_walk(tmp_path_factory):
     code = "import mini_coding_agent as mca, sys; print(mca.WorkspaceContext.build(sys.argv[1]).files)"
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         printed = subprocess.run([sys.executable, "-c", code, str(base)], capture_output=True, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(MODULE.parent)})
+                                 env=CHILD_ENV)
     elif can_run_as_nobody():
         printed = subprocess.run(["/usr/bin/python3", "-c", code, str(base)], capture_output=True, text=True,
                                  user=65534, env={"PYTHONPATH": str(MODULE.parent)}, cwd="/")
