@@ -142,7 +142,7 @@ class AgentLoop:
                 return self.stop(SAID_NO)
             return self.work_on(user_message)
         except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
-            self.record({"role": "assistant", "content": INTERRUPTED})
+            self.stop(INTERRUPTED)
             raise
 
     def work_on(self, user_message):
@@ -180,7 +180,7 @@ class AgentLoop:
     def stop(self, why):
         """End the request without an answer, saying why."""
         self.stopped = True
-        self.record({"role": "assistant", "content": why})
+        self.record({"role": "assistant", "content": why, "stopped": True})
         return why
 
     def next_reply(self, user_message):
@@ -738,8 +738,8 @@ def chat_turns(item, rendered):
     said = rendered.removeprefix("[assistant] ")
     if item["role"] == "assistant" and said.startswith("Runtime notice"):   # the unusable reply
         return [{"role": "user", "content": said}]   # is not kept: models copied a stand-in for it
-    if item["role"] == "assistant" and said == INTERRUPTED:   # nor an answer the model never gave
-        return [{"role": "user", "content": f"({INTERRUPTED}: that request has no answer)"}]
+    if item.get("stopped"):   # nor an answer the model never gave: it copied "Stopped, as you..."
+        return [{"role": "user", "content": f"(that request has no answer: {item['content']})"}]
     if item["role"] == "assistant":
         return [{"role": "assistant", "content": f"<final>{said}</final>"}]
     call = json.dumps({"name": item["name"], "args": item["args"]}, ensure_ascii=False)
@@ -1469,7 +1469,8 @@ class ContextReduction:
     def render(self, item):
         """How one history item reads in the prompt, fixed when it is recorded."""
         if item["role"] != "tool":
-            return f"[{item['role']}] {clip(item['content'], ITEM_CHARS)}"
+            role = "stopped" if item.get("stopped") else item["role"]   # not the model's answer
+            return f"[{role}] {clip(item['content'], ITEM_CHARS)}"
         args = json.dumps(item["args"], sort_keys=True, ensure_ascii=False)
         path = item["args"].get("path")
         content = clip(item["content"], ITEM_CHARS)

@@ -133,7 +133,7 @@ def test_a_request_stopped_with_ctrl_c_reaches_the_model_as_a_fact_not_as_an_ans
     assert agent.ask("where is the total computed?") == "in total()"
     turns = client.prompts[1][1:]   # the 1.5B model answered "interrupted by the user" when shown it
     assert turns == [{"role": "user", "content": "where is the total computed?"},
-                     {"role": "user", "content": "(interrupted by the user: that request has no answer)"},
+                     {"role": "user", "content": "(that request has no answer: interrupted by the user)"},
                      {"role": "user", "content": "where is the total computed?"}]
 
 
@@ -148,6 +148,21 @@ def test_a_persons_no_ends_the_request_and_the_model_is_not_asked_to_answer_it(r
     for policy in ("never", "auto"):   # no one was asked: the model goes on
         agent = make_agent(repo, [run, "<final>done</final>"], approval_policy=policy)
         assert agent.ask("check app.py") == "done" and not agent.stopped
+
+
+def test_a_request_a_person_said_no_to_reaches_the_model_as_a_fact_not_as_an_answer_to_copy(repo, monkeypatch):
+    monkeypatch.setattr("builtins.input", lambda prompt="": "n")
+    client = mca.FakeModelClient(['<tool>{"name": "run_shell", "args": {"command": "rm todo.json"}}</tool>',
+                                  "<final>Kept todo.json.</final>"])
+    client.chat = True   # chat turns, as with Ollama
+    agent = mca.MiniAgent(client, make_workspace(repo), mca.SessionStore(repo / "s"), approval_policy="ask",
+                          small_model_help=False)
+    assert agent.ask("clear the list") == mca.SAID_NO
+    assert agent.ask("keep the file, then") == "Kept todo.json."   # the 1.5B model answered with SAID_NO
+    turns = client.prompts[1]
+    assert turns[-2] == {"role": "user", "content": f"(that request has no answer: {mca.SAID_NO})"}
+    assert not any(mca.SAID_NO in turn["content"] for turn in turns if turn["role"] == "assistant")
+    assert f"[stopped] {mca.SAID_NO}" in agent.history_text()   # and so in a one-string prompt
 
 
 def test_model_errors_propagate_after_the_request_is_saved(repo):
