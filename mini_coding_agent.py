@@ -1455,10 +1455,15 @@ def one_line(text, limit=NOTE_CHARS):
     return clip(text.strip().split("\n", 1)[0], limit).replace("\n", " ")
 
 
+def speaker(item):
+    """How the transcript labels a history item's author: a stop is not the model's answer."""
+    return "stopped" if item.get("stopped") else item["role"]
+
+
 def summary_line(item):
     """The one line that stands for a compacted history item."""
     if item["role"] != "tool":
-        return f"- {item['role']}: {one_line(item['content'], SUMMARY_LINE_CHARS)}"
+        return f"- {speaker(item)}: {one_line(item['content'], SUMMARY_LINE_CHARS)}"
     args = one_line(json.dumps(item["args"], sort_keys=True, ensure_ascii=False), 60)
     return f"- {item['name']} {args}: {one_line(item['content'], SUMMARY_LINE_CHARS - 60)}"
 
@@ -1469,8 +1474,7 @@ class ContextReduction:
     def render(self, item):
         """How one history item reads in the prompt, fixed when it is recorded."""
         if item["role"] != "tool":
-            role = "stopped" if item.get("stopped") else item["role"]   # not the model's answer
-            return f"[{role}] {clip(item['content'], ITEM_CHARS)}"
+            return f"[{speaker(item)}] {clip(item['content'], ITEM_CHARS)}"
         args = json.dumps(item["args"], sort_keys=True, ensure_ascii=False)
         path = item["args"].get("path")
         content = clip(item["content"], ITEM_CHARS)

@@ -163,6 +163,8 @@ def test_a_request_a_person_said_no_to_reaches_the_model_as_a_fact_not_as_an_ans
     assert turns[-2] == {"role": "user", "content": f"(that request has no answer: {mca.SAID_NO})"}
     assert not any(mca.SAID_NO in turn["content"] for turn in turns if turn["role"] == "assistant")
     assert f"[stopped] {mca.SAID_NO}" in agent.history_text()   # and so in a one-string prompt
+    stop = agent.session["history"][2]
+    assert stop["stopped"] and mca.summary_line(stop) == f"- stopped: {mca.SAID_NO}"   # and compacted
 
 
 def test_model_errors_propagate_after_the_request_is_saved(repo):
