@@ -222,7 +222,7 @@ class AgentLoop:
             rest = call.pop("rest", "")
             kind, following = self.parse(rest, self.help is not None) if rest else ("", None)
             if kind == "retry":   # a garbled call among good ones: it and what follows do not run
-                add_note(call, f"the next call in your reply was not run. {following}")
+                annotate(call, f"the next call in your reply was not run. {following}")
             result = self.run_call(call, more=kind == "tool" and ran < room)
             if not result.ok or result.warnings or result.denied or kind != "tool" or ran == room:
                 return ran, result.denied
@@ -1049,7 +1049,7 @@ def read_fields(body, opening, whole=None, closing=None):
     return fields
 
 
-def add_note(call, words):
+def annotate(call, words):
     """Add to what a call's result will say about how the reply was read."""
     call["note"] = f"{call['note']}; {words}" if "note" in call else words
 
@@ -2350,7 +2350,7 @@ class SmallModelHelp:
             found = answer_removed(args[key].strip()) if isinstance(args.get(key), str) else None
             if found is not None:
                 args[key] = found
-                add_note(call, f"the <final> answer in {key} was dropped: it is not part of "
+                annotate(call, f"the <final> answer in {key} was dropped: it is not part of "
                                "a file")
         edit = call["name"] in ("write_file", "patch_file")
         if edit and all(isinstance(args.get(key), str) for key in TOOL_ARGS[call["name"]]):
@@ -2420,7 +2420,7 @@ class SmallModelHelp:
         if len(holders) != 1:
             return False
         args["path"] = holders[0]
-        add_note(call, f"old_text is not in {name}; {holders[0]} holds it, so it was patched")
+        annotate(call, f"old_text is not in {name}; {holders[0]} holds it, so it was patched")
         return True
 
     def after_tool(self, call, result):
@@ -2618,7 +2618,7 @@ class SmallModelHelp:
         path, content = new[0], blocks[0].strip("\n") + "\n"
         self.offered.add((path, "answer"))   # asked once: a user who said no is not asked again
         call = {"name": "write_file", "args": {"path": path, "content": content}}
-        add_note(call, f"your answer held the code for {path}, so it was written there")
+        annotate(call, f"your answer held the code for {path}, so it was written there")
         self.agent.run_call(call)
 
     def new_files(self, suffixes):
@@ -2763,7 +2763,7 @@ def drop_line_numbers(call, text):
     args[keys[0]] = body
     for key in keys:
         args[key] = LINE_NUMBER.sub("", args[key])
-    add_note(call, f"read_file's line numbers were taken off {' and '.join(keys)}")
+    annotate(call, f"read_file's line numbers were taken off {' and '.join(keys)}")
 
 
 def every_one(text, old_text, new_text):
@@ -2787,7 +2787,7 @@ def change_every_one(call, text):
     if whole:
         count = text.count(args["old_text"])
         args["old_text"], args["new_text"] = whole
-        add_note(call, f"old_text occurs {count} times and the patch came again, so every one "
+        annotate(call, f"old_text occurs {count} times and the patch came again, so every one "
                        "was changed")
 
 
@@ -2833,7 +2833,7 @@ def keep_definition(call, text, request):
         new_text = f"{new_text.rstrip()}\n\n{old_text}"
         if not syntax_error(args["path"], patched(text, old_text, new_text, args["path"])):
             args["old_text"], args["new_text"] = old_text, new_text
-            add_note(call, f"{', '.join(lost)} was kept: {', '.join(added)} went before it")
+            annotate(call, f"{', '.join(lost)} was kept: {', '.join(added)} went before it")
             return True
     return False
 
@@ -2854,7 +2854,7 @@ def unwrap_code(call):
             inner = inner[:inner.rfind("</")].rstrip()
     if inner.strip() and not syntax_error(path, inner):   # markup around nothing stays, as sent
         args["content"] = inner.rstrip("\n") + "\n"
-        add_note(call, "the markup around the code was taken off")
+        annotate(call, "the markup around the code was taken off")
 
 
 def missing_imports(before, after):
@@ -2897,7 +2897,7 @@ def drop_repeats(call, text):
     if mended in ("", old, new) or syntax_error_added(args["path"], text, after_mend):
         return
     args["new_text"] = mended
-    add_note(call, "new_text repeated the text around old_text; the repeat was taken off")
+    annotate(call, "new_text repeated the text around old_text; the repeat was taken off")
 
 
 def python_tree(text):
@@ -2943,7 +2943,7 @@ def add_definition(call, text, request):
     after = text.replace(old_text, new_text)
     if text.count(old_text) == 1 and not syntax_error(args["path"], after):
         args["old_text"], args["new_text"] = old_text, new_text
-        add_note(call, f"{named[1]} is not in {args['path']} yet, so it was added "
+        annotate(call, f"{named[1]} is not in {args['path']} yet, so it was added "
                        f"{'to ' + home[0].name if named[2] else 'as a new function'}")
 
 
@@ -2968,7 +2968,7 @@ def add_written_definitions(call, text, request):
     add_definition(patch, text, request)
     if "note" in patch:
         call["name"], call["args"] = "patch_file", patch["args"]
-        add_note(call, f"write_file would have left only the new methods: {patch['note']}")
+        annotate(call, f"write_file would have left only the new methods: {patch['note']}")
 
 
 def answer_removed(text):
