@@ -17,8 +17,8 @@ MODULE = Path(mca.__file__).resolve()
 MODEL = "qwen3.5:4b"
 # Child Pythons import the agent from here and may cache its compiled form: compiling the
 # 4,000-line module costs ~80 ms at each start, and the suite starts about two hundred.
-CHILD_ENV = {**{key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"},
-             "PYTHONPATH": str(MODULE.parent)}
+CHILD_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+CHILD_ENV["PYTHONPATH"] = str(MODULE.parent)
 # The command line as `python -m mini_coding_agent` starts it, from that cache; the tests of
 # start-up and of signals run `python mini_coding_agent.py`, the README's way.
 CLI = [sys.executable, "-m", "mini_coding_agent"]
