@@ -1480,7 +1480,8 @@ def make_repo(task, root):
 
 def agent_module():
     """This checkout's agent, imported: its session format is the one the runs read."""
-    sys.path.insert(0, str(AGENT.parent))
+    if str(AGENT.parent) not in sys.path:   # asked once per run: the path is put in front once
+        sys.path.insert(0, str(AGENT.parent))
     import mini_coding_agent
     return mini_coding_agent
 
