@@ -139,10 +139,10 @@ class AgentLoop:
         self.record(request)
         try:
             if self.help and self.help.start(user_message):   # e.g. reads the files it names
-                return self.stop(SAID_NO)
+                return self.stop(SAID_NO, user_message)
             return self.work_on(user_message)
         except KeyboardInterrupt:   # Ctrl-C stops this request, not the session
-            self.stop(INTERRUPTED)
+            self.stop(INTERRUPTED, user_message)
             raise
 
     def work_on(self, user_message):
@@ -157,7 +157,7 @@ class AgentLoop:
                 ran, denied = self.run_calls(payload, self.max_steps - steps)
                 steps += ran
                 if denied:   # a person said no: what comes next is theirs to say
-                    return self.stop(SAID_NO)
+                    return self.stop(SAID_NO, user_message)
                 continue
             if kind == "final":
                 self.add_note(f"answer: {one_line(payload)}")
@@ -175,12 +175,13 @@ class AgentLoop:
         return self.stop(
             f"Stopped after {steps} tool steps: the step limit (--max-steps) was reached."
             if steps >= self.max_steps else
-            f"Stopped after {attempts} attempts: too many malformed model responses.")
+            f"Stopped after {attempts} attempts: too many malformed model responses.",
+            user_message)
 
-    def stop(self, why):
-        """End the request without an answer, saying why."""
+    def stop(self, why, request):
+        """End the request without an answer, saying why (the next may say what to do instead)."""
         self.stopped = True
-        self.record({"role": "assistant", "content": why, "stopped": True})
+        self.record({"role": "assistant", "content": why, "stopped": True, "request": request})
         return why
 
     def next_reply(self, user_message):
@@ -2288,6 +2289,20 @@ def named_files(request, names):
     return found[:MAX_NAMED_FILES]
 
 
+def unanswered(history):
+    """The requests a person stopped just before this one, oldest first: after a no (or Ctrl-C)
+    a person says what to do instead, and means the request they stopped as well."""
+    asked = []
+    while history and history[-1]["content"] in (SAID_NO, INTERRUPTED):
+        request = history[-1].get("request")
+        starts = [i for i, item in enumerate(history) if item["content"] == request]
+        if not starts:
+            break
+        asked.insert(0, request)
+        history = history[:starts[-1]]
+    return asked
+
+
 class SmallModelHelp:
     """The coach: the loop asks it before a request, around each tool call, and at each answer."""
 
@@ -2309,25 +2324,27 @@ class SmallModelHelp:
         names), and run the tests it names, as a person would attach them and their output, so
         that the model edits the right file, for the failure there is, instead of guessing; a
         change it orders to one file, draft whole.  True if a person said no to one of these."""
-        self.unchecked, self.sent_back, self.request, self.offered = [], {}, request, set()
+        history = self.agent.session["history"][:-1]   # all but this request
+        self.request = "\n".join(dict.fromkeys([*unanswered(history), request]))
+        self.unchecked, self.sent_back, self.offered = [], {}, set()
         self.ambiguous, self.said_no = set(), False
         self.edits_before = len(self.agent.session["undo"])
-        history = self.agent.session["history"][:-1]   # all but this request
         self.old_answers = {item["content"].strip() for item in history
                             if item["role"] == "assistant"}
         if any(item["role"] == "user" and item["content"] == request for item in history):
             self.old_answers = set()   # the same question again may get the same answer
-        named = named_files(request, repo_files(self.agent.git)) or self.defining_file(request)
+        named = (named_files(self.request, repo_files(self.agent.git))
+                 or self.defining_file(self.request))
         calls = [("read_file", {"path": path}) for path in named]
         may_act = self.agent.approval_policy != "never" and not self.agent.read_only
-        command = TEST_COMMAND.search(request)
-        if command and may_act and not NEGATION.search(request[:command.start()]):   # "don't run"
+        command = TEST_COMMAND.search(self.request)
+        if command and may_act and not NEGATION.search(self.request[:command.start()]):
             calls.append(("run_shell", {"command": command[1] or command[2]}))
         for name, args in calls:
             if not self.agent.repeats_last_two(name, args):   # else it is refused
                 if self.agent.run_call({"name": name, "args": args}).denied:
                     return True
-        if may_act and orders_change(request):
+        if may_act and orders_change(self.request):
             self.draft_change(named)
         return self.said_no
 

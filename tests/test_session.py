@@ -167,6 +167,24 @@ def test_a_request_a_person_said_no_to_reaches_the_model_as_a_fact_not_as_an_ans
     assert stop["stopped"] and mca.summary_line(stop) == f"- stopped: {mca.SAID_NO}"   # and compacted
 
 
+def test_the_request_after_a_no_is_drafted_with_the_request_it_says_no_to(repo, monkeypatch):
+    (repo / "cli.py").write_text("import sys\n\nprint(sys.argv)\n")
+    answers = iter(["n"])   # the first draft refused, the rest approved
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers, "y"))
+    draft = "```python\nimport argparse\nimport sys\n\nprint(sys.argv)\n```"
+    agent = make_agent(repo, [draft, draft, *["<final>done</final>"] * 2, "(no draft)", "<final>ok</final>"],
+                       small_model_help=True, approval_policy="ask")
+    first = "Add a --top N option to cli.py that prints the N most common words."
+    assert agent.ask(first) == mca.SAID_NO
+    agent.ask("Use argparse: python cli.py FILE --top 3.")   # as a person answers a no
+    agent.ask("Add a docstring to cli.py.")   # after an answer: this request alone
+    drafts = [text for text in map(mca.flat_text, agent.model_client.prompts) if mca.REWRITE_SYSTEM in text]
+    assert len(drafts) == 3 and f"Request: {first}\nUse argparse: python cli.py FILE --top 3.\n\n" in drafts[1]
+    assert "Request: Add a docstring to cli.py.\n\n" in drafts[2]
+    limit = {"role": "assistant", "content": "Stopped after 6 tool steps", "stopped": True, "request": first}
+    assert mca.unanswered([{"role": "user", "content": first}, limit]) == []   # "go on" is not a correction
+
+
 def test_model_errors_propagate_after_the_request_is_saved(repo):
     agent = make_agent(repo, [])
     with pytest.raises(RuntimeError, match="no scripted replies"):
