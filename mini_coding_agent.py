@@ -2290,10 +2290,10 @@ def named_files(request, names):
 
 
 def unanswered(history):
-    """The requests a person stopped just before this one, oldest first: after a no (or Ctrl-C)
-    a person says what to do instead, and means the request they stopped as well."""
+    """The requests a person said no to just before this one, oldest first: after a no, a
+    person says what to do instead, and means the request they said no to as well."""
     asked = []
-    while history and history[-1]["content"] in (SAID_NO, INTERRUPTED):
+    while history and history[-1]["content"] == SAID_NO:
         request = history[-1].get("request")
         starts = [i for i, item in enumerate(history) if item["content"] == request]
         if not starts:
