@@ -2349,14 +2349,16 @@ class SmallModelHelp:
         return self.said_no
 
     def defining_file(self, request):
-        """[The one source file, not a test, that defines the names a request writes as code
-        (`to_celsius`, `UserRecord`)], or []: people name a function, not the file it is in."""
+        """[The one file that defines the names a request writes as code (`to_celsius`,
+        `UserRecord`, a method): a source file, else a test], or []: people name a function, not
+        the file it is in."""
         names = set(CODE_NAME.findall(request))
         if not names:
             return []
-        homes = {path for path, text in self.other_files("", SOURCE_SUFFIXES)
-                 if names & set(DEFINED_NAME.findall(text)) and "test" not in path}
-        return sorted(homes) if len(homes) == 1 else []
+        homes = [path for path, text in self.other_files("", SOURCE_SUFFIXES)
+                 if names & set(ANY_DEFINITION.findall(text))]
+        homes = [path for path in homes if "test" not in path] or homes
+        return homes if len(homes) == 1 else []
 
     def before_tool(self, call):
         """Mend a call before it runs, or refuse it with a ToolResult (see mend_edit)."""

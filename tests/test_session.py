@@ -522,17 +522,20 @@ def test_the_small_model_layer_is_on_by_default_and_switches_off_as_a_whole(repo
     ("Make to_celsius round like fmt_temp.", []),   # two files: which is meant is not guessed
     ("Make the conversions round to one digit.", []),   # no name written as code
     ("test_freezing fails: fix to_celsius.", ["units/convert.py"]),   # the test is not the one to change
+    ("Make describe() return a shorter text.", ["units/convert.py"]),   # a method
+    ("Why does test_freezing fail?", ["test_units.py"]),   # a test, in no source file: its own
 ])
 def test_the_one_file_that_defines_the_functions_a_request_names_is_read_first(repo, request_, read):
     (repo / "units").mkdir()
-    (repo / "units" / "convert.py").write_text("class TempReading:\n    pass\n\n\n"
+    (repo / "units" / "convert.py").write_text("class TempReading:\n    def describe(self):\n        return 'a'\n\n\n"
                                               "def to_celsius(f):\n    return f - 32\n")
     (repo / "report.py").write_text("def fmt_temp(c):\n    return f'{c} C'\n")
     (repo / "test_units.py").write_text("def test_freezing():\n    assert to_celsius(32) == 0\n")
     agent = make_agent(repo, ["(no draft)", "<final>ok</final>"], small_model_help=True)
     agent.ask(request_)
     assert [item["args"]["path"] for item in agent.session["history"] if item["role"] == "tool"] == read
-    assert any(mca.REWRITE_SYSTEM in prompt for prompt in agent.model_client.prompts) == bool(read)
+    drafted = any(mca.REWRITE_SYSTEM in prompt for prompt in agent.model_client.prompts)
+    assert drafted == (bool(read) and "?" not in request_)   # a question is not drafted
 
 
 def test_a_draft_gets_the_checks_of_an_edit_and_the_edits_it_calls_for(repo):
