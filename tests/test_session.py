@@ -181,6 +181,9 @@ def test_the_request_after_a_no_is_drafted_with_the_request_it_says_no_to(repo, 
     drafts = [text for text in map(mca.flat_text, agent.model_client.prompts) if mca.REWRITE_SYSTEM in text]
     assert len(drafts) == 3 and f"Request: {first}\nUse argparse: python cli.py FILE --top 3.\n\n" in drafts[1]
     assert "Request: Add a docstring to cli.py.\n\n" in drafts[2]
+    two_nos = [{"role": "user", "content": "a"}, {"role": "assistant", "content": mca.SAID_NO, "request": "a"},
+               {"role": "user", "content": "b"}, {"role": "assistant", "content": mca.SAID_NO, "request": "b"}]
+    assert mca.unanswered(two_nos) == ["a", "b"]   # a correction of a correction: both
     for why in ("Stopped after 6 tool steps", mca.INTERRUPTED):   # "go on", or anything: not a correction
         stop = {"role": "assistant", "content": why, "stopped": True, "request": first}
         assert mca.unanswered([{"role": "user", "content": first}, stop]) == []
