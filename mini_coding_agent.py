@@ -2227,6 +2227,8 @@ COPIED_REQUEST = (   # sent once per request: the answer to the request before, 
 COPIED_AFTER_EDITS = (   # the same, once this request changed files
     "[check] That answer was for an earlier request. This one ({request}) changed {files}: reply "
     "with <final>, saying what was changed for it, and no tool call.")
+MAX_DRAFTS = 2           # files a request names that are drafted, one after the other
+ADDS_TEST = re.compile(r"\b(?:a|new|more|another) (?:unit )?tests?\b|\btests? for\b", re.I)
 REWRITE_MAX_CHARS = 2000   # ~50 lines: copying a 4,000-char file whole, the 1.5B model changed
                            # a line it was not asked to (and took 2 minutes on a CPU)
 CHANGE_WORDS = (r"(?:add|make|fix|change|implement|rename|replace|remove|update|bump|set|raise"
@@ -2573,14 +2575,31 @@ class SmallModelHelp:
         return COPIED_REQUEST.format(request=request)
 
     def draft_change(self, named):
-        """Ask the model for the one file the request names (of `named`) rewritten whole (in a
-        longer Python file, the one definition the request names there), write that as the
-        coach's edit, and tell the model the change.  Small models write a short file or function
-        whole far better than a patch to it (tests/BENCHMARKS.md, rounds 12 and 13)."""
-        text = self.file_text(named[0]) if len(named) == 1 else None
-        if not text or self.new_files(FILE_SUFFIXES):   # the request's work is a file to create
+        """Have the model rewrite each file the request names (the one, or up to two source
+        files) whole.  Small models write a short file or function whole far better than a
+        patch to it (tests/BENCHMARKS.md, rounds 12, 13 and 20)."""
+        if len(named) > MAX_DRAFTS or self.new_files(FILE_SUFFIXES):   # a new file is the work
             return
-        path, text = named[0], text.rstrip("\n") + "\n"
+        drafted = named if len(named) == 1 else [path for path in named if self.drafts(path)]
+        if len(drafted) == 2 and mentions(self.file_text(drafted[0]) or "", Path(drafted[1]).stem):
+            drafted.reverse()   # the file the other imports first, so that its draft can use it
+        for path in drafted:
+            if not self.draft(path, self.file_text(path)):
+                break   # not written, or a no: half a change is worse than none
+
+    def drafts(self, path):
+        """Whether the coach drafts `path`, one of two files a request names: a source file, not
+        the README a change follows, nor a test file unless the request adds a test to it."""
+        adds_test = "test" not in Path(path).name or ADDS_TEST.search(self.request)
+        return path.endswith(SOURCE_SUFFIXES) and bool(adds_test)
+
+    def draft(self, path, text):
+        """Ask the model for `path` (whose `text` it is) rewritten whole as the request asks (in
+        a longer Python file, the one definition the request names there), write that as the
+        coach's edit, and tell the model the change.  True if it was written."""
+        if not text:   # unreadable, or empty
+            return False
+        text = text.rstrip("\n") + "\n"
         if len(text) <= REWRITE_MAX_CHARS:
             old, what = text, "it"
             request = REWRITE_REQUEST.format(request=self.request, path=path, text=text)
@@ -2590,15 +2609,17 @@ class SmallModelHelp:
                                                   path=path, text=old)
         new = self.rewritten(request, old) if old else ""
         if new.strip() in ("", old.strip()):
-            return
+            return False
         new = new if old == text else with_part(text, old, new)
         if not new:
-            return
+            return False
         change = ToolResult(True, self.agent.preview("write_file", {"path": path, "content": new}))
-        if self.coach_edit(path, new, f"the model rewrote {what} whole, as the request asks"):
-            self.after_edit({"name": "write_file", "args": {"path": path}}, change, text)
-            self.agent.record({"role": "user",   # with what the checks of an edit add to it
-                               "content": DRAFTED.format(path=path, change=change.for_model())})
+        if not self.coach_edit(path, new, f"the model rewrote {what} whole, as the request asks"):
+            return False
+        self.after_edit({"name": "write_file", "args": {"path": path}}, change, text)
+        self.agent.record({"role": "user",   # with what the checks of an edit add to it
+                           "content": DRAFTED.format(path=path, change=change.for_model())})
+        return True
 
     def rewritten(self, request, old):
         """The code the model writes for a rewrite `request` of `old` in a short prompt of its

@@ -675,6 +675,41 @@ def test_a_change_to_the_one_file_a_request_names_is_drafted_whole_first(repo):
 
 
 @pytest.mark.parametrize("request_, drafted", [
+    ("Add a median line to report.py's output. Put a median(values) function in stats.py.",
+     ["stats.py", "report.py"]),   # each with the whole request, the one report.py imports first
+    ("Add a median(values) function to stats.py and say so in README.md.", ["stats.py"]),   # code only
+    ("Make report.py, stats.py and README.md say median.", []),   # more than two: the model's work
+    ("test_stats.py fails. Fix stats.py.", ["stats.py"]),   # a test file is drafted only to add a test
+    ("Add median(values) to stats.py and a test for it in test_stats.py.", ["stats.py", "test_stats.py"]),
+])
+def test_each_of_two_source_files_a_request_names_is_drafted_in_turn(repo, request_, drafted):
+    (repo / "stats.py").write_text("def mean(values):\n    return sum(values) / len(values)\n")
+    (repo / "report.py").write_text("from stats import mean\n\nprint(mean([1, 2]))\n")
+    (repo / "README.md").write_text("# stats\n")
+    (repo / "test_stats.py").write_text("from stats import mean\n\n\ndef test_mean():\n    assert mean([2]) == 2\n")
+    drafts = [f"```python\n{(repo / path).read_text()}# median\n```" for path in drafted]
+    run = '<tool>{"name": "run_shell", "args": {"command": "python report.py"}}</tool>'
+    agent = make_agent(repo, [*drafts, *[run] * bool(drafted), "<final>Done.</final>"], small_model_help=True)
+    assert agent.ask(request_) == "Done."
+    asked = [prompt for prompt in agent.model_client.prompts if mca.REWRITE_SYSTEM in prompt]
+    assert len(asked) == len(drafted) and all(request_ in prompt for prompt in asked)
+    assert all(f"The file {path} now:" in prompt for path, prompt in zip(drafted, asked, strict=True))
+    assert [path for path in ("README.md", "report.py", "stats.py", "test_stats.py")
+            if (repo / path).read_text().endswith("# median\n")] == sorted(drafted)
+
+
+def test_when_the_first_of_two_drafts_is_not_written_the_second_is_not_asked_for(repo):
+    (repo / "stats.py").write_text("def mean(values):\n    return sum(values) / len(values)\n")
+    (repo / "report.py").write_text("from stats import mean\n\nprint(mean([1, 2]))\n")
+    replies = ["```python\ndef median(values):\n    return 0\n```",   # not whole: not written
+               "<final>Not done.</final>"]
+    agent = make_agent(repo, replies, small_model_help=True)
+    assert agent.ask("Add a median line to report.py's output. Put median(values) in stats.py.") == "Not done."
+    assert sum(mca.REWRITE_SYSTEM in prompt for prompt in agent.model_client.prompts) == 1
+    assert (repo / "report.py").read_text() == "from stats import mean\n\nprint(mean([1, 2]))\n"
+
+
+@pytest.mark.parametrize("request_, drafted", [
     ("main.py uses the deprecated datetime.utcnow(), e.g. in main(). Replace it.", True),   # no files
     ("Write tests for main.py in a new file test_main.py.", False),   # the work is a file to create
     ("Add a notes.md that says what main.py does.", False),
