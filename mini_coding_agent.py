@@ -2228,7 +2228,8 @@ COPIED_AFTER_EDITS = (   # the same, once this request changed files
     "[check] That answer was for an earlier request. This one ({request}) changed {files}: reply "
     "with <final>, saying what was changed for it, and no tool call.")
 MAX_DRAFTS = 2           # files a request names that are drafted, one after the other
-ADDS_TEST = re.compile(r"\b(?:a|new|more|another) (?:unit )?tests?\b|\btests? for\b", re.I)
+ADDS_TEST = re.compile(   # "... and a test for it in test_x.py"; not "test_x.py fails. Fix x.py."
+    r"\b(?:a|new|more|another) (?:unit )?tests?\b|\btests? for\b", re.I)
 REWRITE_MAX_CHARS = 2000   # ~50 lines: copying a 4,000-char file whole, the 1.5B model changed
                            # a line it was not asked to (and took 2 minutes on a CPU)
 CHANGE_WORDS = (r"(?:add|make|fix|change|implement|rename|replace|remove|update|bump|set|raise"
@@ -2580,14 +2581,14 @@ class SmallModelHelp:
         patch to it (tests/BENCHMARKS.md, rounds 12, 13 and 20)."""
         if len(named) > MAX_DRAFTS or self.new_files(FILE_SUFFIXES):   # a new file is the work
             return
-        drafted = named if len(named) == 1 else [path for path in named if self.drafts(path)]
+        drafted = [path for path in named if len(named) == 1 or self.worth_drafting(path)]
         if len(drafted) == 2 and mentions(self.file_text(drafted[0]) or "", Path(drafted[1]).stem):
             drafted.reverse()   # the file the other imports first, so that its draft can use it
         for path in drafted:
             if not self.draft(path, self.file_text(path)):
                 break   # not written, or a no: half a change is worse than none
 
-    def drafts(self, path):
+    def worth_drafting(self, path):
         """Whether the coach drafts `path`, one of two files a request names: a source file, not
         the README a change follows, nor a test file unless the request adds a test to it."""
         adds_test = "test" not in Path(path).name or ADDS_TEST.search(self.request)
