@@ -2326,7 +2326,7 @@ class SmallModelHelp:
         """Before a request: read the files it names (or the one that defines the functions it
         names), and run the tests it names, as a person would attach them and their output, so
         that the model edits the right file, for the failure there is, instead of guessing; a
-        change it orders to one file, draft whole.  True if a person said no to one of these."""
+        change it orders to one or two files, draft whole.  True if a person said no to one."""
         history = self.agent.session["history"][:-1]   # all but this request
         self.request = "\n".join(dict.fromkeys([*unanswered(history), request]))
         self.unchecked, self.sent_back, self.offered = [], {}, set()
