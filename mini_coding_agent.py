@@ -2581,11 +2581,13 @@ class SmallModelHelp:
         patch to it (tests/BENCHMARKS.md, rounds 12, 13 and 20)."""
         if len(named) > MAX_DRAFTS or self.new_files(FILE_SUFFIXES):   # a new file is the work
             return
-        drafted = [path for path in named if len(named) == 1 or self.worth_drafting(path)]
-        if len(drafted) == 2 and mentions(self.file_text(drafted[0]) or "", Path(drafted[1]).stem):
+        texts = {path: self.file_text(path) for path in named
+                 if len(named) == 1 or self.worth_drafting(path)}
+        drafted = list(texts)
+        if len(drafted) == 2 and mentions(texts[drafted[0]] or "", Path(drafted[1]).stem):
             drafted.reverse()   # the file the other imports first, so that its draft can use it
         for path in drafted:
-            if not self.draft(path, self.file_text(path)):
+            if not self.draft(path, texts[path]):
                 break   # not written, or a no: half a change is worse than none
 
     def worth_drafting(self, path):
