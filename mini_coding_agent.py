@@ -2260,6 +2260,11 @@ CODE_NAME = re.compile(   # a word written as code: called (`area()`), to_celsiu
 NO_TESTS = re.compile(r"\bno tests ran\b|^Ran 0 tests\b", re.M)   # pytest; unittest (3.12+)
 NO_TESTS_RAN = ("exit code 5 means that no tests ran: none were found where the command looked, "
                 "which is not a test that fails")
+UNKNOWN_OPTION = re.compile(   # "PROGRAM: ...": argparse and pytest; GNU tools
+    r"^(\S.*?): (?:error: unrecognized arguments: (\S+)|unrecognized option '([^']+)')", re.M)
+OPTION_RAN_NOTHING = ("the command stopped at {option}, an option it does not know here (a plugin "
+                  "or version this machine lacks), so nothing was run: run it again without "
+                  "{option}")
 STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
     "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
     "answer.")
@@ -2447,15 +2452,30 @@ class SmallModelHelp:
 
     def after_tool(self, call, result):
         """Add to a result what the model needs to hear about an edit (see after_edit), or
-        about a test run that found no tests."""
+        about a command's output (see command_note)."""
         if call["name"] == "run_shell":
             self.unchecked = []   # a command ran: edits before it were checked, or tried
-            if result.text.startswith("exit_code: 5\n") and NO_TESTS.search(result.text):
-                result.text += f"\nnote: {NO_TESTS_RAN}"   # the model took it for a failure
+            result.text += self.command_note(result.text)
         path = call["args"].get("path")
         if call["name"] in ("write_file", "patch_file") and isinstance(path, str):
             self.after_edit(call, result, self.before.pop(path, None) or "")
         result.denied = result.denied or self.said_no   # to the coach's edit: the request ends
+
+    def command_note(self, output):
+        """A note on what small models misread in a command's output, or "": no tests found is
+        not a failing test (they fix code that works); an installed program's usage error at an
+        option it lacks ran nothing (they answer "failed to run the tests", or rewrite a test).
+        The repository's own programs are left out: their missing option may be the work."""
+        if output.startswith("exit_code: 5\n") and NO_TESTS.search(output):
+            return f"\nnote: {NO_TESTS_RAN}"
+        unknown = UNKNOWN_OPTION.search(output.partition("\nstderr:\n")[2])
+        if not unknown or not re.match(r"exit_code: [24]\n", output):   # 2 argparse, 4 pytest
+            return ""
+        own = {part for path in repo_files(self.agent.git)
+               for part in (Path(path).name, Path(path).parts[0])}
+        if unknown[1].split()[-1] in own:   # "greet.py: error: ...", "python -m mypkg: error"
+            return ""
+        return f"\nnote: {OPTION_RAN_NOTHING.format(option=unknown[2] or unknown[3])}"
 
     def after_edit(self, call, result, before):
         """Where a patch that missed should look; the edits an edit calls for (follow_up); what
