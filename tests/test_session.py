@@ -592,18 +592,21 @@ def test_a_test_run_that_found_no_tests_says_so(repo, output, noted):
 USAGE_ERROR = ("import sys; sys.stderr.write('ERROR: usage: python -m pytest [options]\\n"
                "python -m pytest: error: unrecognized arguments: --cov=.\\n'); raise SystemExit({code})")
 GREET = "import argparse\nargparse.ArgumentParser().parse_args()\n"
+GNU_TOOL = "import sys\nsys.stderr.write(\"ls: unrecognized option '--cov=.'\\n\")\nraise SystemExit(2)\n"
 
 
 @pytest.mark.parametrize("command, noted", [
     (f'{sys.executable} -c "{USAGE_ERROR.format(code=4)}"', True),   # pytest-cov not installed
     (f'{sys.executable} -c "{USAGE_ERROR.format(code=1)}"', False),  # a failing test's output
+    (f"{sys.executable} ../ls.py", True),             # GNU's wording, from a program outside
     (f"{sys.executable} greet.py --cov=.", False)])   # the repository's own: adding it may be the work
 def test_an_installed_program_that_stopped_at_an_option_it_lacks_is_run_again_without(repo, command, noted):
     (repo / "greet.py").write_text(GREET)
+    (repo.parent / "ls.py").write_text(GNU_TOOL)
     agent = make_agent(repo, [], small_model_help=True)
     result = agent.run_tool("run_shell", {"command": command})
     assert result.startswith(("exit_code: 1", "exit_code: 2", "exit_code: 4"))
-    assert "unrecognized arguments: --cov=." in result
+    assert "unrecognized " in result and "--cov=." in result
     assert result.endswith("so nothing was run: run it again without --cov=.") == noted
     plain = make_agent(repo, [], small_model_help=False)
     assert "note:" not in plain.run_tool("run_shell", {"command": command})
