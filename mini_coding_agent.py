@@ -2262,9 +2262,9 @@ NO_TESTS_RAN = ("exit code 5 means that no tests ran: none were found where the 
                 "which is not a test that fails")
 UNKNOWN_OPTION = re.compile(   # "PROGRAM: ...": argparse and pytest; GNU tools
     r"^(\S.*?): (?:error: unrecognized arguments: (\S+)|unrecognized option '([^']+)')", re.M)
-OPTION_RAN_NOTHING = ("the command stopped at {option}, an option it does not know here (a plugin "
-                  "or version this machine lacks), so nothing was run: run it again without "
-                  "{option}")
+OPTION_RAN_NOTHING = ("the command stopped at {option}, an option it does not know here (a "
+                      "plugin or version this machine lacks), so nothing was run: run it again "
+                      "without {option}")
 STALE_REQUEST = (   # again while fewer are left: a rename stops at its first patch
     "[check] Not done yet: {warnings}\nChange those lines with patch_file, then give your final "
     "answer.")
