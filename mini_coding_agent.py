@@ -159,15 +159,15 @@ class AgentLoop:
                 if denied:   # a person said no: what comes next is theirs to say
                     return self.stop(SAID_NO, user_message)
                 continue
-            if kind == "final":
-                self.add_note(f"answer: {one_line(payload)}")
             self.record({"role": "assistant", "content": payload})
             if kind == "retry":   # the model is told what was wrong and asked again
                 self.display.notice(f"The model's reply was not usable; asking again. {payload}")
                 continue
             left = self.max_steps - steps
             sent_back = self.help.review_answer(payload, left) if self.help else None
-            if not sent_back:
+            if not sent_back:   # only an answer taken is remembered, not one sent back
+                self.add_note(f"answer: {one_line(payload)}")
+                self.session_store.save(self.session)
                 return payload
             notice, message = sent_back
             self.display.notice(notice)

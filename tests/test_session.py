@@ -629,6 +629,15 @@ def test_an_answer_after_untested_edits_is_sent_back_once_for_a_check(repo):
     assert "exit_code: 0" in history[4]["content"] and not agent.stopped
 
 
+def test_only_the_answer_taken_is_remembered_not_one_sent_back(repo):
+    replies = [WRITE_APP, "<final>It prints 1.</final>", RUN_APP, "<final>Checked: it prints 1.</final>"]
+    agent = make_agent(repo, replies, small_model_help=True)
+    agent.ask("make app.py print 1")
+    saved = agent.session_store.load(agent.session["id"])["memory"]["notes"]
+    answers = [note for note in saved if note.startswith("answer: ")]
+    assert answers == ["answer: Checked: it prints 1."]   # the next request's memory has no "It prints 1."
+
+
 def test_a_model_that_answers_again_is_taken_at_its_word(repo):
     agent = make_agent(repo, [WRITE_APP, "<final>done</final>", "<final>still done</final>"], small_model_help=True)
     assert agent.ask("make app.py") == "still done"
