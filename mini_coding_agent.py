@@ -2473,7 +2473,7 @@ class SmallModelHelp:
             return ""
         own = {part for path in repo_files(self.agent.git)
                for part in (Path(path).name, Path(path).parts[0])}
-        if unknown[1].split()[-1] in own:   # "greet.py: error: ...", "python -m mypkg: error"
+        if Path(unknown[1].split()[-1]).name in own:   # "greet.py: error", "./tool: unrecognized"
             return ""
         return f"\nnote: {OPTION_RAN_NOTHING.format(option=unknown[2] or unknown[3])}"
 

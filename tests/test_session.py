@@ -599,9 +599,11 @@ GNU_TOOL = "import sys\nsys.stderr.write(\"ls: unrecognized option '--cov=.'\\n\
     (f'{sys.executable} -c "{USAGE_ERROR.format(code=4)}"', True),   # pytest-cov not installed
     (f'{sys.executable} -c "{USAGE_ERROR.format(code=1)}"', False),  # a failing test's output
     (f"{sys.executable} ../ls.py", True),             # GNU's wording, from a program outside
-    (f"{sys.executable} greet.py --cov=.", False)])   # the repository's own: adding it may be the work
+    (f"{sys.executable} greet.py --cov=.", False),    # the repository's own: adding it may be the work
+    (f"{sys.executable} tool.py", False)])            # ... also when it names itself by its path
 def test_an_installed_program_that_stopped_at_an_option_it_lacks_is_run_again_without(repo, command, noted):
     (repo / "greet.py").write_text(GREET)
+    (repo / "tool.py").write_text(GNU_TOOL.replace("ls:", "./tool.py:"))
     (repo.parent / "ls.py").write_text(GNU_TOOL)
     agent = make_agent(repo, [], small_model_help=True)
     result = agent.run_tool("run_shell", {"command": command})
