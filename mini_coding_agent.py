@@ -455,9 +455,9 @@ def state_problem(state):
     for path in folders + inside:
         found = entry_stat(path)
         if found is not None and stat.S_ISLNK(found.st_mode):
-            return f"{path} is a symlink, and the agent never follows links in its own folder"
+            return f"{path} is a symlink, and the agent follows no link in its folder, {STATE_DIR}"
         if found is not None and path in folders and not stat.S_ISDIR(found.st_mode):
-            return f"{path} is not a folder"
+            return f"{path} is not a folder, and the agent keeps its sessions in {STATE_DIR}"
     return None
 
 
@@ -3938,9 +3938,9 @@ def start_agent(args):
         client.on_text, client.on_thinking = display.model_text, display.model_thinking
     workspace = WorkspaceContext.build(cwd)
     state = Path(workspace.repo_root) / STATE_DIR
-    if state_problem(state):
-        raise CannotStart(f"{state_problem(state)}, and the agent keeps its sessions in "
-                          f"{STATE_DIR}; remove it (it came with the repository) and start again.",
+    problem = state_problem(state)
+    if problem:
+        raise CannotStart(f"{problem}; remove it (it came with the repository) and start again.",
                           EXIT_USAGE)
     store = SessionStore(state / "sessions")
     session = resumed_session(store, args.resume) if args.resume else None
