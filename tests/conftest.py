@@ -212,7 +212,7 @@ class OllamaFixture:
         self.httpd = QuietServer(("127.0.0.1", 0), OllamaHandler)
         self.httpd.fixture = self
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,), daemon=True)
         self.thread.start()
 
     def script(self, *replies):

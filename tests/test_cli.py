@@ -144,11 +144,11 @@ def test_user_errors_end_in_one_clear_line(ollama, repo, args, code, message):
     ({"status": 503, "raw_body": b"<html>busy</html>"}, "HTTP 503: <html>busy</html>"),
     ({"raw_body": b"not json at all"}, "not JSON"),
     ({"text": "<final>cut</final>", "drop": True}, "error: The connection to Ollama"),
-    ({"delay": 3, "text": "<final>late</final>"}, "did not answer within 1 s"),
+    ({"delay": 3, "text": "<final>late</final>"}, "did not answer within 0.5 s"),
 ])
 def test_server_faults_end_the_step_with_a_message_and_keep_the_session(ollama, repo, reply, message):
     ollama.script(reply)
-    done = agent_cli(ollama, repo, "--ollama-timeout", "1", "hello")
+    done = agent_cli(ollama, repo, "--ollama-timeout", "0.5", "hello")
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
     [path] = sessions(repo)
@@ -289,7 +289,7 @@ def test_ctrl_c_during_a_slow_reply_exits_cleanly_with_the_session_saved(ollama,
 def test_sigkill_at_any_moment_leaves_every_session_loadable(ollama, repo):
     store = mca.SessionStore(repo / ".mini-coding-agent" / "sessions")
     steps = [f'<tool name="write_file" path="f{n}.txt"><content>{"x" * 20000}</content></tool>' for n in range(40)]
-    for delay in (0.15, 0.3, 0.45, 0.6, 0.8, 1.0):
+    for delay in (0.2, 0.4, 0.6, 0.9):
         ollama.script(*steps, "<final>done</final>")
         process = subprocess.Popen([sys.executable, str(MODULE), "--cwd", str(repo), "--host", ollama.url,
                                     "--approval", "auto", "--max-steps", "50", "--resume", "latest", "write"],
