@@ -95,7 +95,7 @@ def session_history(repo):
 
 
 def test_streamed_text_appears_before_the_reply_is_complete(ollama, start):
-    ollama.script({"delay": 1.2, "chunks": ["<final>Str", "eaming ", "is ", "live</final>"], "chunk_delay": 0.15})
+    ollama.script({"delay": 1.2, "chunks": ["<final>Str", "eaming ", "is ", "live</final>"], "chunk_delay": 0.3})
     terminal = start()
     terminal.expect(PROMPT)
     terminal.type("tell me\n")
@@ -103,7 +103,7 @@ def test_streamed_text_appears_before_the_reply_is_complete(ollama, start):
     terminal.expect("Str")
     first_seen = time.monotonic()
     terminal.expect("live")
-    assert time.monotonic() - first_seen > 0.3
+    assert time.monotonic() - first_seen > 0.6
     terminal.expect(PROMPT)
     screen = terminal.output
     assert screen.count("Streaming is live") == 1 and "</final>" not in screen
