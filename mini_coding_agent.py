@@ -2341,9 +2341,9 @@ class SmallModelHelp:
                             if item["role"] == "assistant"}
         if any(item["role"] == "user" and item["content"] == request for item in history):
             self.old_answers = set()   # the same question again may get the same answer
-        named = (named_files(self.request, repo_files(self.agent.git))
-                 or self.defining_file(self.request))
-        calls = [("read_file", {"path": path}) for path in named]
+        named = named_files(self.request, repo_files(self.agent.git))
+        found = named or self.defining_file(self.request)
+        calls = [("read_file", {"path": path}) for path in found]
         may_act = self.agent.approval_policy != "never" and not self.agent.read_only
         command = TEST_COMMAND.search(self.request)
         if command and may_act and not NEGATION.search(self.request[:command.start()]):
@@ -2352,8 +2352,9 @@ class SmallModelHelp:
             if not self.agent.repeats_last_two(name, args):   # else it is refused
                 if self.agent.run_call({"name": name, "args": args}).denied:
                     return True
-        if may_act and orders_change(self.request):
-            self.draft_change(named)
+        if may_act and orders_change(self.request):   # a file found by a name, not named, is
+            # drafted as one of two would be: "test_x fails; fix it" is no change to the test
+            self.draft_change(named or [path for path in found if self.worth_drafting(path)])
         return self.said_no
 
     def defining_file(self, request):

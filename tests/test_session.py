@@ -519,16 +519,18 @@ def test_the_small_model_layer_is_on_by_default_and_switches_off_as_a_whole(repo
     assert [item["role"] for item in plain.session["history"]] == ["user", "assistant"]
 
 
-@pytest.mark.parametrize("request_, read", [
-    ("to_celsius gives wrong results. Fix it.", ["units/convert.py"]),   # no file named, a function
-    ("Give TempReading a to_celsius() method.", ["units/convert.py"]),   # the one file with both
-    ("Make to_celsius round like fmt_temp.", []),   # two files: which is meant is not guessed
-    ("Make the conversions round to one digit.", []),   # no name written as code
-    ("test_freezing fails: fix to_celsius.", ["units/convert.py"]),   # the test is not the one to change
-    ("Make describe() return a shorter text.", ["units/convert.py"]),   # a method
-    ("Why does test_freezing fail?", ["test_units.py"]),   # a test, in no source file: its own
+@pytest.mark.parametrize("request_, read, drafted", [
+    ("to_celsius gives wrong results. Fix it.", ["units/convert.py"], True),   # no file named, a function
+    ("Give TempReading a to_celsius() method.", ["units/convert.py"], True),   # the one file with both
+    ("Make to_celsius round like fmt_temp.", [], False),   # two files: which is meant is not guessed
+    ("Make the conversions round to one digit.", [], False),   # no name written as code
+    ("test_freezing fails: fix to_celsius.", ["units/convert.py"], True),   # the test is not the one to change
+    ("Make describe() return a shorter text.", ["units/convert.py"], True),   # a method
+    ("Why does test_freezing fail?", ["test_units.py"], False),   # a test, in no source file: its own
+    ("The test test_freezing fails. Fix the code so it passes.", ["test_units.py"], False),   # read, but
+    ("Add a test like test_freezing for 212 F.", ["test_units.py"], True),   # not rewritten unless added to
 ])
-def test_the_one_file_that_defines_the_functions_a_request_names_is_read_first(repo, request_, read):
+def test_the_one_file_that_defines_the_functions_a_request_names_is_read_first(repo, request_, read, drafted):
     (repo / "units").mkdir()
     (repo / "units" / "convert.py").write_text("class TempReading:\n    def describe(self):\n        return 'a'\n\n\n"
                                               "def to_celsius(f):\n    return f - 32\n")
@@ -537,8 +539,7 @@ def test_the_one_file_that_defines_the_functions_a_request_names_is_read_first(r
     agent = make_agent(repo, ["(no draft)", "<final>ok</final>"], small_model_help=True)
     agent.ask(request_)
     assert [item["args"]["path"] for item in agent.session["history"] if item["role"] == "tool"] == read
-    drafted = any(mca.REWRITE_SYSTEM in prompt for prompt in agent.model_client.prompts)
-    assert drafted == (bool(read) and "?" not in request_)   # a question is not drafted
+    assert any(mca.REWRITE_SYSTEM in prompt for prompt in agent.model_client.prompts) == drafted
 
 
 def test_a_draft_gets_the_checks_of_an_edit_and_the_edits_it_calls_for(repo):
