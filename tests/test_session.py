@@ -320,7 +320,6 @@ def test_sigkill_during_saves_never_leaves_a_broken_session(tmp_path):
     assert all(name.startswith(".mca-") and name.endswith(".tmp") for name in leftovers)
 
 
-@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 # --- undo ------------------------------------------------------------------------
 
 def test_undo_reverts_writes_and_patches_one_step_at_a_time(repo):
