@@ -2352,8 +2352,8 @@ class SmallModelHelp:
             if not self.agent.repeats_last_two(name, args):   # else it is refused
                 if self.agent.run_call({"name": name, "args": args}).denied:
                     return True
-        if may_act and orders_change(self.request):   # a file found by a name, not named, is
-            # drafted as one of two would be: "test_x fails; fix it" is no change to the test
+        if may_act and orders_change(self.request):   # a test file found by a test's name is
+            # drafted only to add a test: "test_x fails; fix it" orders no change to the test
             self.draft_change(named or [path for path in found if self.worth_drafting(path)])
         return self.said_no
 
@@ -2612,8 +2612,9 @@ class SmallModelHelp:
                 break   # not written, or a no: half a change is worse than none
 
     def worth_drafting(self, path):
-        """Whether the coach drafts `path`, one of two files a request names: a source file, not
-        the README a change follows, nor a test file unless the request adds a test to it."""
+        """Whether the coach drafts `path`, one of two files a request names or the file found by
+        a name it writes as code: a source file, not the README a change follows, nor a test file
+        unless the request adds a test to it."""
         adds_test = "test" not in Path(path).name or ADDS_TEST.search(self.request)
         return path.endswith(SOURCE_SUFFIXES) and bool(adds_test)
 

@@ -526,8 +526,8 @@ def test_the_small_model_layer_is_on_by_default_and_switches_off_as_a_whole(repo
     ("test_freezing fails: fix to_celsius.", ["units/convert.py"], True),   # the test is not the one to change
     ("Make describe() return a shorter text.", ["units/convert.py"], True),   # a method
     ("Why does test_freezing fail?", ["test_units.py"], False),   # a test, in no source file: its own
-    ("The test test_freezing fails. Fix the code so it passes.", ["test_units.py"], False),   # read, but
-    ("Add a test like test_freezing for 212 F.", ["test_units.py"], True),   # not rewritten unless added to
+    ("The test test_freezing fails. Fix the code so it passes.", ["test_units.py"], False),   # not the test
+    ("Add a test like test_freezing for 212 F.", ["test_units.py"], True),   # a test added: drafted
 ])
 def test_the_one_file_that_defines_the_functions_a_request_names_is_read_first(repo, request_, read, drafted):
     (repo / "units").mkdir()
