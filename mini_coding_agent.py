@@ -2352,8 +2352,9 @@ class SmallModelHelp:
             if not self.agent.repeats_last_two(name, args):   # else it is refused
                 if self.agent.run_call({"name": name, "args": args}).denied:
                     return True
-        if may_act and orders_change(self.request):   # a test file found by a test's name is
-            # drafted only to add a test: "test_x fails; fix it" orders no change to the test
+        # A test file found by a test's name is drafted only to add a test: "test_x fails; fix
+        # it" orders no change to the test.
+        if may_act and orders_change(self.request):
             self.draft_change(named or [path for path in found if self.worth_drafting(path)])
         return self.said_no
 
