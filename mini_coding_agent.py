@@ -1055,6 +1055,17 @@ def annotate(call, words):
     call["note"] = f"{call['note']}; {words}" if "note" in call else words
 
 
+def all_crlf(text):
+    """True if every line of a file's text ends in CRLF, as on Windows.  read_file shows lines
+    without the CR and models write LF, so their edits of such a file are given CRLF back."""
+    return "\r\n" in text and text.count("\n") == text.count("\r\n")
+
+
+def line_ends_as(file_text, text):
+    """Model-written text with the line ends of the file it goes into."""
+    return text.replace("\r\n", "\n").replace("\n", "\r\n") if all_crlf(file_text) else text
+
+
 def patched(text, old_text, new_text, name):
     """The text with old_text replaced by new_text; ValueError unless old_text occurs once."""
     count = text.count(old_text)
@@ -1332,14 +1343,15 @@ class ToolUse:
         path = self.writable(args["path"])
         if name == "write_file":
             old = read_limited(path).decode("utf-8", errors="replace") if path.exists() else ""
-            return path, old, args["content"]
+            return path, old, line_ends_as(old, args["content"])
         if not path.exists():
             raise ValueError(f"no such file: {args['path']}")
         try:
             old = read_limited(path).decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"{args['path']} is not UTF-8 text") from None
-        return path, old, patched(old, args["old_text"], args["new_text"], args["path"])
+        old_text, new_text = (line_ends_as(old, args[key]) for key in ("old_text", "new_text"))
+        return path, old, patched(old, old_text, new_text, args["path"])
 
     def tool_write_file(self, args):
         """Create or replace a file (undoably)."""
@@ -2702,9 +2714,10 @@ class SmallModelHelp:
     def file_text(self, raw_path):
         """The text of a file of the repository now, or None if the agent cannot read it."""
         try:
-            return read_limited(self.agent.path(raw_path)).decode("utf-8")
+            text = read_limited(self.agent.path(raw_path)).decode("utf-8")
         except (OSError, ValueError):   # also a path that escapes, or text that is not UTF-8
             return None
+        return text.replace("\r\n", "\n") if all_crlf(text) else text   # as read_file shows it
 
     def other_files(self, name, suffix=""):
         """(path, text) of the repository's files other than `name` ending in `suffix`."""

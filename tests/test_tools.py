@@ -415,6 +415,26 @@ def test_patch_file_replaces_exactly_one_occurrence(repo):
     assert (repo / "crlf.txt").read_bytes() == b"one\r\n2\r\n"
 
 
+@pytest.mark.parametrize("small_model_help", [False, True])
+def test_edits_of_a_windows_file_keep_its_crlf_line_ends(repo, small_model_help):
+    # read_file shows lines without their CR, and models write LF: a patch of several lines
+    # could never match, and a rewrite turned every line of the file into a change.
+    crlf = b"def a():\r\n    return 1\r\n\r\n\r\ndef b():\r\n    return 2\r\n"
+    (repo / "app.py").write_bytes(crlf)
+    (repo / "mixed.txt").write_bytes(b"one\r\ntwo\n")
+    agent = make_agent(repo, [], small_model_help=small_model_help)
+    shown = agent.run_tool("read_file", {"path": "app.py"})
+    assert "\r" not in shown and "   5: def b():" in shown
+    patch = {"path": "app.py", "old_text": "def b():\n    return 2",
+             "new_text": "def b():\n    return 3"}
+    assert agent.run_tool("patch_file", patch).startswith("patched app.py")
+    assert (repo / "app.py").read_bytes() == crlf.replace(b"return 2", b"return 3")
+    agent.run_tool("write_file", {"path": "app.py", "content": "def a():\n    return 1\n"})
+    assert (repo / "app.py").read_bytes() == b"def a():\r\n    return 1\r\n"
+    agent.run_tool("patch_file", {"path": "mixed.txt", "old_text": "two", "new_text": "2\n3"})
+    assert (repo / "mixed.txt").read_bytes() == b"one\r\n2\n3\n"   # no one line end to keep
+
+
 @pytest.mark.parametrize("old_text, count, hint", [
     ("zzz", 0, "; read the file and copy the lines exactly"),
     ("delta", 0, "; the nearest is line 2, copy it exactly: beta"),
