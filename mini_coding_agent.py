@@ -2269,9 +2269,9 @@ DRAFTED = (   # after the coach's draft; a model that copies its first line stil
     "what fails; then give your final answer.")
 CODE_NAME = re.compile(   # a word written as code: called (`area()`), to_celsius, UserRecord
     r"\b[A-Za-z_]\w*(?=\()|\b[A-Za-z]\w*(?:_|[a-z][A-Z])\w*")
-NO_TESTS = re.compile(r"\bno tests ran\b|^Ran 0 tests\b", re.M)   # pytest; unittest (3.12+)
-NO_TESTS_RAN = ("exit code 5 means that no tests ran: none were found where the command looked, "
-                "which is not a test that fails")
+NO_TESTS = re.compile(r"\bno tests ran\b|^Ran 0 tests\b", re.M)   # pytest; unittest
+NO_TESTS_RAN = ("no tests ran: none were found where the command looked, which is neither a test "
+                "that fails nor one that passes")
 UNKNOWN_OPTION = re.compile(   # "PROGRAM: ...": argparse and pytest; GNU tools
     r"^(\S.*?): (?:error: unrecognized arguments: (\S+)|unrecognized option '([^']+)')", re.M)
 OPTION_RAN_NOTHING = ("the command stopped at {option}, an option it does not know here (a "
@@ -2477,10 +2477,11 @@ class SmallModelHelp:
 
     def command_note(self, output):
         """A note on what small models misread in a command's output, or "": no tests found is
-        not a failing test (they fix code that works); an installed program's usage error at an
-        option it lacks ran nothing (they answer "failed to run the tests", or rewrite a test).
-        The repository's own programs are left out: their missing option may be the work."""
-        if output.startswith("exit_code: 5\n") and NO_TESTS.search(output):
+        neither a failing test (they fix code that works) nor a pass (they answer "the tests
+        pass"); an installed program's usage error at an option it lacks ran nothing (they answer
+        "failed to run the tests", or rewrite a test).  The repository's own programs are left
+        out: their missing option may be the work."""
+        if re.match(r"exit_code: [05]\n", output) and NO_TESTS.search(output):   # 0: Python < 3.12
             return f"\nnote: {NO_TESTS_RAN}"
         unknown = UNKNOWN_OPTION.search(output.partition("\nstderr:\n")[2])
         if not unknown or not re.match(r"exit_code: [24]\n", output):   # 2 argparse, 4 pytest
