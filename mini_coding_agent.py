@@ -1343,7 +1343,10 @@ class ToolUse:
         path = self.writable(args["path"])
         if name == "write_file":
             old = read_limited(path).decode("utf-8", errors="replace") if path.exists() else ""
-            return path, old, line_ends_as(old, args["content"])
+            content = args["content"]
+            if old.startswith("\ufeff") and not content.startswith("\ufeff"):
+                content = "\ufeff" + content   # a byte-order mark is kept: models drop it
+            return path, old, line_ends_as(old, content)
         if not path.exists():
             raise ValueError(f"no such file: {args['path']}")
         try:
@@ -2713,12 +2716,13 @@ class SmallModelHelp:
         return sorted(new)
 
     def file_text(self, raw_path):
-        """The text of a file of the repository now, or None if the agent cannot read it."""
+        """The text of a file of the repository now, as Python and the model read it (no
+        byte-order mark, and LF in a CRLF file), or None if the agent cannot read it."""
         try:
-            text = read_limited(self.agent.path(raw_path)).decode("utf-8")
+            text = read_limited(self.agent.path(raw_path)).decode("utf-8").removeprefix("\ufeff")
         except (OSError, ValueError):   # also a path that escapes, or text that is not UTF-8
             return None
-        return text.replace("\r\n", "\n") if all_crlf(text) else text   # as read_file shows it
+        return text.replace("\r\n", "\n") if all_crlf(text) else text
 
     def other_files(self, name, suffix=""):
         """(path, text) of the repository's files other than `name` ending in `suffix`."""

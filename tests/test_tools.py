@@ -435,6 +435,18 @@ def test_edits_of_a_windows_file_keep_its_crlf_line_ends(repo, small_model_help)
     assert (repo / "mixed.txt").read_bytes() == b"one\r\n2\n3\n"   # no one line end to keep
 
 
+@pytest.mark.parametrize("small_model_help", [False, True])
+def test_edits_of_a_file_with_a_byte_order_mark_keep_it(repo, small_model_help):
+    # Python reads past the mark; compiled as text it is an error, so the layer's check of the
+    # patch warned "invalid non-printable character U+FEFF" of a file that runs.
+    (repo / "b.py").write_bytes(b'\xef\xbb\xbfname = "x"\nversion = 1\n')
+    agent = make_agent(repo, [], small_model_help=small_model_help)
+    patch = {"path": "b.py", "old_text": 'name = "x"', "new_text": 'name = "y"'}
+    assert agent.run_tool("patch_file", patch) == "patched b.py"
+    agent.run_tool("write_file", {"path": "b.py", "content": 'name = "z"\nversion = 1\n'})
+    assert (repo / "b.py").read_bytes() == b'\xef\xbb\xbfname = "z"\nversion = 1\n'
+
+
 @pytest.mark.parametrize("old_text, count, hint", [
     ("zzz", 0, "; read the file and copy the lines exactly"),
     ("delta", 0, "; the nearest is line 2, copy it exactly: beta"),
