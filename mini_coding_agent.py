@@ -3694,8 +3694,10 @@ class TerminalDisplay(Display):
         sys.stderr.flush()
 
     def answer(self, text):
-        """Print a final answer on stdout, unless it streamed already onto stdout's terminal."""
-        streamed_here = self.printed and sys.stdout.isatty() and sys.stderr.isatty() and \
+        """Print a final answer on stdout, unless it streamed already, as it is, onto stdout's
+        terminal (an answer read out of `{"result": "..."}` is printed)."""
+        streamed_here = self.printed and self.reply.strip() == text.strip() and \
+            sys.stdout.isatty() and sys.stderr.isatty() and \
             os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
         if self.mode not in ("answer", "answered") and not streamed_here:
             print(paint(text, "bold", sys.stdout))
