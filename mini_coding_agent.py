@@ -668,7 +668,7 @@ def first_line(path):
 
 def read_doc(path, root, limit):
     """The first `limit` chars of a doc or source file, if it is a regular file inside the
-    repository; else None."""
+    repository, with CRLF read as LF (as read_file shows lines); else None."""
     try:
         real = path.resolve(strict=True)
         if not is_inside(real, root):
@@ -677,6 +677,7 @@ def read_doc(path, root, limit):
             text = (file.read(4 * limit) or b"").decode("utf-8", errors="replace")
     except (OSError, RuntimeError):   # RuntimeError: a symlink loop
         return None
+    text = text.replace("\r\n", "\n")
     return text if len(text) <= limit else text[:limit] + "\n...[more in the file]"
 
 

@@ -491,6 +491,16 @@ def test_a_patch_sent_to_the_wrong_file_goes_to_the_one_beside_it_that_holds_it_
     assert (repo / "billing.py").read_text() == "def compute_total(items):\n    return sum(items)\n"
 
 
+def test_a_patch_of_several_lines_sent_to_the_wrong_file_finds_a_crlf_file_that_holds_them(repo):
+    (repo / "billing.py").write_text("def total(items):\n    return sum(items)\n")
+    (repo / "invoice.py").write_bytes(b"import os\r\nfrom billing import total\r\n")
+    patch = {"path": "billing.py", "old_text": "import os\nfrom billing import total",
+             "new_text": "from billing import total"}
+    result = make_agent(repo, [], small_model_help=True).run_tool("patch_file", patch)
+    assert result.endswith("invoice.py holds it, so it was patched)\npatched invoice.py")
+    assert (repo / "invoice.py").read_bytes() == b"from billing import total\r\n"
+
+
 def test_a_patch_to_a_file_that_does_not_exist_goes_to_the_one_file_that_holds_its_text(repo):
     (repo / "net").mkdir()
     (repo / "net" / "limits.py").write_text("MAX_RETRIES = 3\n")
