@@ -3697,10 +3697,10 @@ class TerminalDisplay(Display):
     def answer(self, text):
         """Print a final answer on stdout, unless it streamed already, as it is, onto stdout's
         terminal (an answer read out of `{"result": "..."}` is printed)."""
-        streamed_here = self.printed and self.reply.strip() == text.strip() and \
-            sys.stdout.isatty() and sys.stderr.isatty() and \
+        with_stdout = self.printed and sys.stdout.isatty() and sys.stderr.isatty() and \
             os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
-        if self.mode not in ("answer", "answered") and not streamed_here:
+        seen = self.mode in ("answer", "answered") or with_stdout   # on stdout, or beside it
+        if not (seen and read_reply(self.reply or " ") == ("final", text.strip())):
             print(paint(text, "bold", sys.stdout))
 
 

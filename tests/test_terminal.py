@@ -380,9 +380,11 @@ def test_an_untagged_answer_appears_exactly_once_on_the_terminal(ollama, start):
     assert terminal.finish() == 0
 
 
-def test_an_answer_read_out_of_json_is_shown_as_read_after_what_streamed(ollama, start):
-    ollama.script({"chunks": ['{ "output": "The server ', 'listens on port 8731." }'], "chunk_delay": 0.05})
-    terminal = start()   # seen from Qwen2.5-Coder-1.5B: the streamed JSON was all the screen showed
+@pytest.mark.parametrize("opening, closing", [("", ""), ("<final>", "</final>")])
+def test_an_answer_read_out_of_json_is_shown_as_read_after_what_streamed(ollama, start, opening, closing):
+    ollama.script({"chunks": [opening + '{ "output": "The server ', 'listens on port 8731." }' + closing],
+                   "chunk_delay": 0.05})
+    terminal = start()   # seen from Qwen2.5-Coder-1.5B, both: the streamed JSON was all the screen showed
     terminal.expect(PROMPT)
     terminal.type("which port?\n")
     terminal.expect(PROMPT)
